@@ -1,0 +1,364 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/hub/twin"
+)
+
+// InputHandler handles one message that arrived on a module input. The
+// message's System.InputName names the input. It must not keep or modify m
+// after returning; Clone it to forward a changed copy.
+type InputHandler func(ctx context.Context, m *message.Message) error
+
+// DesiredHandler is told about each desired-properties patch, with the
+// desired version after it.
+type DesiredHandler func(ctx context.Context, patch map[string]any, version int64)
+
+// MethodRequest is a direct-method call.
+type MethodRequest struct {
+	Name    string
+	Payload json.RawMessage // JSON, or empty
+}
+
+// MethodResponse is a direct method's answer: an HTTP-like status and a
+// JSON payload (or empty).
+type MethodResponse struct {
+	Status  int             `json:"status"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// MethodHandler answers a direct method. ctx ends at the caller's timeout.
+type MethodHandler func(ctx context.Context, req MethodRequest) MethodResponse
+
+// Client is an in-process module's connection to the hub, the counterpart
+// of the Azure IoT SDKs' ModuleClient. The hub makes a new Client for each
+// run of a module; handlers registered on it last for that run.
+//
+// Input handlers and desired-property handlers are called one at a time,
+// in order, from one goroutine the hub owns; method handlers may run
+// concurrently with them.
+type Client struct {
+	hub *Hub
+	md  *module
+	log *slog.Logger
+	env map[string]string
+
+	mu       sync.Mutex
+	inputs   atomic.Pointer[map[string]InputHandler] // copy on write: read per message without the lock
+	npatches atomic.Int32                            // len(patches), read per message without the lock
+	methods  map[string]MethodHandler
+	desired  DesiredHandler
+	patches  []patchNote
+	wake     chan struct{} // a handler was registered or a patch queued
+	healthy  bool
+	health   string
+	stopping bool
+
+	runCtx  context.Context         // ends with the run
+	cancel  context.CancelCauseFunc // ends the run, with the reason
+	calls   sync.WaitGroup          // running method handlers
+	restart func(reason string)     // asks the supervisor for a restart when unhealthy
+}
+
+type patchNote struct {
+	patch   map[string]any
+	version int64
+}
+
+func newClient(h *Hub, md *module, env map[string]string) *Client {
+	return &Client{
+		hub:     h,
+		md:      md,
+		log:     h.log.With("module", md.id),
+		env:     env,
+		methods: map[string]MethodHandler{},
+		wake:    make(chan struct{}, 1),
+		healthy: true,
+	}
+}
+
+// DeviceID is the edge device's id.
+func (c *Client) DeviceID() string { return c.hub.opts.DeviceID }
+
+// ModuleID is this module's id, its name in the deployment.
+func (c *Client) ModuleID() string { return c.md.id }
+
+// Logger is a logger tagged with the module's name.
+func (c *Client) Logger() *slog.Logger { return c.log }
+
+// Env returns an environment variable from the module's deployment entry
+// ("env": {"K": {"value": "V"}}). Built-in modules read their settings
+// here instead of from the process environment.
+func (c *Client) Env(key string) (string, bool) {
+	v, ok := c.env[key]
+	return v, ok
+}
+
+// SendOutput sends m on the named output. It returns once every sink the
+// routes select has taken m, blocking while an in-process input is full.
+// SendOutput takes ownership of m.
+func (c *Client) SendOutput(ctx context.Context, output string, m *message.Message) error {
+	return c.hub.Send(ctx, c.md.id, output, m)
+}
+
+// OnInput registers the handler for one input, replacing any before it.
+func (c *Client) OnInput(input string, h InputHandler) {
+	c.mu.Lock()
+	next := map[string]InputHandler{input: h}
+	if cur := c.inputs.Load(); cur != nil {
+		for k, v := range *cur {
+			if k != input {
+				next[k] = v
+			}
+		}
+	}
+	c.inputs.Store(&next)
+	c.mu.Unlock()
+	c.signal()
+}
+
+// OnMethod registers the handler for one direct method.
+func (c *Client) OnMethod(name string, h MethodHandler) {
+	c.mu.Lock()
+	c.methods[name] = h
+	c.mu.Unlock()
+}
+
+// OnDesiredChange registers the handler for desired-property patches.
+func (c *Client) OnDesiredChange(h DesiredHandler) {
+	c.mu.Lock()
+	c.desired = h
+	c.mu.Unlock()
+	c.signal()
+}
+
+// Twin returns a copy of the module's own twin.
+func (c *Client) Twin(ctx context.Context) (twin.Twin, error) {
+	if err := ctx.Err(); err != nil {
+		return twin.Twin{}, err
+	}
+	return c.md.twinSnapshot(), nil
+}
+
+// UpdateReported merges patch into the module's reported properties (null
+// deletes a member) and returns the new reported version.
+func (c *Client) UpdateReported(ctx context.Context, patch map[string]any) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.md.patchReported(patch)
+}
+
+// SetHealthy reports the module's health. A module whose restart policy is
+// on-unhealthy or always is restarted when it reports itself unhealthy.
+func (c *Client) SetHealthy(ok bool, reason string) {
+	c.mu.Lock()
+	changed := c.healthy != ok
+	c.healthy, c.health = ok, reason
+	restart := c.restart
+	c.mu.Unlock()
+	if changed && !ok {
+		c.log.Warn("module reports itself unhealthy", "reason", reason)
+		if restart != nil {
+			restart(reason)
+		}
+	}
+}
+
+// InvokeMethod calls a direct method on another module of this device
+// (deviceID empty or the edge device's id) and waits at most timeout for
+// the answer (30 s when zero).
+func (c *Client) InvokeMethod(ctx context.Context, deviceID, moduleID string, req MethodRequest, timeout time.Duration) (MethodResponse, error) {
+	if deviceID == "" {
+		deviceID = c.hub.opts.DeviceID
+	}
+	return c.hub.InvokeMethod(ctx, deviceID, moduleID, req, timeout)
+}
+
+func (c *Client) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) queuePatch(patch map[string]any, version int64) {
+	c.mu.Lock()
+	c.patches = append(c.patches, patchNote{patch: patch, version: version})
+	c.npatches.Add(1)
+	c.mu.Unlock()
+	c.signal()
+}
+
+// nextPatch pops the oldest queued patch if a handler is there to take it.
+func (c *Client) nextPatch() (patchNote, DesiredHandler, bool) {
+	if c.npatches.Load() == 0 {
+		return patchNote{}, nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.patches) == 0 || c.desired == nil {
+		return patchNote{}, nil, false
+	}
+	p := c.patches[0]
+	c.patches[0] = patchNote{}
+	c.patches = c.patches[1:]
+	c.npatches.Add(-1)
+	return p, c.desired, true
+}
+
+func (c *Client) inputHandler(name string) InputHandler {
+	if m := c.inputs.Load(); m != nil {
+		return (*m)[name]
+	}
+	return nil
+}
+
+// errPanic marks a run that ended in a recovered panic.
+var errPanic = errors.New("module panicked")
+
+// recovered turns a recovered panic value into an error with the stack,
+// and ends the run with it.
+func (c *Client) recovered(where string, r any) error {
+	err := fmt.Errorf("%w in %s: %v", errPanic, where, r)
+	c.log.Error("recovered panic", "where", where, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	if c.cancel != nil {
+		c.cancel(err)
+	}
+	return err
+}
+
+// dispatch hands input messages and desired patches to the handlers, one
+// at a time, until ctx ends. A message whose input has no handler yet
+// waits (and holds back the ones behind it) until one is registered:
+// backpressure, not loss.
+func (c *Client) dispatch(ctx context.Context) {
+	in := c.md.inbox
+	for {
+		if p, h, ok := c.nextPatch(); ok {
+			c.callDesired(ctx, h, p)
+			continue
+		}
+		m := in.pending
+		in.pending = nil
+		if m == nil {
+			// The plain receive is the fast path under load; the select
+			// below only runs when the inbox is empty.
+			select {
+			case m = <-in.ch:
+			default:
+			}
+		}
+		if m == nil {
+			select {
+			case m = <-in.ch:
+			case <-c.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		h := c.inputHandler(m.System.InputName)
+		if h == nil {
+			in.pending = m
+			select {
+			case <-c.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		c.callInput(ctx, h, m)
+	}
+}
+
+func (c *Client) callInput(ctx context.Context, h InputHandler, m *message.Message) {
+	defer func() {
+		if r := recover(); r != nil {
+			_ = c.recovered("input handler "+m.System.InputName, r)
+		}
+	}()
+	if err := h(ctx, m); err != nil && ctx.Err() == nil {
+		c.log.Warn("input handler failed", "input", m.System.InputName, "messageId", m.System.MessageID, "err", err)
+		c.hub.drop("handler_error")
+	}
+}
+
+func (c *Client) callDesired(ctx context.Context, h DesiredHandler, p patchNote) {
+	defer func() {
+		if r := recover(); r != nil {
+			_ = c.recovered("desired-properties handler", r)
+		}
+	}()
+	h(ctx, p.patch, p.version)
+}
+
+// callMethod runs a method handler in a goroutine the client waits for at
+// the end of the run, so a handler that outlives its caller's timeout is
+// still accounted for.
+func (c *Client) callMethod(ctx context.Context, req MethodRequest) (MethodResponse, error) {
+	c.mu.Lock()
+	h := c.methods[req.Name]
+	stopping := c.stopping
+	if h != nil && !stopping {
+		c.calls.Add(1)
+	}
+	c.mu.Unlock()
+	if stopping {
+		return MethodResponse{}, fmt.Errorf("%w: %s is stopping", ErrModuleNotActive, c.md.id)
+	}
+	if h == nil {
+		return MethodResponse{Status: 501, Payload: errorPayload(fmt.Sprintf("module %s has no handler for method %q", c.md.id, req.Name))}, nil
+	}
+	// The handler's context ends at the caller's timeout or with the run,
+	// whichever is first.
+	ctx, cancel := context.WithCancel(ctx)
+	unhook := context.AfterFunc(c.runCtx, cancel)
+	done := make(chan MethodResponse, 1)
+	go func() {
+		defer cancel()
+		defer unhook()
+		defer c.calls.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				err := c.recovered("method "+req.Name, r)
+				done <- MethodResponse{Status: 500, Payload: errorPayload(err.Error())}
+			}
+		}()
+		done <- h(ctx, req)
+	}()
+	select {
+	case r := <-done:
+		return r, nil
+	case <-ctx.Done():
+		select {
+		case r := <-done: // answered just as the deadline passed
+			return r, nil
+		default:
+		}
+		return MethodResponse{}, fmt.Errorf("method %q on %s: %w", req.Name, c.md.id, ErrMethodTimeout)
+	}
+}
+
+// stop refuses new method calls and waits for running ones.
+func (c *Client) stop() {
+	c.mu.Lock()
+	c.stopping = true
+	c.mu.Unlock()
+	c.calls.Wait()
+}
+
+func errorPayload(msg string) json.RawMessage {
+	b, _ := json.Marshal(map[string]string{"message": msg})
+	return b
+}

@@ -1,0 +1,259 @@
+// Package hub is tinyedge's message hub: it stamps and routes messages with
+// the edgeHub route language, delivers them to in-process module inputs and
+// to $upstream, keeps module twins, dispatches direct methods and
+// supervises in-process modules.
+//
+// Subpackages hold the pieces that stand alone: message (the message
+// model), route (the route language), twin (twin documents) and deploy
+// (deployment manifests).
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/hub/route"
+	"github.com/tinyedge/tinyedge/hub/twin"
+)
+
+// Errors returned (wrapped) by the hub.
+var (
+	ErrClosed          = errors.New("hub closed")
+	ErrUnknownModule   = errors.New("unknown module")
+	ErrNoUpstream      = errors.New("no upstream endpoint configured")
+	ErrMethodTimeout   = errors.New("direct method timed out")
+	ErrModuleNotActive = errors.New("module is not running")
+)
+
+// Options configure a Hub. The zero value works for tests: device id
+// "tinyedge", a discarding logger, no upstream.
+type Options struct {
+	DeviceID string
+	Logger   *slog.Logger
+	// Upstream receives what routes send to $upstream.
+	Upstream Endpoint
+	// InputCapacity is the number of messages each in-process module's
+	// inputs buffer before senders block (backpressure). Default 256.
+	InputCapacity int
+	// Backoff paces restarts of failed modules. Zero fields take defaults.
+	Backoff Backoff
+	// StopTimeout is how long Close waits for each module to return after
+	// its context is cancelled. Default 10 s.
+	StopTimeout time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Stats are the hub's counters, named after edgeHub's metrics.
+type Stats struct {
+	Received uint64            // edgehub_messages_received_total
+	Sent     uint64            // edgehub_messages_sent_total (deliveries)
+	Dropped  map[string]uint64 // edgehub_messages_dropped_total by reason
+}
+
+// Hub is the message hub. Make one with New, give it a deployment with
+// Deploy, and Close it to stop every module.
+type Hub struct {
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+
+	router atomic.Pointer[router]
+
+	mu      sync.Mutex                         // guards modules, closed and writes to mods
+	modules map[string]*module                 // by module id
+	mods    atomic.Pointer[map[string]*module] // read-only copy of modules for the delivery path
+	closed  bool
+
+	seq      atomic.Uint64
+	idPrefix string
+
+	received atomic.Uint64
+	sent     atomic.Uint64
+	dropMu   sync.Mutex
+	dropped  map[string]uint64
+
+	wg sync.WaitGroup // supervisors
+}
+
+// New returns a hub with no routes and no modules.
+func New(opts Options) *Hub {
+	if opts.DeviceID == "" {
+		opts.DeviceID = "tinyedge"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.InputCapacity <= 0 {
+		opts.InputCapacity = 256
+	}
+	if opts.StopTimeout <= 0 {
+		opts.StopTimeout = 10 * time.Second
+	}
+	opts.Backoff = opts.Backoff.withDefaults()
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	h := &Hub{
+		opts:     opts,
+		log:      opts.Logger,
+		now:      now,
+		modules:  map[string]*module{},
+		dropped:  map[string]uint64{},
+		idPrefix: fmt.Sprintf("%012x", b[:]),
+	}
+	h.router.Store(&router{})
+	h.mods.Store(&map[string]*module{})
+	return h
+}
+
+// DeviceID is the edge device's identity.
+func (h *Hub) DeviceID() string { return h.opts.DeviceID }
+
+// SetRoutes replaces the routing table atomically: messages already being
+// routed finish with the old table.
+func (h *Hub) SetRoutes(routes []*route.Route) {
+	h.router.Store(newRouter(routes))
+}
+
+// Routes returns the routes in effect, sorted by name.
+func (h *Hub) Routes() []*route.Route {
+	rs := append([]*route.Route(nil), h.router.Load().routes...)
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Name < rs[j].Name })
+	return rs
+}
+
+// Stats returns a snapshot of the counters.
+func (h *Hub) Stats() Stats {
+	h.dropMu.Lock()
+	d := make(map[string]uint64, len(h.dropped))
+	for k, v := range h.dropped {
+		d[k] = v
+	}
+	h.dropMu.Unlock()
+	return Stats{Received: h.received.Load(), Sent: h.sent.Load(), Dropped: d}
+}
+
+func (h *Hub) drop(reason string) {
+	h.dropMu.Lock()
+	h.dropped[reason]++
+	h.dropMu.Unlock()
+}
+
+// newMessageID returns an id unique to this hub process: a random prefix
+// chosen at start and the sequence number, shaped like a UUID
+// (8-4-4-4-12 hex digits) so IoT Hub tooling shows it as it shows
+// SDK-generated ids.
+func (h *Hub) newMessageID(seq uint64) string {
+	const digits = "0123456789abcdef"
+	var hex [32]byte
+	copy(hex[:12], h.idPrefix)
+	for i := 31; i >= 12; i-- {
+		hex[i] = digits[seq&0xf]
+		seq >>= 4
+	}
+	var b [36]byte
+	j := 0
+	for i, c := range hex {
+		if i == 8 || i == 12 || i == 16 || i == 20 {
+			b[j] = '-'
+			j++
+		}
+		b[j] = c
+		j++
+	}
+	return string(b[:])
+}
+
+// Send accepts a message from an in-process module's output: it stamps the
+// system properties the hub owns, checks the size limit and routes it. It
+// returns when every sink has taken the message (for in-process inputs:
+// once it is in the input's buffer). Send takes ownership of m.
+func (h *Hub) Send(ctx context.Context, moduleID, output string, m *message.Message) error {
+	return h.accept(ctx, moduleID, output, m)
+}
+
+// SendDevice accepts device telemetry (source /messages) from the edge
+// device itself.
+func (h *Hub) SendDevice(ctx context.Context, m *message.Message) error {
+	return h.accept(ctx, "", "", m)
+}
+
+func (h *Hub) accept(ctx context.Context, moduleID, output string, m *message.Message) error {
+	if m == nil {
+		return errors.New("send: nil message")
+	}
+	s := &m.System
+	// The hub, not the sender, says who sent it.
+	s.ConnectionDeviceID = h.opts.DeviceID
+	s.ConnectionModuleID = moduleID
+	s.OutputName = output
+	s.InputName = ""
+	m.Kind = message.Telemetry
+	if err := m.CheckSize(); err != nil {
+		h.drop("too_large")
+		return fmt.Errorf("send on output %q: %w", output, err)
+	}
+	seq := h.seq.Add(1)
+	m.Seq = seq
+	if s.MessageID == "" {
+		s.MessageID = h.newMessageID(seq)
+	}
+	s.EnqueuedTime = h.now()
+	h.received.Add(1)
+	return h.route(ctx, m)
+}
+
+// Notify routes a hub-made message such as a twin change notification;
+// its system properties are taken as they are.
+func (h *Hub) Notify(ctx context.Context, m *message.Message) error {
+	m.Seq = h.seq.Add(1)
+	if m.System.MessageID == "" {
+		m.System.MessageID = h.newMessageID(m.Seq)
+	}
+	m.System.EnqueuedTime = h.now()
+	return h.route(ctx, m)
+}
+
+// twinFor returns the module's twin, for code outside the module (the CLI,
+// tests, and later the upstream link).
+func (h *Hub) twinFor(moduleID string) (*module, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	md, ok := h.modules[moduleID]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownModule, moduleID)
+	}
+	return md, nil
+}
+
+// Twin returns a copy of a module's twin.
+func (h *Hub) Twin(moduleID string) (twin.Twin, error) {
+	md, err := h.twinFor(moduleID)
+	if err != nil {
+		return twin.Twin{}, err
+	}
+	return md.twinSnapshot(), nil
+}
+
+// PatchDesired applies a desired-properties patch to a module's twin, as a
+// deployment update or the cloud would, and notifies the running module.
+// It returns the new desired version.
+func (h *Hub) PatchDesired(moduleID string, patch map[string]any) (int64, error) {
+	md, err := h.twinFor(moduleID)
+	if err != nil {
+		return 0, err
+	}
+	return md.patchDesired(patch)
+}

@@ -1,0 +1,373 @@
+package hub_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/hub/route"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// recorder is an Endpoint that keeps what it is given.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []*message.Message
+	dels []hub.Delivery
+}
+
+func (r *recorder) Name() string { return "$upstream" }
+
+func (r *recorder) Deliver(_ context.Context, m *message.Message, d hub.Delivery) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, m)
+	r.dels = append(r.dels, d)
+	return nil
+}
+
+func (r *recorder) all() ([]*message.Message, []hub.Delivery) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*message.Message(nil), r.msgs...), append([]hub.Delivery(nil), r.dels...)
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func mustRoute(t testing.TB, name, text string) *route.Route {
+	t.Helper()
+	r, err := route.Parse(name, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// idle is a module that registers nothing and waits to be stopped.
+var idle = hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+	<-ctx.Done()
+	return nil
+})
+
+// sink is a module that records what arrives on the given inputs.
+type sink struct {
+	inputs []string
+	mu     sync.Mutex
+	got    []*message.Message
+}
+
+func (s *sink) Run(ctx context.Context, c *hub.Client) error {
+	for _, in := range s.inputs {
+		c.OnInput(in, func(_ context.Context, m *message.Message) error {
+			s.mu.Lock()
+			s.got = append(s.got, m)
+			s.mu.Unlock()
+			return nil
+		})
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (s *sink) messages() []*message.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*message.Message(nil), s.got...)
+}
+
+func newHub(t *testing.T, up hub.Endpoint, opts ...func(*hub.Options)) *hub.Hub {
+	t.Helper()
+	o := hub.Options{DeviceID: "gw1", Upstream: up, Backoff: hub.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond}}
+	for _, f := range opts {
+		f(&o)
+	}
+	h := hub.New(o)
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+func TestSendStampsIdentity(t *testing.T) {
+	up := &recorder{}
+	h := newHub(t, up)
+	if err := h.Deploy(hub.Deployment{
+		Modules: []hub.ModuleSpec{{Name: "sensor", Module: idle}},
+		Routes:  []*route.Route{mustRoute(t, "all", "FROM /messages/* INTO $upstream")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := message.New([]byte(`{"t":1}`))
+	// A sender's claims about who it is are overwritten.
+	m.System.ConnectionDeviceID = "someone-else"
+	m.System.ConnectionModuleID = "forged"
+	m.System.OutputName = "forged"
+	m.System.InputName = "forged"
+	before := time.Now()
+	if err := h.Send(context.Background(), "sensor", "out1", m); err != nil {
+		t.Fatal(err)
+	}
+	m2 := message.New(nil)
+	m2.System.MessageID = "mine"
+	if err := h.Send(context.Background(), "sensor", "out1", m2); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := up.all()
+	if len(got) != 2 {
+		t.Fatalf("upstream got %d messages, want 2", len(got))
+	}
+	s := got[0].System
+	if s.ConnectionDeviceID != "gw1" || s.ConnectionModuleID != "sensor" || s.OutputName != "out1" || s.InputName != "" {
+		t.Errorf("identity = %q/%q out %q in %q, want gw1/sensor out out1 in \"\"", s.ConnectionDeviceID, s.ConnectionModuleID, s.OutputName, s.InputName)
+	}
+	if len(s.MessageID) != 36 || strings.Count(s.MessageID, "-") != 4 {
+		t.Errorf("generated messageId %q is not UUID-shaped", s.MessageID)
+	}
+	if s.EnqueuedTime.Before(before) {
+		t.Errorf("enqueuedTime %v before send at %v", s.EnqueuedTime, before)
+	}
+	if got[1].System.MessageID != "mine" {
+		t.Errorf("messageId = %q, want the sender's %q", got[1].System.MessageID, "mine")
+	}
+	if got[0].System.MessageID == got[1].System.MessageID || got[1].Seq <= got[0].Seq {
+		t.Errorf("ids %q %q, seqs %d %d: want distinct ids and growing sequence numbers", got[0].System.MessageID, got[1].System.MessageID, got[0].Seq, got[1].Seq)
+	}
+	if src := got[0].Source(); src != "/messages/modules/sensor/outputs/out1" {
+		t.Errorf("source = %q", src)
+	}
+}
+
+func TestMessageSizeLimit(t *testing.T) {
+	up := &recorder{}
+	h := newHub(t, up)
+	h.SetRoutes([]*route.Route{mustRoute(t, "all", "FROM /* INTO $upstream")})
+	// The hub adds the device id, the message id and the output name, so
+	// leave room for them in the message that must pass.
+	ok := message.New(make([]byte, message.MaxSize-200))
+	if err := h.Send(context.Background(), "m", "o", ok); err != nil {
+		t.Fatalf("message under the limit refused: %v", err)
+	}
+	big := message.New(make([]byte, message.MaxSize))
+	big.Properties["k"] = "v"
+	err := h.Send(context.Background(), "m", "o", big)
+	if !errors.Is(err, message.ErrTooLarge) {
+		t.Fatalf("err = %v, want ErrTooLarge", err)
+	}
+	for _, want := range []string{"262144 bytes", fmt.Sprint(message.MaxSize)} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if up.count() != 1 {
+		t.Errorf("upstream got %d messages, want only the one under the limit", up.count())
+	}
+	if d := h.Stats().Dropped["too_large"]; d != 1 {
+		t.Errorf("dropped too_large = %d, want 1", d)
+	}
+}
+
+func TestRouterOneDeliveryPerSinkHighestPriority(t *testing.T) {
+	up := &recorder{}
+	h := newHub(t, up)
+	in := &sink{inputs: []string{"in1"}}
+	r1 := mustRoute(t, "low", "FROM /messages/* INTO $upstream")
+	r1.Priority, r1.TimeToLive = 7, time.Hour
+	r2 := mustRoute(t, "high", "FROM /messages/modules/a/* WHERE kind = 'alert' INTO $upstream")
+	r2.Priority, r2.TimeToLive = 1, time.Minute
+	r3 := mustRoute(t, "none", "FROM /messages/modules/b/* INTO $upstream")
+	r3.Priority = 0
+	r4 := mustRoute(t, "toB", `FROM /messages/modules/a/outputs/o INTO BrokeredEndpoint("/modules/b/inputs/in1")`)
+	r5 := mustRoute(t, "toB2", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/in1")`)
+	if err := h.Deploy(hub.Deployment{
+		Modules: []hub.ModuleSpec{{Name: "a", Module: idle}, {Name: "b", Module: in}},
+		Routes:  []*route.Route{r1, r2, r3, r4, r5},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := message.New([]byte("x"))
+	m.Properties["kind"] = "alert"
+	if err := h.Send(context.Background(), "a", "o", m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "module b's delivery", func() bool { return len(in.messages()) == 1 })
+	got, dels := up.all()
+	if len(got) != 1 {
+		t.Fatalf("upstream got %d deliveries, want 1 however many routes hit it", len(got))
+	}
+	if dels[0].Priority != 1 || dels[0].TimeToLive != time.Minute {
+		t.Errorf("delivery = %+v, want the priority and TTL of route \"high\" (1, 1m)", dels[0])
+	}
+	if got[0].System.InputName != "" {
+		t.Errorf("upstream copy has $inputName %q", got[0].System.InputName)
+	}
+	if in := in.messages()[0].System.InputName; in != "in1" {
+		t.Errorf("module input got $inputName %q, want in1", in)
+	}
+	time.Sleep(20 * time.Millisecond) // a duplicate would arrive by now
+	if n := len(in.messages()); n != 1 {
+		t.Errorf("module b got %d deliveries, want 1", n)
+	}
+	if st := h.Stats(); st.Received != 1 || st.Sent != 2 {
+		t.Errorf("stats = %+v, want 1 received, 2 sent", st)
+	}
+}
+
+func TestUnroutedMessageCounted(t *testing.T) {
+	up := &recorder{}
+	h := newHub(t, up)
+	h.SetRoutes([]*route.Route{mustRoute(t, "r", "FROM /messages/modules/x/* INTO $upstream")})
+	if err := h.Send(context.Background(), "y", "o", message.New(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if d := h.Stats().Dropped["no_route"]; d != 1 {
+		t.Errorf("dropped no_route = %d, want 1", d)
+	}
+}
+
+func TestFanOutEachInputSeesItsName(t *testing.T) {
+	up := &recorder{}
+	h := newHub(t, up)
+	b := &sink{inputs: []string{"x"}}
+	c := &sink{inputs: []string{"y"}}
+	if err := h.Deploy(hub.Deployment{
+		Modules: []hub.ModuleSpec{{Name: "a", Module: idle}, {Name: "b", Module: b}, {Name: "c", Module: c}},
+		Routes: []*route.Route{
+			mustRoute(t, "1", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/x")`),
+			mustRoute(t, "2", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/c/inputs/y")`),
+			mustRoute(t, "3", `FROM /messages/modules/a/* INTO $upstream`),
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Send(context.Background(), "a", "o", message.New([]byte("hi"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both inputs", func() bool { return len(b.messages()) == 1 && len(c.messages()) == 1 })
+	if n := b.messages()[0].System.InputName; n != "x" {
+		t.Errorf("b got input %q, want x", n)
+	}
+	if n := c.messages()[0].System.InputName; n != "y" {
+		t.Errorf("c got input %q, want y", n)
+	}
+	up1, _ := up.all()
+	if len(up1) != 1 || up1[0].System.InputName != "" {
+		t.Errorf("upstream got %d messages, input name %q; want 1 without input name", len(up1), up1[0].System.InputName)
+	}
+}
+
+// TestBackpressure checks that a full module input blocks the sender
+// instead of dropping, and that everything arrives once the module reads.
+func TestBackpressure(t *testing.T) {
+	h := newHub(t, &recorder{}, func(o *hub.Options) { o.InputCapacity = 2 })
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var got []string
+	slow := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		c.OnInput("in", func(ctx context.Context, m *message.Message) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			mu.Lock()
+			got = append(got, string(m.Body))
+			mu.Unlock()
+			return nil
+		})
+		<-ctx.Done()
+		return nil
+	})
+	if err := h.Deploy(hub.Deployment{
+		Modules: []hub.ModuleSpec{{Name: "slow", Module: slow}},
+		Routes:  []*route.Route{mustRoute(t, "r", `FROM /messages/modules/p/* INTO BrokeredEndpoint("/modules/slow/inputs/in")`)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// One message in the handler, two in the buffer; the fourth blocks
+	// and its sender is told.
+	for i := range 3 {
+		if err := h.Send(context.Background(), "p", "o", message.New(fmt.Appendf(nil, "%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	err := h.Send(ctx, "p", "o", message.New([]byte("blocked")))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("send to a full input: err = %v, want it to block until the deadline", err)
+	}
+	if d := h.Stats().Dropped; len(d) != 0 {
+		t.Errorf("dropped = %v, want nothing dropped", d)
+	}
+	close(release)
+	if err := h.Send(context.Background(), "p", "o", message.New([]byte("last"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "all messages handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0 && got[len(got)-1] == "last"
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"0", "1", "2", "last"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("handled %v, want %v", got, want)
+	}
+}
+
+func TestMessageWaitsForLateHandler(t *testing.T) {
+	h := newHub(t, &recorder{})
+	registered := make(chan struct{})
+	got := make(chan string, 1)
+	late := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		<-registered
+		c.OnInput("in", func(_ context.Context, m *message.Message) error {
+			got <- string(m.Body)
+			return nil
+		})
+		<-ctx.Done()
+		return nil
+	})
+	if err := h.Deploy(hub.Deployment{
+		Modules: []hub.ModuleSpec{{Name: "late", Module: late}},
+		Routes:  []*route.Route{mustRoute(t, "r", `FROM /* INTO BrokeredEndpoint("/modules/late/inputs/in")`)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SendDevice(context.Background(), message.New([]byte("early"))); err != nil {
+		t.Fatal(err)
+	}
+	close(registered)
+	select {
+	case b := <-got:
+		if b != "early" {
+			t.Errorf("got %q", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message sent before the handler was registered never arrived")
+	}
+}

@@ -1,0 +1,112 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/hub/route"
+)
+
+// router is one compiled routing table. It is immutable; SetRoutes swaps in
+// a new one.
+type router struct {
+	routes []*route.Route
+}
+
+func newRouter(routes []*route.Route) *router {
+	return &router{routes: append([]*route.Route(nil), routes...)}
+}
+
+// hit is one sink a message goes to, with the best priority and the time
+// to live of the routes that chose it.
+type hit struct {
+	sink     route.Sink
+	priority uint32
+	ttl      time.Duration
+}
+
+// match evaluates every route once against m and returns the sinks, one per
+// sink however many routes name it. hits is scratch space, so routing
+// a message to a handful of sinks does not allocate.
+func (r *router) match(m *message.Message, hits []hit) []hit {
+	env := route.NewEnv(m)
+	for _, rt := range r.routes {
+		if !rt.Match(&env) {
+			continue
+		}
+		dup := false
+		for i := range hits {
+			if hits[i].sink == rt.Sink {
+				dup = true
+				// The highest priority (lowest number) of the routes that
+				// hit the same sink wins, and its time to live with it.
+				if rt.Priority < hits[i].priority {
+					hits[i].priority = rt.Priority
+					hits[i].ttl = rt.TimeToLive
+				}
+				break
+			}
+		}
+		if !dup {
+			hits = append(hits, hit{sink: rt.Sink, priority: rt.Priority, ttl: rt.TimeToLive})
+		}
+	}
+	return hits
+}
+
+// route delivers m to every sink its routes select. A message that no
+// route selects is counted as dropped with reason "no_route", as edgeHub
+// does.
+func (h *Hub) route(ctx context.Context, m *message.Message) error {
+	var scratch [8]hit
+	hits := h.router.Load().match(m, scratch[:0])
+	if len(hits) == 0 {
+		h.drop("no_route")
+		return nil
+	}
+	var errs []error
+	for i := range hits {
+		hm := m
+		if hits[i].sink.Kind == route.ModuleInput && len(hits) > 1 {
+			// Each input sees its own $inputName; the other sinks keep the
+			// message as sent.
+			hm = m.Clone()
+		}
+		if err := h.deliver(ctx, hm, &hits[i]); err != nil {
+			errs = append(errs, fmt.Errorf("deliver to %s: %w", hits[i].sink, err))
+			continue
+		}
+		h.sent.Add(1)
+	}
+	return errors.Join(errs...)
+}
+
+func (h *Hub) deliver(ctx context.Context, m *message.Message, ht *hit) error {
+	d := Delivery{Priority: ht.priority, TimeToLive: ht.ttl}
+	switch ht.sink.Kind {
+	case route.Upstream:
+		if h.opts.Upstream == nil {
+			h.drop("no_upstream")
+			return ErrNoUpstream
+		}
+		return h.opts.Upstream.Deliver(ctx, m, d)
+	case route.ModuleInput:
+		md := h.lookupModule(ht.sink.Module)
+		if md == nil {
+			h.drop("unknown_module")
+			return fmt.Errorf("%w %q", ErrUnknownModule, ht.sink.Module)
+		}
+		m.System.InputName = ht.sink.Input
+		return md.inbox.Deliver(ctx, m, d)
+	}
+	return fmt.Errorf("unknown sink %v", ht.sink)
+}
+
+// lookupModule reads the copy-on-write module table without a lock: it is
+// on every delivery's path.
+func (h *Hub) lookupModule(id string) *module {
+	return (*h.mods.Load())[id]
+}
