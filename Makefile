@@ -1,0 +1,61 @@
+# tinyedge — see README.md. `make run` runs the demo, `make test` everything
+# CI runs.
+
+GO        ?= go
+PKG       := github.com/tinyedge/tinyedge
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+STATICCHECK_VERSION := v0.8.2
+DIST      := dist
+RUNFLAGS  ?=
+
+.PHONY: all build cross run test test-race test-qemu bench lint deps clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge ./cmd/tinyedge
+
+# Static, stripped, version-stamped binaries for the gateways.
+cross:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm   GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-armv6 ./cmd/tinyedge
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm   GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-armv7 ./cmd/tinyedge
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64         $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-arm64 ./cmd/tinyedge
+	@ls -l $(DIST)/tinyedge-linux-*
+
+# The quickstart: simulated temperature sensor -> filter -> $upstream,
+# printed to the terminal. Ctrl-C stops it.
+run: build
+	./$(DIST)/tinyedge run --upstream console $(RUNFLAGS)
+
+# Everything: lint, the race-detector run, and the suite on arm64 and armv6
+# under qemu-user.
+test: deps lint test-race test-qemu
+	@echo "make test: all passed"
+
+test-race:
+	$(GO) test -race -count=1 ./...
+
+# The whole suite as arm64 and ARMv6 (Raspberry Pi Zero/1) binaries run by
+# qemu-user.
+test-qemu: deps
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) test -count=1 -exec qemu-aarch64 ./...
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) test -count=1 -exec 'qemu-arm -cpu arm1176' ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	./scripts/size.sh
+
+lint:
+	@out=$$(gofmt -l cmd hub modules hw store build scripts 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+# Installs what the tests need on a fresh Debian machine.
+deps:
+	./scripts/deps.sh
+
+clean:
+	rm -rf $(DIST)
+	$(GO) clean -testcache
