@@ -17,10 +17,6 @@ var (
 	imagePullPolices = []string{"on-create", "never"}
 )
 
-// maxChunks is how many createOptions fields edgeAgent joins:
-// createOptions and createOptions01 … createOptions99.
-const maxChunks = 100
-
 // maxModuleName is IoT Hub's limit on a module identity's length.
 const maxModuleName = 128
 
