@@ -55,15 +55,16 @@ type Client struct {
 
 	mu       sync.Mutex
 	inputs   atomic.Pointer[map[string]InputHandler] // copy on write: read per message without the lock
-	npatches atomic.Int32                            // len(patches), read per message without the lock
+	npatches atomic.Int32                            // desired properties changed since seen; read per message without the lock
 	methods  map[string]MethodHandler
 	desired  DesiredHandler
-	patches  []patchNote
-	wake     chan struct{} // a handler was registered or a patch queued
+	seen     map[string]any // the desired document as the module last saw it
+	wake     chan struct{}  // a handler was registered or a patch queued
 	healthy  bool
 	health   string
 	stopping bool
 
+	started time.Time               // when the run began
 	runCtx  context.Context         // ends with the run
 	cancel  context.CancelCauseFunc // ends the run, with the reason
 	calls   sync.WaitGroup          // running method handlers
@@ -84,6 +85,7 @@ func newClient(h *Hub, md *module, env map[string]string) *Client {
 		methods: map[string]MethodHandler{},
 		wake:    make(chan struct{}, 1),
 		healthy: true,
+		seen:    md.twinSnapshot().Desired.Doc,
 	}
 }
 
@@ -95,6 +97,16 @@ func (c *Client) ModuleID() string { return c.md.id }
 
 // Logger is a logger tagged with the module's name.
 func (c *Client) Logger() *slog.Logger { return c.log }
+
+// Environ returns a copy of all the module's environment variables from
+// its deployment entry.
+func (c *Client) Environ() map[string]string {
+	out := make(map[string]string, len(c.env))
+	for k, v := range c.env {
+		out[k] = v
+	}
+	return out
+}
 
 // Env returns an environment variable from the module's deployment entry
 // ("env": {"K": {"value": "V"}}). Built-in modules read their settings
@@ -192,29 +204,36 @@ func (c *Client) signal() {
 	}
 }
 
-func (c *Client) queuePatch(patch map[string]any, version int64) {
-	c.mu.Lock()
-	c.patches = append(c.patches, patchNote{patch: patch, version: version})
-	c.npatches.Add(1)
-	c.mu.Unlock()
+// queuePatch tells the client that the desired properties changed. The
+// patch itself is not queued: the dispatcher sends the module the
+// difference between what it last saw and what is current, so patches
+// arriving faster than the module takes them fold into one and nothing
+// piles up.
+func (c *Client) queuePatch() {
+	c.npatches.Store(1)
 	c.signal()
 }
 
-// nextPatch pops the oldest queued patch if a handler is there to take it.
+// nextPatch returns the change to the desired properties since the module
+// last saw them, if there is one and a handler to take it.
 func (c *Client) nextPatch() (patchNote, DesiredHandler, bool) {
 	if c.npatches.Load() == 0 {
 		return patchNote{}, nil, false
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.patches) == 0 || c.desired == nil {
+	h := c.desired
+	c.mu.Unlock()
+	if h == nil {
 		return patchNote{}, nil, false
 	}
-	p := c.patches[0]
-	c.patches[0] = patchNote{}
-	c.patches = c.patches[1:]
-	c.npatches.Add(-1)
-	return p, c.desired, true
+	c.npatches.Store(0)
+	cur := c.md.twinSnapshot().Desired
+	patch := twin.Diff(c.seen, cur.Doc)
+	c.seen = cur.Doc
+	if len(patch) == 0 {
+		return patchNote{}, nil, false
+	}
+	return patchNote{patch: patch, version: cur.Version}, h, true
 }
 
 func (c *Client) inputHandler(name string) InputHandler {
@@ -240,8 +259,9 @@ func (c *Client) recovered(where string, r any) error {
 
 // dispatch hands input messages and desired patches to the handlers, one
 // at a time, until ctx ends. A message whose input has no handler yet
-// waits (and holds back the ones behind it) until one is registered:
-// backpressure, not loss.
+// waits (and holds back the ones behind it) until one is registered or
+// the run is HandlerWait old; after that it is dropped and counted
+// (no_handler) with a warning.
 func (c *Client) dispatch(ctx context.Context) {
 	in := c.md.inbox
 	for {
@@ -270,13 +290,26 @@ func (c *Client) dispatch(ctx context.Context) {
 		}
 		h := c.inputHandler(m.System.InputName)
 		if h == nil {
-			in.pending = m
-			select {
-			case <-c.wake:
+			// A module registers its handlers as it starts; give it
+			// HandlerWait to do so, then drop what no handler will take,
+			// loudly, so one unused input cannot stall the others.
+			if wait := c.hub.opts.HandlerWait - time.Since(c.started); wait > 0 {
+				in.pending = m
+				t := time.NewTimer(wait)
+				select {
+				case <-c.wake:
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return
+				}
+				t.Stop()
 				continue
-			case <-ctx.Done():
-				return
 			}
+			c.log.Warn("message for an input the module does not handle; dropped", "input", m.System.InputName,
+				"messageId", m.System.MessageID, "from", m.Source())
+			c.hub.drop("no_handler")
+			continue
 		}
 		c.callInput(ctx, h, m)
 	}
@@ -310,12 +343,17 @@ func (c *Client) callMethod(ctx context.Context, req MethodRequest) (MethodRespo
 	c.mu.Lock()
 	h := c.methods[req.Name]
 	stopping := c.stopping
+	registered := len(c.methods)
 	if h != nil && !stopping {
 		c.calls.Add(1)
 	}
 	c.mu.Unlock()
 	if stopping {
 		return MethodResponse{}, fmt.Errorf("%w: %s is stopping", ErrModuleNotActive, c.md.id)
+	}
+	if h == nil && registered == 0 {
+		// Like a device that has not subscribed to methods yet.
+		return MethodResponse{Status: 404, Payload: errorPayload(fmt.Sprintf("module %s has not registered any direct method yet", c.md.id))}, nil
 	}
 	if h == nil {
 		return MethodResponse{Status: 501, Payload: errorPayload(fmt.Sprintf("module %s has no handler for method %q", c.md.id, req.Name))}, nil

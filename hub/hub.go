@@ -43,6 +43,10 @@ type Options struct {
 	// InputCapacity is the number of messages each in-process module's
 	// inputs buffer before senders block (backpressure). Default 256.
 	InputCapacity int
+	// HandlerWait is how long after a module starts a message for one of
+	// its inputs waits for the module to register a handler before it is
+	// dropped (and counted as no_handler). Default 5 s.
+	HandlerWait time.Duration
 	// Backoff paces restarts of failed modules. Zero fields take defaults.
 	Backoff Backoff
 	// StopTimeout is how long Close waits for each module to return after
@@ -94,6 +98,9 @@ func New(opts Options) *Hub {
 	}
 	if opts.InputCapacity <= 0 {
 		opts.InputCapacity = 256
+	}
+	if opts.HandlerWait <= 0 {
+		opts.HandlerWait = 5 * time.Second
 	}
 	if opts.StopTimeout <= 0 {
 		opts.StopTimeout = 10 * time.Second

@@ -371,3 +371,31 @@ func TestMessageWaitsForLateHandler(t *testing.T) {
 		t.Fatal("a message sent before the handler was registered never arrived")
 	}
 }
+
+// TestUnhandledInputDoesNotStallOthers sends to an input the module never
+// handles, then to one it does: the first is dropped and counted after
+// HandlerWait, the second arrives.
+func TestUnhandledInputDoesNotStallOthers(t *testing.T) {
+	h := newHub(t, &recorder{}, func(o *hub.Options) { o.HandlerWait = 20 * time.Millisecond })
+	s := &sink{inputs: []string{"used"}}
+	if err := h.Deploy(hub.Deployment{
+		Modules: []hub.ModuleSpec{{Name: "s", Module: s}},
+		Routes: []*route.Route{
+			mustRoute(t, "a", `FROM /messages/* WHERE kind = 'a' INTO BrokeredEndpoint("/modules/s/inputs/unused")`),
+			mustRoute(t, "b", `FROM /messages/* WHERE kind = 'b' INTO BrokeredEndpoint("/modules/s/inputs/used")`),
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "b"} {
+		m := message.New(nil)
+		m.Properties["kind"] = k
+		if err := h.SendDevice(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the handled input's message", func() bool { return len(s.messages()) == 1 })
+	if d := h.Stats().Dropped["no_handler"]; d != 1 {
+		t.Errorf("dropped no_handler = %d, want 1", d)
+	}
+}

@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"sync"
 	"sync/atomic"
 
@@ -42,7 +41,7 @@ func (md *module) patchDesired(patch map[string]any) (int64, error) {
 		return 0, fmt.Errorf("patch desired properties of %s: %w", md.id, err)
 	}
 	if c := md.active.Load(); c != nil {
-		c.queuePatch(patch, v)
+		c.queuePatch()
 	}
 	return v, nil
 }
@@ -51,18 +50,7 @@ func (md *module) patchDesired(patch map[string]any) (int64, error) {
 // does, and tells the running module what changed.
 func (md *module) replaceDesired(doc map[string]any) error {
 	md.twinMu.Lock()
-	cur := md.tw.Desired.Doc
-	patch := map[string]any{}
-	for k, v := range doc {
-		if !reflect.DeepEqual(cur[k], v) {
-			patch[k] = v
-		}
-	}
-	for k := range cur {
-		if _, ok := doc[k]; !ok {
-			patch[k] = nil
-		}
-	}
+	patch := twin.Diff(md.tw.Desired.Doc, twin.Clone(doc))
 	md.twinMu.Unlock()
 	if len(patch) == 0 {
 		return nil

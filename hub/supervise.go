@@ -390,6 +390,7 @@ func (h *Hub) runOnce(parent context.Context, md *module, spec ModuleSpec) (err 
 	c := newClient(h, md, maps.Clone(spec.Env))
 	c.cancel = cancel
 	c.runCtx = ctx
+	c.started = time.Now()
 	if spec.RestartPolicy == RestartOnUnhealthy || spec.RestartPolicy == RestartAlways {
 		c.restart = func(reason string) { cancel(fmt.Errorf("%w: %s", errUnhealthy, reason)) }
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 )
 
@@ -71,6 +72,9 @@ func cloneMap(m map[string]any) map[string]any {
 	return out
 }
 
+// cloneValue deep-copies a JSON value and turns every Go number type into
+// float64, so module code sees one number type whether a document came
+// from JSON or from Go code.
 func cloneValue(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
@@ -81,10 +85,40 @@ func cloneValue(v any) any {
 			c[i] = cloneValue(x[i])
 		}
 		return c
+	case int:
+		return float64(x)
+	case int8:
+		return float64(x)
+	case int16:
+		return float64(x)
+	case int32:
+		return float64(x)
+	case int64:
+		return float64(x)
+	case uint:
+		return float64(x)
+	case uint8:
+		return float64(x)
+	case uint16:
+		return float64(x)
+	case uint32:
+		return float64(x)
+	case uint64:
+		return float64(x)
+	case float32:
+		return float64(x)
+	case json.Number:
+		if f, err := x.Float64(); err == nil {
+			return f
+		}
+		return x.String()
 	default:
 		return v
 	}
 }
+
+// Clone returns a deep copy of a patch or document, numbers as float64.
+func Clone(m map[string]any) map[string]any { return cloneMap(m) }
 
 // Apply merges patch into p: members set to null are deleted, objects merge
 // recursively, anything else replaces. Members whose names start with "$"
@@ -131,6 +165,32 @@ func merge(dst, patch map[string]any) {
 			dst[k] = cloneValue(v)
 		}
 	}
+}
+
+// Diff returns the patch that turns document a into document b: changed
+// and new members with b's values, objects in both diffed member by member,
+// and null for members only a has. Applying it to a gives b.
+func Diff(a, b map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, bv := range b {
+		av, ok := a[k]
+		ao, aobj := av.(map[string]any)
+		bo, bobj := bv.(map[string]any)
+		switch {
+		case ok && aobj && bobj:
+			if d := Diff(ao, bo); len(d) > 0 {
+				out[k] = d
+			}
+		case !ok || !reflect.DeepEqual(av, bv):
+			out[k] = cloneValue(bv)
+		}
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			out[k] = nil
+		}
+	}
+	return out
 }
 
 func checkDepth(m map[string]any, depth int, path string) error {

@@ -130,3 +130,32 @@ func FuzzParsePatch(f *testing.F) {
 		}
 	})
 }
+
+func TestDiff(t *testing.T) {
+	docs := []string{`{}`, `{"a":1}`, `{"a":1,"o":{"x":1,"y":2}}`, `{"o":5,"l":[1,2]}`, `{"o":{"x":{"deep":true}}}`, `{"l":[1,3],"o":{"x":{}}}`}
+	for _, da := range docs {
+		for _, db := range docs {
+			a, _ := ParsePatch([]byte(da))
+			b, _ := ParsePatch([]byte(db))
+			p := Properties{Doc: Clone(a)}
+			if _, err := p.Apply(Diff(a, b)); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := json.Marshal(p.Doc)
+			want, _ := json.Marshal(b)
+			if string(got) != string(want) {
+				t.Errorf("apply(%s, Diff(%s, %s)) = %s, want %s", da, da, db, got, want)
+			}
+		}
+	}
+}
+
+func TestNumbersAreFloat64(t *testing.T) {
+	p := Properties{}
+	if _, err := p.Apply(map[string]any{"i": 3, "u": uint8(4), "f": float32(1.5), "o": map[string]any{"n": int64(7)}}); err != nil {
+		t.Fatal(err)
+	}
+	if p.Doc["i"] != 3.0 || p.Doc["u"] != 4.0 || p.Doc["f"] != 1.5 || p.Doc["o"].(map[string]any)["n"] != 7.0 {
+		t.Errorf("doc = %#v, want every number as float64", p.Doc)
+	}
+}
