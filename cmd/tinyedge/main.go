@@ -1,0 +1,110 @@
+// Command tinyedge is the tinyedge IoT Edge runtime: one binary that runs
+// the message hub and the built-in modules of a deployment manifest, checks
+// manifests and tests routes.
+//
+// Usage:
+//
+//	tinyedge run [--manifest FILE] [--data-dir DIR] [--upstream console] [--log-format text|json]
+//	tinyedge check --manifest FILE
+//	tinyedge route test --route 'FROM … INTO …' --message FILE
+//	tinyedge version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Set at build time with -ldflags -X (see the Makefile).
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+// exitError carries an exit status other than 1 out of a subcommand.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// errUsage marks errors that are the user's invocation; they exit 2.
+var errUsage = errors.New("usage")
+
+const usage = `tinyedge — an IoT Edge runtime in one binary
+
+Usage:
+  tinyedge run [--manifest FILE] [--data-dir DIR] [--upstream console] [--log-format text|json]
+      Run the hub and the modules of a deployment manifest (the quickstart
+      deployment when no manifest is given) until SIGINT or SIGTERM.
+  tinyedge check --manifest FILE
+      Validate a deployment manifest: JSON, modules, settings and every
+      route. Reports every problem with its JSON path.
+  tinyedge route test (--route ROUTE... | --manifest FILE) --message FILE
+      Show which sinks a message would reach and why. Exit status 0 when
+      some route matches, 1 when none does, 2 on errors.
+  tinyedge version
+      Print version, commit, Go version and target.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(stderr, "tinyedge:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "tinyedge:", err)
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+// run dispatches a subcommand. It is main without os.Exit, for tests.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return &exitError{code: 2}
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(ctx, args[1:], stdout, stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "route":
+		if len(args) < 2 || args[1] != "test" {
+			return fmt.Errorf("%w: want `tinyedge route test …`", errUsage)
+		}
+		return cmdRouteTest(args[2:], stdout, stderr)
+	case "version", "--version", "-version":
+		return cmdVersion(stdout)
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}

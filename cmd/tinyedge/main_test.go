@@ -1,0 +1,344 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/message"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a poller.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestMain lets the test binary stand in for tinyedge itself when
+// TINYEDGE_MAIN=1, so TestSignals can send it real signals.
+func TestMain(m *testing.M) {
+	if os.Getenv("TINYEDGE_MAIN") == "1" {
+		main()
+	}
+	os.Exit(m.Run())
+}
+
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut syncBuffer
+	err := run(context.Background(), args, &out, &errOut)
+	code = exitCode(err, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := runCLI(t, "version")
+	if code != 0 || !strings.Contains(out, "tinyedge dev") || !strings.Contains(out, runtime.Version()) || !strings.Contains(out, runtime.GOARCH) {
+		t.Errorf("version: code %d, output %q", code, out)
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	_, errOut, code := runCLI(t, "frobnicate")
+	if code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Errorf("code %d, stderr %q", code, errOut)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "quickstart.json")
+	if err := os.WriteFile(good, quickstartManifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code := runCLI(t, "check", "--manifest", good)
+	if code != 0 || !strings.Contains(out, "ok: 2 module(s), 3 route(s)") {
+		t.Errorf("check quickstart: code %d, output %q", code, out)
+	}
+
+	out, errOut, code := runCLI(t, "check", "--manifest", "testdata/bad.json")
+	if code != 1 {
+		t.Errorf("check bad.json: code %d, want 1", code)
+	}
+	for _, want := range []string{
+		`modules.db.settings.image`, `postgres:16`,
+		`modules.f.status`, `sometimes`,
+		`routes.alerts: column 56: expected INTO, found "INT0"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check bad.json output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(errOut, "3 problem(s)") {
+		t.Errorf("stderr %q does not count 3 problems", errOut)
+	}
+}
+
+func TestRouteTest(t *testing.T) {
+	tests := []struct {
+		name  string
+		route string
+		code  int
+		want  []string
+	}{
+		{"match", `FROM /messages/modules/filtermodule/* WHERE $body.machine.temperature > 30 AND MessageType = 'Alert' INTO $upstream`, 0,
+			[]string{"source /messages/modules/filtermodule/* matches", "is true", "$upstream"}},
+		{"condition false", `FROM /messages/* WHERE $body.machine.temperature > 40 INTO $upstream`, 1,
+			[]string{"is false", "no route matches"}},
+		{"condition undefined", `FROM /messages/* WHERE $body.machine.missing > 40 INTO $upstream`, 1,
+			[]string{"is undefined"}},
+		{"source mismatch", `FROM /messages/modules/other/* INTO $upstream`, 1,
+			[]string{"does not match /messages/modules/filtermodule/outputs/output1"}},
+		{"syntax error", `FROM /messages/* WHERE INTO $upstream`, 2, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, errOut, code := runCLI(t, "route", "test", "--route", tt.route, "--message", "testdata/alert.json")
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, out, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if tt.code == 2 && !strings.Contains(errOut, "column") {
+				t.Errorf("syntax error without a column: %s", errOut)
+			}
+		})
+	}
+	t.Run("manifest", func(t *testing.T) {
+		dir := t.TempDir()
+		f := filepath.Join(dir, "m.json")
+		if err := os.WriteFile(f, quickstartManifest, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, _, code := runCLI(t, "route", "test", "--manifest", f, "--message", "testdata/alert.json")
+		if code != 0 || !strings.Contains(out, `route "filterToIoTHub"`) || !strings.Contains(out, "$upstream (priority 0; routes filterToIoTHub)") {
+			t.Errorf("code %d:\n%s", code, out)
+		}
+	})
+}
+
+// recorder is a hub.Endpoint that keeps what reaches $upstream.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []*message.Message
+}
+
+func (r *recorder) Name() string { return "$upstream" }
+func (r *recorder) Deliver(_ context.Context, m *message.Message, _ hub.Delivery) error {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, m)
+	r.mu.Unlock()
+	return nil
+}
+func (r *recorder) from(module string) []*message.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*message.Message
+	for _, m := range r.msgs {
+		if m.System.ConnectionModuleID == module {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+type sensorBody struct {
+	Machine struct{ Temperature float64 } `json:"machine"`
+}
+
+func temperature(t *testing.T, m *message.Message) float64 {
+	t.Helper()
+	var b sensorBody
+	if err := json.Unmarshal(m.Body, &b); err != nil {
+		t.Fatalf("body %q: %v", m.Body, err)
+	}
+	return b.Machine.Temperature
+}
+
+// TestQuickstartEndToEnd runs the embedded quickstart deployment: only
+// readings above the threshold reach $upstream from the filter, with
+// MessageType=Alert and the hub's stamps; a desired patch to the threshold
+// takes effect without a restart; the sensor's reset method works.
+func TestQuickstartEndToEnd(t *testing.T) {
+	m, _, err := loadManifest("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Desired["SimulatedTemperatureSensor"]["SendInterval"] = 0.005
+	up := &recorder{}
+	h := hub.New(hub.Options{DeviceID: "gw1", Upstream: up})
+	defer h.Close()
+	if err := h.Deploy(deployment(m)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The sensor starts at 21 °C and climbs past 25 within a few dozen
+	// readings.
+	waitFor(t, "alerts from the filter", func() bool { return len(up.from("filtermodule")) >= 5 })
+	for _, a := range up.from("filtermodule") {
+		if temp := temperature(t, a); temp <= 25 {
+			t.Errorf("filter forwarded %.2f °C, not above the threshold 25", temp)
+		}
+		s := a.System
+		if a.Properties["MessageType"] != "Alert" || a.Properties["sequenceNumber"] == "" {
+			t.Errorf("alert properties = %v, want MessageType=Alert and the sensor's properties", a.Properties)
+		}
+		if s.ConnectionDeviceID != "gw1" || s.ConnectionModuleID != "filtermodule" || s.OutputName != "output1" ||
+			s.MessageID == "" || s.EnqueuedTime.IsZero() || s.ContentType != "application/json" {
+			t.Errorf("alert system properties = %+v", s)
+		}
+	}
+	sensor := up.from("SimulatedTemperatureSensor")
+	if len(sensor) == 0 || sensor[0].System.OutputName != "temperatureOutput" {
+		t.Fatalf("no sensor telemetry on $upstream (telemetryToIoTHub route)")
+	}
+	below := 0
+	for _, s := range sensor {
+		if temperature(t, s) <= 25 {
+			below++
+		}
+	}
+	if below == 0 {
+		t.Error("saw no reading at or below 25 °C, so the filter was not tested against one")
+	}
+
+	// Raise the threshold without a restart: no alert at or below it after
+	// the module has reported the new value.
+	if _, err := h.PatchDesired("filtermodule", map[string]any{"TemperatureThreshold": 1000.0}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the filter to report the new threshold", func() bool {
+		tw, err := h.Twin("filtermodule")
+		return err == nil && tw.Reported.Doc["TemperatureThreshold"] == 1000.0
+	})
+	n := len(up.from("filtermodule"))
+	sent := len(up.from("SimulatedTemperatureSensor"))
+	waitFor(t, "more sensor readings", func() bool { return len(up.from("SimulatedTemperatureSensor")) >= sent+20 })
+	// One alert may have been in flight when the patch landed.
+	if got := len(up.from("filtermodule")); got > n+1 {
+		t.Errorf("%d alerts after raising the threshold to 1000", got-n)
+	}
+	for _, st := range h.ModuleStatus() {
+		if st.RestartCount != 0 {
+			t.Errorf("module %s restarted %d times", st.Name, st.RestartCount)
+		}
+	}
+
+	// reset brings the machine temperature back to the start of the ramp.
+	r, err := h.InvokeMethod(context.Background(), "gw1", "SimulatedTemperatureSensor", hub.MethodRequest{Name: "reset"}, 0)
+	if err != nil || r.Status != 200 {
+		t.Fatalf("reset: %v %v", r.Status, err)
+	}
+	after := len(up.from("SimulatedTemperatureSensor"))
+	waitFor(t, "a reading after reset", func() bool { return len(up.from("SimulatedTemperatureSensor")) > after+1 })
+	// The reading right after the reset is within one step of 21 °C.
+	got := up.from("SimulatedTemperatureSensor")
+	if temp := temperature(t, got[after+1]); temp > 21+2*1.25 {
+		t.Errorf("second reading after reset is %.2f °C, want the ramp restarted near 21", temp)
+	}
+}
+
+// TestRunCommand runs `tinyedge run` on a manifest with a fast sensor and
+// checks the console output, then stops it as SIGINT would.
+func TestRunCommand(t *testing.T) {
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "m.json")
+	fast := bytes.Replace(quickstartManifest, []byte(`"SendInterval": 5`), []byte(`"SendInterval": 0.01`), 1)
+	if err := os.WriteFile(manifest, fast, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1", "--log-format", "json"}, &out, &errOut)
+	}()
+	waitFor(t, "an alert on the console", func() bool { return strings.Contains(out.String(), `"MessageType": "Alert"`) })
+
+	// A second instance on the same data dir is refused.
+	if err := run(context.Background(), []string{"run", "--manifest", manifest, "--data-dir", dir}, &syncBuffer{}, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "in use by another tinyedge") {
+		t.Errorf("second run on the same data dir: %v", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, errOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop after its context was cancelled")
+	}
+	for _, want := range []string{`"origin": "gw1"`, `"module": "filtermodule"`, `"iothub-connection-module-id": "SimulatedTemperatureSensor"`, `"content_type": "application/json"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("console output lacks %s", want)
+		}
+	}
+	if !strings.Contains(errOut.String(), `"msg":"tinyedge stopped"`) {
+		t.Errorf("no clean-stop log line:\n%s", errOut.String())
+	}
+}
+
+// TestSignals runs the test binary as tinyedge and stops it with SIGTERM.
+func TestSignals(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "run", "--data-dir", dir, "--log-format", "json")
+	cmd.Env = append(os.Environ(), "TINYEDGE_MAIN=1")
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		if errors.Is(err, syscall.ENOEXEC) {
+			t.Skipf("cannot exec the test binary here (emulated?): %v", err)
+		}
+		t.Fatal(err)
+	}
+	waitFor(t, "modules to start", func() bool {
+		return strings.Contains(errOut.String(), `"msg":"module starting","module":"filtermodule"`)
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tinyedge exited with %v after SIGTERM\n%s", err, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), `"msg":"tinyedge stopped"`) {
+		t.Errorf("no clean stop:\n%s", errOut.String())
+	}
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/deploy"
+)
+
+// quickstartManifest is the deployment `tinyedge run` uses without
+// --manifest: the IoT Edge quickstart's simulated temperature sensor, the
+// tutorial's filter module, and routes to $upstream.
+//
+//go:embed quickstart.json
+var quickstartManifest []byte
+
+func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, format)
+}
+
+// loadManifest reads and checks a manifest; name is what messages call it.
+func loadManifest(path string) (*deploy.Manifest, string, error) {
+	data, name := quickstartManifest, "the built-in quickstart manifest"
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, path, err
+		}
+		data, name = b, path
+	}
+	m, err := deploy.Parse(data, resolveModule)
+	if err != nil {
+		return nil, name, err
+	}
+	return m, name, nil
+}
+
+// deployment turns a checked manifest into what the hub runs.
+func deployment(m *deploy.Manifest) hub.Deployment {
+	d := hub.Deployment{Routes: m.Routes}
+	for _, mod := range m.Modules {
+		d.Modules = append(d.Modules, hub.ModuleSpec{
+			Name:          mod.Name,
+			Image:         mod.Type + ":" + mod.Builtin,
+			Version:       mod.Version,
+			Module:        builtins[mod.Builtin].new(),
+			Env:           mod.Env,
+			Desired:       m.Desired[mod.Name],
+			Status:        mod.Status,
+			RestartPolicy: hub.RestartPolicy(mod.RestartPolicy),
+			StartupOrder:  mod.StartupOrder,
+		})
+	}
+	return d
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	manifest := fs.String("manifest", "", "deployment manifest `FILE` (default: the built-in quickstart)")
+	dataDir := fs.String("data-dir", defaultDataDir(), "`DIR` for tinyedge's state; one tinyedge at a time may use it")
+	upstream := fs.String("upstream", "console", "where $upstream goes: console (print each message like `az iot hub monitor-events`)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	deviceID := fs.String("device-id", hostname(), "the edge device's id")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: run takes no arguments, got %q", errUsage, fs.Args())
+	}
+	log, err := newLogger(*logFormat, stderr)
+	if err != nil {
+		return err
+	}
+	var up hub.Endpoint
+	switch *upstream {
+	case "console":
+		up = hub.NewConsole(stdout)
+	default:
+		return fmt.Errorf("%w: --upstream %q: this build offers only console", errUsage, *upstream)
+	}
+
+	m, name, err := loadManifest(*manifest)
+	if err != nil {
+		return fmt.Errorf("%s:\n%w", name, err)
+	}
+	for _, w := range m.Warnings {
+		log.Warn("manifest", "warning", w.String())
+	}
+	unlock, err := lockDataDir(*dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up})
+	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
+		"modules", len(m.Modules), "routes", len(m.Routes))
+	if err := h.Deploy(deployment(m)); err != nil {
+		_ = h.Close()
+		return err
+	}
+	<-ctx.Done()
+	log.Info("tinyedge stopping")
+	start := time.Now()
+	err = h.Close()
+	st := h.Stats()
+	log.Info("tinyedge stopped", "took", time.Since(start).Round(time.Millisecond),
+		"received", st.Received, "sent", st.Sent, "dropped", st.Dropped)
+	return err
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "tinyedge"
+	}
+	return h
+}
+
+// defaultDataDir is /var/lib/tinyedge for root and a directory under the
+// user's cache otherwise, so `make run` works without privileges.
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/tinyedge"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "tinyedge")
+	}
+	return filepath.Join(os.TempDir(), "tinyedge")
+}
+
+// lockDataDir creates dir and takes an exclusive lock on it, so a second
+// tinyedge on the same data never runs beside the first.
+func lockDataDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data dir %s is in use by another tinyedge (lock %s); stop it or give --data-dir", dir, path)
+		}
+		return nil, fmt.Errorf("lock data dir %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}
