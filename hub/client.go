@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -264,37 +265,47 @@ func (c *Client) recovered(where string, r any) error {
 // (no_handler) with a warning.
 func (c *Client) dispatch(ctx context.Context) {
 	in := c.md.inbox
+	batch, i := in.pending, 0
+	in.pending = nil
+	// On the way out, what was taken but not handled goes back for the
+	// next run.
+	defer func() {
+		if i < len(batch) {
+			in.pending = append([]*message.Message(nil), batch[i:]...)
+		}
+	}()
 	for {
 		if p, h, ok := c.nextPatch(); ok {
 			c.callDesired(ctx, h, p)
 			continue
 		}
-		m := in.pending
-		in.pending = nil
-		if m == nil {
-			// The plain receive is the fast path under load; the select
-			// below only runs when the inbox is empty.
-			select {
-			case m = <-in.ch:
-			default:
+		if i == len(batch) {
+			clear(batch)
+			batch, i = in.take(batch), 0
+			// Under load the next message is usually a moment away: yield
+			// a few times before parking, so a busy sender rarely has to
+			// wake this goroutine.
+			for spin := 0; len(batch) == 0 && spin < 4; spin++ {
+				runtime.Gosched()
+				batch = in.take(batch)
 			}
-		}
-		if m == nil {
-			select {
-			case m = <-in.ch:
-			case <-c.wake:
+			if len(batch) == 0 {
+				select {
+				case <-in.ready:
+				case <-c.wake:
+				case <-ctx.Done():
+					return
+				}
 				continue
-			case <-ctx.Done():
-				return
 			}
 		}
+		m := batch[i]
 		h := c.inputHandler(m.System.InputName)
 		if h == nil {
 			// A module registers its handlers as it starts; give it
 			// HandlerWait to do so, then drop what no handler will take,
 			// loudly, so one unused input cannot stall the others.
 			if wait := c.hub.opts.HandlerWait - time.Since(c.started); wait > 0 {
-				in.pending = m
 				t := time.NewTimer(wait)
 				select {
 				case <-c.wake:
@@ -309,9 +320,16 @@ func (c *Client) dispatch(ctx context.Context) {
 			c.log.Warn("message for an input the module does not handle; dropped", "input", m.System.InputName,
 				"messageId", m.System.MessageID, "from", m.Source())
 			c.hub.drop("no_handler")
+			batch[i] = nil
+			i++
 			continue
 		}
+		batch[i] = nil
+		i++
 		c.callInput(ctx, h, m)
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
 

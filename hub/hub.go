@@ -77,8 +77,10 @@ type Hub struct {
 	mods    atomic.Pointer[map[string]*module] // read-only copy of modules for the delivery path
 	closed  bool
 
-	seq      atomic.Uint64
-	idPrefix string
+	seq       atomic.Uint64
+	idPrefix  string
+	idCounter atomic.Uint64
+	idBlock   atomic.Pointer[idBlock]
 
 	received atomic.Uint64
 	sent     atomic.Uint64
@@ -108,7 +110,7 @@ func New(opts Options) *Hub {
 	opts.Backoff = opts.Backoff.withDefaults()
 	now := opts.Now
 	if now == nil {
-		now = time.Now
+		now = newClock().now
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -131,7 +133,9 @@ func (h *Hub) DeviceID() string { return h.opts.DeviceID }
 // SetRoutes replaces the routing table atomically: messages already being
 // routed finish with the old table.
 func (h *Hub) SetRoutes(routes []*route.Route) {
-	h.router.Store(newRouter(routes))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.router.Store(h.compileRouter(routes))
 }
 
 // Routes returns the routes in effect, sorted by name.
@@ -158,29 +162,97 @@ func (h *Hub) drop(reason string) {
 	h.dropMu.Unlock()
 }
 
+// clock stamps enqueue times. Reading the wall clock costs about twice a
+// monotonic reading, and every message is stamped, so it reads the wall
+// clock at most once a second and adds the monotonic time elapsed since.
+// A step of the wall clock (NTP's first sync on a board without an RTC)
+// shows within a second; ordering never depends on it (Message.Seq does).
+type clock struct {
+	base atomic.Pointer[time.Time]
+}
+
+func newClock() *clock {
+	c := &clock{}
+	t := time.Now()
+	c.base.Store(&t)
+	return c
+}
+
+func (c *clock) now() time.Time {
+	b := c.base.Load()
+	if d := time.Since(*b); d >= 0 && d < time.Second {
+		return b.Add(d)
+	}
+	t := time.Now()
+	c.base.Store(&t)
+	return t
+}
+
+// idBatch is how many message ids newMessageID formats at a time: one
+// string holds them all, so an id costs a slice of it, not an allocation.
+const idBatch = 64
+
+const idLen = 36 // 8-4-4-4-12 hex digits
+
+type idBlock struct {
+	ids  string
+	next atomic.Int32
+}
+
 // newMessageID returns an id unique to this hub process: a random prefix
-// chosen at start and the sequence number, shaped like a UUID
-// (8-4-4-4-12 hex digits) so IoT Hub tooling shows it as it shows
-// SDK-generated ids.
-func (h *Hub) newMessageID(seq uint64) string {
-	const digits = "0123456789abcdef"
-	var hex [32]byte
-	copy(hex[:12], h.idPrefix)
-	for i := 31; i >= 12; i-- {
-		hex[i] = digits[seq&0xf]
-		seq >>= 4
-	}
-	var b [36]byte
-	j := 0
-	for i, c := range hex {
-		if i == 8 || i == 12 || i == 16 || i == 20 {
-			b[j] = '-'
-			j++
+// chosen at start and a counter, shaped like a UUID (8-4-4-4-12 hex
+// digits) so IoT Hub tooling shows it as it shows SDK-generated ids.
+// Senders take ids from the current block with one atomic add; the one
+// that finds it used up formats the next.
+func (h *Hub) newMessageID() string {
+	for {
+		b := h.idBlock.Load()
+		if b != nil {
+			if i := int(b.next.Add(1)) - 1; i < idBatch {
+				return b.ids[i*idLen : (i+1)*idLen]
+			}
 		}
-		b[j] = c
-		j++
+		nb := h.formatIDs(h.idCounter.Add(idBatch) - idBatch)
+		nb.next.Store(1)
+		if h.idBlock.CompareAndSwap(b, nb) {
+			return nb.ids[:idLen]
+		}
+		// Another sender installed a block first; the ids formatted
+		// here are never used, which keeps every id unique.
 	}
-	return string(b[:])
+}
+
+// idCounterPos are the positions, last digit first, of the counter's 20
+// hex digits in an id; the first 14 bytes are the prefix and a dash.
+var idCounterPos = func() (pos [20]int) {
+	p := idLen - 1
+	for i := range pos {
+		if p == 23 || p == 18 {
+			p-- // skip the dashes
+		}
+		pos[i] = p
+		p--
+	}
+	return pos
+}()
+
+func (h *Hub) formatIDs(first uint64) *idBlock {
+	const digits = "0123456789abcdef"
+	buf := make([]byte, idBatch*idLen)
+	p := h.idPrefix
+	for k := range idBatch {
+		id := buf[k*idLen : (k+1)*idLen]
+		copy(id[0:8], p[0:8])
+		id[8] = '-'
+		copy(id[9:13], p[8:12])
+		id[13], id[18], id[23] = '-', '-', '-'
+		c := first + uint64(k)
+		for _, pos := range idCounterPos {
+			id[pos] = digits[c&0xf]
+			c >>= 4
+		}
+	}
+	return &idBlock{ids: string(buf)}
 }
 
 // Send accepts a message from an in-process module's output: it stamps the
@@ -208,18 +280,19 @@ func (h *Hub) accept(ctx context.Context, moduleID, output string, m *message.Me
 	s.OutputName = output
 	s.InputName = ""
 	m.Kind = message.Telemetry
-	if err := m.CheckSize(); err != nil {
+	size, keys := m.Measure()
+	if err := message.CheckSize(size); err != nil {
 		h.drop("too_large")
 		return fmt.Errorf("send on output %q: %w", output, err)
 	}
 	seq := h.seq.Add(1)
 	m.Seq = seq
 	if s.MessageID == "" {
-		s.MessageID = h.newMessageID(seq)
+		s.MessageID = h.newMessageID()
 	}
 	s.EnqueuedTime = h.now()
 	h.received.Add(1)
-	return h.route(ctx, m)
+	return h.route(ctx, m, keys)
 }
 
 // Notify routes a hub-made message such as a twin change notification;
@@ -227,10 +300,10 @@ func (h *Hub) accept(ctx context.Context, moduleID, output string, m *message.Me
 func (h *Hub) Notify(ctx context.Context, m *message.Message) error {
 	m.Seq = h.seq.Add(1)
 	if m.System.MessageID == "" {
-		m.System.MessageID = h.newMessageID(m.Seq)
+		m.System.MessageID = h.newMessageID()
 	}
 	m.System.EnqueuedTime = h.now()
-	return h.route(ctx, m)
+	return h.route(ctx, m, m.Keys())
 }
 
 // twinFor returns the module's twin, for code outside the module (the CLI,

@@ -307,18 +307,23 @@ func TestBackpressure(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// One message in the handler, two in the buffer; the fourth blocks
-	// and its sender is told.
-	for i := range 3 {
-		if err := h.Send(context.Background(), "p", "o", message.New(fmt.Appendf(nil, "%d", i))); err != nil {
+	// The handler holds the first message; the dispatcher's batch and the
+	// inbox hold at most two capacities more. Then senders block, and
+	// are told when they give up.
+	sent := 0
+	for ; sent < 10; sent++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		err := h.Send(ctx, "p", "o", message.New(fmt.Appendf(nil, "%d", sent)))
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	err := h.Send(ctx, "p", "o", message.New([]byte("blocked")))
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("send to a full input: err = %v, want it to block until the deadline", err)
+	if sent < 3 || sent > 5 {
+		t.Fatalf("%d sends went through before one blocked, want between capacity+1 (3) and 2×capacity+1 (5)", sent)
 	}
 	if d := h.Stats().Dropped; len(d) != 0 {
 		t.Errorf("dropped = %v, want nothing dropped", d)
@@ -334,7 +339,12 @@ func TestBackpressure(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	if want := []string{"0", "1", "2", "last"}; fmt.Sprint(got) != fmt.Sprint(want) {
+	var want []string
+	for i := range sent {
+		want = append(want, fmt.Sprint(i))
+	}
+	want = append(want, "last")
+	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("handled %v, want %v", got, want)
 	}
 }
@@ -397,5 +407,28 @@ func TestUnhandledInputDoesNotStallOthers(t *testing.T) {
 	waitFor(t, "the handled input's message", func() bool { return len(s.messages()) == 1 })
 	if d := h.Stats().Dropped["no_handler"]; d != 1 {
 		t.Errorf("dropped no_handler = %d, want 1", d)
+	}
+}
+
+func TestMessageIDsAreUniqueUUIDShaped(t *testing.T) {
+	up := &recorder{}
+	h := newHub(t, up)
+	h.SetRoutes([]*route.Route{mustRoute(t, "all", "FROM /* INTO $upstream")})
+	seen := map[string]bool{}
+	for range 300 { // several id blocks
+		if err := h.SendDevice(context.Background(), message.New(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs, _ := up.all()
+	for _, m := range msgs {
+		id := m.System.MessageID
+		if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' || strings.Count(id, "-") != 4 {
+			t.Fatalf("message id %q is not shaped 8-4-4-4-12", id)
+		}
+		if seen[id] {
+			t.Fatalf("message id %q given twice", id)
+		}
+		seen[id] = true
 	}
 }

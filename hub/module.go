@@ -69,43 +69,101 @@ func (md *module) patchReported(patch map[string]any) (int64, error) {
 	return v, nil
 }
 
-// inbox is the in-process input endpoint of one module: a bounded buffer
-// shared by all its inputs, in arrival order. A full inbox blocks the
-// sender (backpressure); nothing is dropped.
+// inbox is the in-process input endpoint of one module: a bounded FIFO
+// shared by all its inputs. A full inbox blocks the sender
+// (backpressure); nothing is dropped.
+//
+// It is a mutex-guarded slice rather than a channel so the module's
+// dispatcher takes everything waiting in one step (take) and hands it to
+// the handlers without touching the lock again: under load, sender and
+// receiver meet once per batch instead of once per message. So a module
+// holds at most twice the capacity in memory: one batch being handled and
+// a full inbox behind it.
 type inbox struct {
-	name string
-	ch   chan *message.Message
-	done chan struct{} // closed when the module leaves the deployment
+	name     string
+	capacity int
+	done     chan struct{} // closed when the module leaves the deployment
 
-	// pending is a message the dispatcher took but could not hand to a
-	// handler before its run ended; the next run gets it first. Only the
+	mu      sync.Mutex
+	q       []*message.Message
+	waiting bool          // the dispatcher is parked on ready
+	ready   chan struct{} // wakes the dispatcher; capacity 1
+	nfull   int           // senders parked on space
+	space   chan struct{} // closed (and replaced) when a take makes room
+
+	// pending are messages the dispatcher took but did not hand to a
+	// handler before its run ended; the next run gets them first. Only the
 	// dispatcher of the current run touches it.
-	pending *message.Message
+	pending []*message.Message
 }
 
 var _ Endpoint = (*inbox)(nil)
 
 func newInbox(moduleID string, capacity int) *inbox {
-	return &inbox{name: "module/" + moduleID, ch: make(chan *message.Message, capacity), done: make(chan struct{})}
+	return &inbox{
+		name:     "module/" + moduleID,
+		capacity: capacity,
+		done:     make(chan struct{}),
+		q:        make([]*message.Message, 0, capacity),
+		ready:    make(chan struct{}, 1),
+		space:    make(chan struct{}),
+	}
 }
 
 func (b *inbox) Name() string { return b.name }
 
 func (b *inbox) Deliver(ctx context.Context, m *message.Message, _ Delivery) error {
-	select {
-	case b.ch <- m:
-		return nil
-	default:
-	}
-	select {
-	case b.ch <- m:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%s is full: %w", b.name, ctx.Err())
-	case <-b.done:
-		return fmt.Errorf("%s: %w", b.name, ErrModuleNotActive)
+	for {
+		b.mu.Lock()
+		if len(b.q) < b.capacity {
+			b.q = append(b.q, m)
+			wake := b.waiting
+			b.waiting = false
+			b.mu.Unlock()
+			if wake {
+				select {
+				case b.ready <- struct{}{}:
+				default:
+				}
+			}
+			return nil
+		}
+		space := b.space
+		b.nfull++
+		b.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return fmt.Errorf("%s is full: %w", b.name, ctx.Err())
+		case <-b.done:
+			return fmt.Errorf("%s: %w", b.name, ErrModuleNotActive)
+		}
 	}
 }
 
+// take swaps the queue for spare (emptied) and returns what was queued,
+// in order. When the queue is empty it marks the dispatcher as waiting,
+// so the next Deliver signals ready.
+func (b *inbox) take(spare []*message.Message) []*message.Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.q) == 0 {
+		b.waiting = true
+		return spare[:0]
+	}
+	out := b.q
+	b.q = spare[:0]
+	if b.nfull > 0 {
+		close(b.space)
+		b.space = make(chan struct{})
+		b.nfull = 0
+	}
+	return out
+}
+
 // Len is the number of messages waiting.
-func (b *inbox) Len() int { return len(b.ch) }
+func (b *inbox) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.q)
+}

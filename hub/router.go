@@ -10,20 +10,33 @@ import (
 	"github.com/tinyedge/tinyedge/hub/route"
 )
 
-// router is one compiled routing table. It is immutable; SetRoutes swaps in
-// a new one.
+// router is one compiled routing table with each route's sink resolved to
+// its endpoint. It is immutable; the hub swaps in a new one when the
+// routes or the modules change.
 type router struct {
 	routes []*route.Route
+	ends   []*inbox // per route: the module input's endpoint; nil for $upstream or an unknown module
 }
 
-func newRouter(routes []*route.Route) *router {
-	return &router{routes: append([]*route.Route(nil), routes...)}
+// compileRouter resolves the routes' module sinks against the modules
+// table. h.mu must be held.
+func (h *Hub) compileRouter(routes []*route.Route) *router {
+	r := &router{routes: append([]*route.Route(nil), routes...), ends: make([]*inbox, len(routes))}
+	for i, rt := range r.routes {
+		if rt.Sink.Kind == route.ModuleInput {
+			if md := h.modules[rt.Sink.Module]; md != nil {
+				r.ends[i] = md.inbox
+			}
+		}
+	}
+	return r
 }
 
 // hit is one sink a message goes to, with the best priority and the time
 // to live of the routes that chose it.
 type hit struct {
-	sink     route.Sink
+	sink     *route.Sink // of the first route that chose it
+	end      *inbox      // for module inputs
 	priority uint32
 	ttl      time.Duration
 }
@@ -31,15 +44,15 @@ type hit struct {
 // match evaluates every route once against m and returns the sinks, one per
 // sink however many routes name it. hits is scratch space, so routing
 // a message to a handful of sinks does not allocate.
-func (r *router) match(m *message.Message, hits []hit) []hit {
-	env := route.NewEnv(m)
-	for _, rt := range r.routes {
+func (r *router) match(m *message.Message, keys message.PropertyKeys, hits []hit) []hit {
+	env := route.NewEnvKeys(m, keys)
+	for i, rt := range r.routes {
 		if !rt.Match(&env) {
 			continue
 		}
 		dup := false
 		for i := range hits {
-			if hits[i].sink == rt.Sink {
+			if *hits[i].sink == rt.Sink {
 				dup = true
 				// The highest priority (lowest number) of the routes that
 				// hit the same sink wins, and its time to live with it.
@@ -51,7 +64,7 @@ func (r *router) match(m *message.Message, hits []hit) []hit {
 			}
 		}
 		if !dup {
-			hits = append(hits, hit{sink: rt.Sink, priority: rt.Priority, ttl: rt.TimeToLive})
+			hits = append(hits, hit{sink: &rt.Sink, end: r.ends[i], priority: rt.Priority, ttl: rt.TimeToLive})
 		}
 	}
 	return hits
@@ -60,9 +73,9 @@ func (r *router) match(m *message.Message, hits []hit) []hit {
 // route delivers m to every sink its routes select. A message that no
 // route selects is counted as dropped with reason "no_route", as edgeHub
 // does.
-func (h *Hub) route(ctx context.Context, m *message.Message) error {
+func (h *Hub) route(ctx context.Context, m *message.Message, keys message.PropertyKeys) error {
 	var scratch [8]hit
-	hits := h.router.Load().match(m, scratch[:0])
+	hits := h.router.Load().match(m, keys, scratch[:0])
 	if len(hits) == 0 {
 		h.drop("no_route")
 		return nil
@@ -94,13 +107,12 @@ func (h *Hub) deliver(ctx context.Context, m *message.Message, ht *hit) error {
 		}
 		return h.opts.Upstream.Deliver(ctx, m, d)
 	case route.ModuleInput:
-		md := h.lookupModule(ht.sink.Module)
-		if md == nil {
+		if ht.end == nil {
 			h.drop("unknown_module")
 			return fmt.Errorf("%w %q", ErrUnknownModule, ht.sink.Module)
 		}
 		m.System.InputName = ht.sink.Input
-		return md.inbox.Deliver(ctx, m, d)
+		return ht.end.Deliver(ctx, m, d)
 	}
 	return fmt.Errorf("unknown sink %v", ht.sink)
 }

@@ -202,15 +202,13 @@ func (h *Hub) Deploy(d Deployment) error {
 		h.stopModule(md)
 	}
 
-	// New routes before new modules start sending.
-	h.SetRoutes(d.Routes)
-
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return ErrClosed
 	}
 	var errs []error
+	var start []*module
 	for _, s := range specs {
 		md, ok := h.modules[s.Name]
 		if !ok {
@@ -226,10 +224,16 @@ func (h *Hub) Deploy(d Deployment) error {
 		}
 		md.spec = s
 		if md.sup == nil && s.Status == StatusRunning {
-			md.sup = h.startSupervisor(md, s)
+			start = append(start, md)
 		}
 	}
 	h.publishModules()
+	// The new routes, resolved against the new modules, are in place
+	// before any new module starts sending.
+	h.router.Store(h.compileRouter(d.Routes))
+	for _, md := range start {
+		md.sup = h.startSupervisor(md, md.spec)
+	}
 	return errors.Join(errs...)
 }
 

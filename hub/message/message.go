@@ -94,41 +94,90 @@ func (m *Message) Clone() *Message {
 // ISO 8601 text). It is on every message's path, so it reads the fields
 // directly instead of formatting them.
 func (m *Message) Size() int {
+	n, _ := m.Measure()
+	return n
+}
+
+// sysLen is the size of a system property with a wire name wire bytes
+// long: nothing when it is not set.
+func sysLen(v string, wire int) int {
+	if v == "" {
+		return 0
+	}
+	return wire + len(v)
+}
+
+// timeLen is sysLen for a time, written as 2006-01-02T15:04:05.000Z.
+func timeLen(t time.Time, wire int) int {
+	if t.IsZero() {
+		return 0
+	}
+	return wire + len("2006-01-02T15:04:05.000Z")
+}
+
+// PropertyKeys summarizes the names of a message's application
+// properties, for route evaluation (route.NewEnvKeys): it spares the
+// evaluator a walk over the properties when the hub has already made one.
+type PropertyKeys uint8
+
+// Flags of PropertyKeys.
+const (
+	KeysDollarKnown PropertyKeys = 1 << iota // KeysDollar is known
+	KeysDollar                               // some name starts with $
+	KeysLowerKnown                           // KeysLower is known
+	KeysLower                                // every name is lower-case ASCII
+)
+
+// Keys summarizes the application property names.
+func (m *Message) Keys() PropertyKeys {
+	keys := KeysDollarKnown | KeysLowerKnown | KeysLower
+	for k := range m.Properties {
+		if len(k) > 0 && k[0] == '$' {
+			keys |= KeysDollar
+		}
+		if keys&KeysLower != 0 {
+			for i := 0; i < len(k); i++ {
+				if c := k[i]; c >= 0x80 || (c >= 'A' && c <= 'Z') {
+					keys &^= KeysLower
+					break
+				}
+			}
+		}
+	}
+	return keys
+}
+
+// Measure returns Size and whether some application property name starts
+// with $ (KeysDollarKnown, KeysDollar), in one walk over the properties.
+func (m *Message) Measure() (size int, keys PropertyKeys) {
 	n := len(m.Body)
+	keys = KeysDollarKnown
 	for k, v := range m.Properties {
 		n += len(k) + len(v)
+		if len(k) > 0 && k[0] == '$' {
+			keys |= KeysDollar
+		}
 	}
 	s := &m.System
-	for _, f := range [...]struct {
-		v    string
-		wire int
-	}{
-		{s.MessageID, 5}, {s.CorrelationID, 5}, {s.UserID, 5}, {s.To, 4},
-		{s.ContentType, 4}, {s.ContentEncoding, 4}, {s.ConnectionDeviceID, 6},
-		{s.ConnectionModuleID, 6}, {s.OutputName, 4}, {s.InputName, 4},
-		{s.MessageSchema, 8}, {s.InterfaceID, 6}, {s.ComponentName, 5},
-	} {
-		if f.v != "" {
-			n += f.wire + len(f.v)
-		}
-	}
-	const timeLen = len("2006-01-02T15:04:05.000Z")
-	for _, t := range [...]struct {
-		t    *time.Time
-		wire int
-	}{{&s.CreationTime, 7}, {&s.ExpiryTime, 5}, {&s.EnqueuedTime, 19}} {
-		if !t.t.IsZero() {
-			n += t.wire + timeLen
-		}
-	}
-	return n
+	n += sysLen(s.MessageID, 5) + sysLen(s.CorrelationID, 5) + sysLen(s.UserID, 5) + sysLen(s.To, 4) +
+		sysLen(s.ContentType, 4) + sysLen(s.ContentEncoding, 4) + sysLen(s.ConnectionDeviceID, 6) +
+		sysLen(s.ConnectionModuleID, 6) + sysLen(s.OutputName, 4) + sysLen(s.InputName, 4) +
+		sysLen(s.MessageSchema, 8) + sysLen(s.InterfaceID, 6) + sysLen(s.ComponentName, 5) +
+		timeLen(s.CreationTime, 7) + timeLen(s.ExpiryTime, 5) + timeLen(s.EnqueuedTime, 19)
+	return n, keys
 }
 
 // CheckSize returns an error wrapping ErrTooLarge when m is larger than
 // MaxSize; the error says both sizes.
 func (m *Message) CheckSize() error {
-	if n := m.Size(); n > MaxSize {
-		return fmt.Errorf("%w: %d bytes including properties, the limit is %d bytes", ErrTooLarge, n, MaxSize)
+	return CheckSize(m.Size())
+}
+
+// CheckSize returns an error wrapping ErrTooLarge when size is larger than
+// MaxSize; the error says both sizes.
+func CheckSize(size int) error {
+	if size > MaxSize {
+		return fmt.Errorf("%w: %d bytes including properties, the limit is %d bytes", ErrTooLarge, size, MaxSize)
 	}
 	return nil
 }

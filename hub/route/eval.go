@@ -19,36 +19,59 @@ type Env struct {
 }
 
 const (
-	stKeys      uint8 = 1 << iota // the property keys have been looked at
-	stLowerKeys                   // every property key is lower-case ASCII
-	stDollar                      // some property key starts with $
-	stBody                        // the body has been looked at
-	stBodyOK                      // the body can be queried; doc holds it
+	stLowerKnown  uint8 = 1 << iota // stLowerKeys is known
+	stLowerKeys                     // every property key is lower-case ASCII
+	stDollarKnown                   // stDollar is known
+	stDollar                        // some property key starts with $
+	stBody                          // the body has been looked at
+	stBodyOK                        // the body can be queried; doc holds it
 )
 
 // NewEnv returns the evaluation state for m. It does not allocate.
 func NewEnv(m *message.Message) Env { return Env{m: m} }
 
+// NewEnvKeys is NewEnv for a caller that has already summarized m's
+// property names (message.Message.Measure), so evaluation need not walk
+// the properties again. keys must describe m.Properties as they are.
+func NewEnvKeys(m *message.Message, keys message.PropertyKeys) Env {
+	return Env{m: m, state: keyState(keys)}
+}
+
+func keyState(keys message.PropertyKeys) uint8 {
+	var st uint8
+	if keys&message.KeysDollarKnown != 0 {
+		st |= stDollarKnown
+		if keys&message.KeysDollar != 0 {
+			st |= stDollar
+		}
+	}
+	if keys&message.KeysLowerKnown != 0 {
+		st |= stLowerKnown
+		if keys&message.KeysLower != 0 {
+			st |= stLowerKeys
+		}
+	}
+	return st
+}
+
 // Reset makes e the evaluation state of m, forgetting the previous message.
 func (e *Env) Reset(m *message.Message) { *e = Env{m: m} }
 
+// keys returns the state with both key summaries known, walking the
+// properties if the caller did not provide them.
 func (e *Env) keys() uint8 {
-	if e.state&stKeys == 0 {
-		st := stKeys | stLowerKeys
-		for k := range e.m.Properties {
-			if strings.HasPrefix(k, "$") {
-				st |= stDollar
-			}
-			for i := 0; i < len(k); i++ {
-				if c := k[i]; c >= 0x80 || (c >= 'A' && c <= 'Z') {
-					st &^= stLowerKeys
-					break
-				}
-			}
-		}
-		e.state |= st
+	if e.state&(stDollarKnown|stLowerKnown) != stDollarKnown|stLowerKnown {
+		e.state |= keyState(e.m.Keys())
 	}
 	return e.state
+}
+
+// dollar reports whether some property name starts with $.
+func (e *Env) dollar() bool {
+	if e.state&stDollarKnown == 0 {
+		return e.keys()&stDollar != 0
+	}
+	return e.state&stDollar != 0
 }
 
 // prop looks up an application property case-insensitively, as edgeHub
@@ -79,7 +102,7 @@ func (e *Env) prop(name, lname string) (string, bool) {
 // dollarProp looks up the application property "$…" that edgeHub lets
 // shadow a system property or $body query.
 func (e *Env) dollarProp(n *node) (Value, bool) {
-	if len(e.m.Properties) == 0 || e.keys()&stDollar == 0 {
+	if len(e.m.Properties) == 0 || !e.dollar() {
 		return Value{}, false
 	}
 	if v, ok := e.prop(n.name, n.lname); ok {
