@@ -250,7 +250,7 @@ func TestChecks(t *testing.T) {
 			mod(m, "sensor")["startupOrder"] = -1
 		}, []want{{modsPath + ".sensor.startupOrder", "from 0 (starts first) to 4294967295, not -1"}}},
 		{"startupOrder too large", func(m map[string]any) {
-			mod(m, "sensor")["startupOrder"] = 4294967296
+			mod(m, "sensor")["startupOrder"] = int64(4294967296)
 		}, []want{{modsPath + ".sensor.startupOrder", "not 4294967296"}}},
 		{"startupOrder fraction", func(m map[string]any) {
 			mod(m, "sensor")["startupOrder"] = 1.5
@@ -340,7 +340,7 @@ func TestChecks(t *testing.T) {
 			obj(hub(m), "storeAndForwardConfiguration")["timeToLiveSecs"] = "7200"
 		}, []want{{hubPath + ".storeAndForwardConfiguration.timeToLiveSecs", `not "7200"`}}},
 		{"timeToLiveSecs beyond int32", func(m map[string]any) {
-			obj(hub(m), "storeAndForwardConfiguration")["timeToLiveSecs"] = 1 << 31
+			obj(hub(m), "storeAndForwardConfiguration")["timeToLiveSecs"] = int64(1) << 31
 		}, []want{{hubPath + ".storeAndForwardConfiguration.timeToLiveSecs", "up to 2147483647"}}},
 		{"maxSizeBytes zero", func(m map[string]any) {
 			obj(hub(m), "storeAndForwardConfiguration")["storeLimits"] = map[string]any{"maxSizeBytes": 0}
