@@ -342,3 +342,27 @@ func TestSignals(t *testing.T) {
 		t.Errorf("no clean stop:\n%s", errOut.String())
 	}
 }
+
+// TestExampleManifests checks that the manifests shipped in build/examples
+// pass `check` and become a deployment.
+func TestExampleManifests(t *testing.T) {
+	files, err := filepath.Glob("../../build/examples/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no example manifests: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			out, errOut, code := runCLI(t, "check", "--manifest", f)
+			if code != 0 || strings.Contains(out, ": warning: ") {
+				t.Errorf("check: exit %d\n%s%s", code, out, errOut)
+			}
+			m, _, err := loadManifest(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := deployment(m); len(d.Modules) == 0 || len(d.Routes) == 0 {
+				t.Errorf("deployment has %d modules, %d routes", len(d.Modules), len(d.Routes))
+			}
+		})
+	}
+}
