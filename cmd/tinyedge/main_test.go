@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/message"
 )
@@ -43,7 +45,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("TINYEDGE_MAIN") == "1" {
 		main()
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {

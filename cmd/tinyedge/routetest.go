@@ -36,6 +36,11 @@ func readTestMessage(path string) (*message.Message, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseTestMessage(path, b)
+}
+
+// parseTestMessage reads the JSON of a --message file; path is for errors.
+func parseTestMessage(path string, b []byte) (*message.Message, error) {
 	var tm testMessage
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.DisallowUnknownFields()
