@@ -11,6 +11,7 @@ package hub
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,7 +113,7 @@ func New(opts Options) *Hub {
 	if now == nil {
 		now = newClock().now
 	}
-	var b [6]byte
+	var b [16]byte
 	_, _ = rand.Read(b[:])
 	h := &Hub{
 		opts:     opts,
@@ -120,8 +121,11 @@ func New(opts Options) *Hub {
 		now:      now,
 		modules:  map[string]*module{},
 		dropped:  map[string]uint64{},
-		idPrefix: fmt.Sprintf("%012x", b[:]),
+		idPrefix: fmt.Sprintf("%016x", b[:8]),
 	}
+	// Ids continue from a random point so they look as random as the
+	// SDKs' and do not repeat a previous run's pattern.
+	h.idCounter.Store(binary.BigEndian.Uint64(b[8:]))
 	h.router.Store(&router{})
 	h.mods.Store(&map[string]*module{})
 	return h
@@ -222,13 +226,14 @@ func (h *Hub) newMessageID() string {
 	}
 }
 
-// idCounterPos are the positions, last digit first, of the counter's 20
-// hex digits in an id; the first 14 bytes are the prefix and a dash.
-var idCounterPos = func() (pos [20]int) {
+// idCounterPos are the positions, last digit first, of the counter's 16
+// hex digits in an id: the last two groups. The first three groups are
+// the hub's random prefix.
+var idCounterPos = func() (pos [16]int) {
 	p := idLen - 1
 	for i := range pos {
-		if p == 23 || p == 18 {
-			p-- // skip the dashes
+		if p == 23 {
+			p-- // skip the dash
 		}
 		pos[i] = p
 		p--
@@ -243,9 +248,9 @@ func (h *Hub) formatIDs(first uint64) *idBlock {
 	for k := range idBatch {
 		id := buf[k*idLen : (k+1)*idLen]
 		copy(id[0:8], p[0:8])
-		id[8] = '-'
 		copy(id[9:13], p[8:12])
-		id[13], id[18], id[23] = '-', '-', '-'
+		copy(id[14:18], p[12:16])
+		id[8], id[13], id[18], id[23] = '-', '-', '-', '-'
 		c := first + uint64(k)
 		for _, pos := range idCounterPos {
 			id[pos] = digits[c&0xf]
