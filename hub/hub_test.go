@@ -12,62 +12,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/message"
 	"github.com/tinyedge/tinyedge/hub/route"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// recorder is an Endpoint that keeps what it is given.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []*message.Message
-	dels []hub.Delivery
-}
-
-func (r *recorder) Name() string { return "$upstream" }
-
-func (r *recorder) Deliver(_ context.Context, m *message.Message, d hub.Delivery) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, m)
-	r.dels = append(r.dels, d)
-	return nil
-}
-
-func (r *recorder) all() ([]*message.Message, []hub.Delivery) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*message.Message(nil), r.msgs...), append([]hub.Delivery(nil), r.dels...)
-}
-
-func (r *recorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.msgs)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
-func mustRoute(t testing.TB, name, text string) *route.Route {
-	t.Helper()
-	r, err := route.Parse(name, text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 // idle is a module that registers nothing and waits to be stopped.
@@ -114,11 +65,11 @@ func newHub(t *testing.T, up hub.Endpoint, opts ...func(*hub.Options)) *hub.Hub 
 }
 
 func TestSendStampsIdentity(t *testing.T) {
-	up := &recorder{}
+	up := &hubtest.Recorder{}
 	h := newHub(t, up)
 	if err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "sensor", Module: idle}},
-		Routes:  []*route.Route{mustRoute(t, "all", "FROM /messages/* INTO $upstream")},
+		Routes:  []*route.Route{hubtest.MustRoute(t, "all", "FROM /messages/* INTO $upstream")},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +88,7 @@ func TestSendStampsIdentity(t *testing.T) {
 	if err := h.Send(context.Background(), "sensor", "out1", m2); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := up.all()
+	got := up.Messages()
 	if len(got) != 2 {
 		t.Fatalf("upstream got %d messages, want 2", len(got))
 	}
@@ -163,9 +114,9 @@ func TestSendStampsIdentity(t *testing.T) {
 }
 
 func TestMessageSizeLimit(t *testing.T) {
-	up := &recorder{}
+	up := &hubtest.Recorder{}
 	h := newHub(t, up)
-	h.SetRoutes([]*route.Route{mustRoute(t, "all", "FROM /* INTO $upstream")})
+	h.SetRoutes([]*route.Route{hubtest.MustRoute(t, "all", "FROM /* INTO $upstream")})
 	// The hub adds the device id, the message id and the output name, so
 	// leave room for them in the message that must pass.
 	ok := message.New(make([]byte, message.MaxSize-200))
@@ -183,8 +134,8 @@ func TestMessageSizeLimit(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	if up.count() != 1 {
-		t.Errorf("upstream got %d messages, want only the one under the limit", up.count())
+	if up.Len() != 1 {
+		t.Errorf("upstream got %d messages, want only the one under the limit", up.Len())
 	}
 	if d := h.Stats().Dropped["too_large"]; d != 1 {
 		t.Errorf("dropped too_large = %d, want 1", d)
@@ -192,17 +143,17 @@ func TestMessageSizeLimit(t *testing.T) {
 }
 
 func TestRouterOneDeliveryPerSinkHighestPriority(t *testing.T) {
-	up := &recorder{}
+	up := &hubtest.Recorder{}
 	h := newHub(t, up)
 	in := &sink{inputs: []string{"in1"}}
-	r1 := mustRoute(t, "low", "FROM /messages/* INTO $upstream")
+	r1 := hubtest.MustRoute(t, "low", "FROM /messages/* INTO $upstream")
 	r1.Priority, r1.TimeToLive = 7, time.Hour
-	r2 := mustRoute(t, "high", "FROM /messages/modules/a/* WHERE kind = 'alert' INTO $upstream")
+	r2 := hubtest.MustRoute(t, "high", "FROM /messages/modules/a/* WHERE kind = 'alert' INTO $upstream")
 	r2.Priority, r2.TimeToLive = 1, time.Minute
-	r3 := mustRoute(t, "none", "FROM /messages/modules/b/* INTO $upstream")
+	r3 := hubtest.MustRoute(t, "none", "FROM /messages/modules/b/* INTO $upstream")
 	r3.Priority = 0
-	r4 := mustRoute(t, "toB", `FROM /messages/modules/a/outputs/o INTO BrokeredEndpoint("/modules/b/inputs/in1")`)
-	r5 := mustRoute(t, "toB2", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/in1")`)
+	r4 := hubtest.MustRoute(t, "toB", `FROM /messages/modules/a/outputs/o INTO BrokeredEndpoint("/modules/b/inputs/in1")`)
+	r5 := hubtest.MustRoute(t, "toB2", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/in1")`)
 	if err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "a", Module: idle}, {Name: "b", Module: in}},
 		Routes:  []*route.Route{r1, r2, r3, r4, r5},
@@ -214,8 +165,8 @@ func TestRouterOneDeliveryPerSinkHighestPriority(t *testing.T) {
 	if err := h.Send(context.Background(), "a", "o", m); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "module b's delivery", func() bool { return len(in.messages()) == 1 })
-	got, dels := up.all()
+	hubtest.WaitFor(t, "module b's delivery", func() bool { return len(in.messages()) == 1 })
+	got, dels := up.Messages(), up.Deliveries()
 	if len(got) != 1 {
 		t.Fatalf("upstream got %d deliveries, want 1 however many routes hit it", len(got))
 	}
@@ -238,9 +189,9 @@ func TestRouterOneDeliveryPerSinkHighestPriority(t *testing.T) {
 }
 
 func TestUnroutedMessageCounted(t *testing.T) {
-	up := &recorder{}
+	up := &hubtest.Recorder{}
 	h := newHub(t, up)
-	h.SetRoutes([]*route.Route{mustRoute(t, "r", "FROM /messages/modules/x/* INTO $upstream")})
+	h.SetRoutes([]*route.Route{hubtest.MustRoute(t, "r", "FROM /messages/modules/x/* INTO $upstream")})
 	if err := h.Send(context.Background(), "y", "o", message.New(nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -250,16 +201,16 @@ func TestUnroutedMessageCounted(t *testing.T) {
 }
 
 func TestFanOutEachInputSeesItsName(t *testing.T) {
-	up := &recorder{}
+	up := &hubtest.Recorder{}
 	h := newHub(t, up)
 	b := &sink{inputs: []string{"x"}}
 	c := &sink{inputs: []string{"y"}}
 	if err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "a", Module: idle}, {Name: "b", Module: b}, {Name: "c", Module: c}},
 		Routes: []*route.Route{
-			mustRoute(t, "1", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/x")`),
-			mustRoute(t, "2", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/c/inputs/y")`),
-			mustRoute(t, "3", `FROM /messages/modules/a/* INTO $upstream`),
+			hubtest.MustRoute(t, "1", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/x")`),
+			hubtest.MustRoute(t, "2", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/c/inputs/y")`),
+			hubtest.MustRoute(t, "3", `FROM /messages/modules/a/* INTO $upstream`),
 		},
 	}); err != nil {
 		t.Fatal(err)
@@ -267,14 +218,14 @@ func TestFanOutEachInputSeesItsName(t *testing.T) {
 	if err := h.Send(context.Background(), "a", "o", message.New([]byte("hi"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both inputs", func() bool { return len(b.messages()) == 1 && len(c.messages()) == 1 })
+	hubtest.WaitFor(t, "both inputs", func() bool { return len(b.messages()) == 1 && len(c.messages()) == 1 })
 	if n := b.messages()[0].System.InputName; n != "x" {
 		t.Errorf("b got input %q, want x", n)
 	}
 	if n := c.messages()[0].System.InputName; n != "y" {
 		t.Errorf("c got input %q, want y", n)
 	}
-	up1, _ := up.all()
+	up1 := up.Messages()
 	if len(up1) != 1 || up1[0].System.InputName != "" {
 		t.Errorf("upstream got %d messages, input name %q; want 1 without input name", len(up1), up1[0].System.InputName)
 	}
@@ -283,7 +234,7 @@ func TestFanOutEachInputSeesItsName(t *testing.T) {
 // TestBackpressure checks that a full module input blocks the sender
 // instead of dropping, and that everything arrives once the module reads.
 func TestBackpressure(t *testing.T) {
-	h := newHub(t, &recorder{}, func(o *hub.Options) { o.InputCapacity = 2 })
+	h := newHub(t, &hubtest.Recorder{}, func(o *hub.Options) { o.InputCapacity = 2 })
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var got []string
@@ -303,7 +254,7 @@ func TestBackpressure(t *testing.T) {
 	})
 	if err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "slow", Module: slow}},
-		Routes:  []*route.Route{mustRoute(t, "r", `FROM /messages/modules/p/* INTO BrokeredEndpoint("/modules/slow/inputs/in")`)},
+		Routes:  []*route.Route{hubtest.MustRoute(t, "r", `FROM /messages/modules/p/* INTO BrokeredEndpoint("/modules/slow/inputs/in")`)},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +283,7 @@ func TestBackpressure(t *testing.T) {
 	if err := h.Send(context.Background(), "p", "o", message.New([]byte("last"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all messages handled", func() bool {
+	hubtest.WaitFor(t, "all messages handled", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(got) > 0 && got[len(got)-1] == "last"
@@ -350,7 +301,7 @@ func TestBackpressure(t *testing.T) {
 }
 
 func TestMessageWaitsForLateHandler(t *testing.T) {
-	h := newHub(t, &recorder{})
+	h := newHub(t, &hubtest.Recorder{})
 	registered := make(chan struct{})
 	got := make(chan string, 1)
 	late := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
@@ -364,7 +315,7 @@ func TestMessageWaitsForLateHandler(t *testing.T) {
 	})
 	if err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "late", Module: late}},
-		Routes:  []*route.Route{mustRoute(t, "r", `FROM /* INTO BrokeredEndpoint("/modules/late/inputs/in")`)},
+		Routes:  []*route.Route{hubtest.MustRoute(t, "r", `FROM /* INTO BrokeredEndpoint("/modules/late/inputs/in")`)},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -386,13 +337,13 @@ func TestMessageWaitsForLateHandler(t *testing.T) {
 // handles, then to one it does: the first is dropped and counted after
 // HandlerWait, the second arrives.
 func TestUnhandledInputDoesNotStallOthers(t *testing.T) {
-	h := newHub(t, &recorder{}, func(o *hub.Options) { o.HandlerWait = 20 * time.Millisecond })
+	h := newHub(t, &hubtest.Recorder{}, func(o *hub.Options) { o.HandlerWait = 20 * time.Millisecond })
 	s := &sink{inputs: []string{"used"}}
 	if err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "s", Module: s}},
 		Routes: []*route.Route{
-			mustRoute(t, "a", `FROM /messages/* WHERE kind = 'a' INTO BrokeredEndpoint("/modules/s/inputs/unused")`),
-			mustRoute(t, "b", `FROM /messages/* WHERE kind = 'b' INTO BrokeredEndpoint("/modules/s/inputs/used")`),
+			hubtest.MustRoute(t, "a", `FROM /messages/* WHERE kind = 'a' INTO BrokeredEndpoint("/modules/s/inputs/unused")`),
+			hubtest.MustRoute(t, "b", `FROM /messages/* WHERE kind = 'b' INTO BrokeredEndpoint("/modules/s/inputs/used")`),
 		},
 	}); err != nil {
 		t.Fatal(err)
@@ -404,23 +355,23 @@ func TestUnhandledInputDoesNotStallOthers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the handled input's message", func() bool { return len(s.messages()) == 1 })
+	hubtest.WaitFor(t, "the handled input's message", func() bool { return len(s.messages()) == 1 })
 	if d := h.Stats().Dropped["no_handler"]; d != 1 {
 		t.Errorf("dropped no_handler = %d, want 1", d)
 	}
 }
 
 func TestMessageIDsAreUniqueUUIDShaped(t *testing.T) {
-	up := &recorder{}
+	up := &hubtest.Recorder{}
 	h := newHub(t, up)
-	h.SetRoutes([]*route.Route{mustRoute(t, "all", "FROM /* INTO $upstream")})
+	h.SetRoutes([]*route.Route{hubtest.MustRoute(t, "all", "FROM /* INTO $upstream")})
 	seen := map[string]bool{}
 	for range 300 { // several id blocks
 		if err := h.SendDevice(context.Background(), message.New(nil)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	msgs, _ := up.all()
+	msgs := up.Messages()
 	for _, m := range msgs {
 		id := m.System.MessageID
 		if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' || strings.Count(id, "-") != 4 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/message"
 	"github.com/tinyedge/tinyedge/hub/route"
 )
@@ -57,7 +58,7 @@ func TestRestartPolicies(t *testing.T) {
 	names := map[exit]string{clean: "clean", fail: "error", panics: "panic", unhealthy: "unhealthy"}
 	for _, tt := range tests {
 		t.Run(string(tt.policy)+"/"+names[tt.exit], func(t *testing.T) {
-			h := newHub(t, &recorder{})
+			h := newHub(t, &hubtest.Recorder{})
 			var runs atomic.Int32
 			mod := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
 				if runs.Add(1) > 1 {
@@ -80,7 +81,7 @@ func TestRestartPolicies(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.restart {
-				waitFor(t, "a restart", func() bool { return runs.Load() == 2 && status(h, "m").State == hub.StateRunning })
+				hubtest.WaitFor(t, "a restart", func() bool { return runs.Load() == 2 && status(h, "m").State == hub.StateRunning })
 				if st := status(h, "m"); st.RestartCount != 1 {
 					t.Errorf("restart count = %d, want 1", st.RestartCount)
 				}
@@ -99,7 +100,7 @@ func TestRestartPolicies(t *testing.T) {
 			if tt.exit != clean {
 				want = hub.StateFailed
 			}
-			waitFor(t, "the module to end", func() bool { return status(h, "m").State == want })
+			hubtest.WaitFor(t, "the module to end", func() bool { return status(h, "m").State == want })
 			time.Sleep(30 * time.Millisecond)
 			if n := runs.Load(); n != 1 {
 				t.Errorf("ran %d times, want once", n)
@@ -114,7 +115,7 @@ func TestRestartPolicies(t *testing.T) {
 // TestPanicInHandlerDoesNotStopHub checks that a handler's panic restarts
 // the module (policy always) and the hub keeps routing.
 func TestPanicInHandlerDoesNotStopHub(t *testing.T) {
-	up := &recorder{}
+	up := &hubtest.Recorder{}
 	h := newHub(t, up)
 	var runs atomic.Int32
 	mod := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
@@ -132,8 +133,8 @@ func TestPanicInHandlerDoesNotStopHub(t *testing.T) {
 	if err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "m", Module: mod}},
 		Routes: []*route.Route{
-			mustRoute(t, "in", `FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint("/modules/m/inputs/in")`),
-			mustRoute(t, "out", `FROM /messages/modules/m/outputs/out INTO $upstream`),
+			hubtest.MustRoute(t, "in", `FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO BrokeredEndpoint("/modules/m/inputs/in")`),
+			hubtest.MustRoute(t, "out", `FROM /messages/modules/m/outputs/out INTO $upstream`),
 		},
 	}); err != nil {
 		t.Fatal(err)
@@ -142,15 +143,15 @@ func TestPanicInHandlerDoesNotStopHub(t *testing.T) {
 	if err := h.SendDevice(ctx, message.New([]byte("poison"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a restart after the panic", func() bool { return runs.Load() == 2 })
+	hubtest.WaitFor(t, "a restart after the panic", func() bool { return runs.Load() == 2 })
 	if err := h.SendDevice(ctx, message.New([]byte("fine"))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the next message to go through", func() bool { return up.count() == 1 })
+	hubtest.WaitFor(t, "the next message to go through", func() bool { return up.Len() == 1 })
 }
 
 func TestBackoffGrows(t *testing.T) {
-	h := newHub(t, &recorder{}, func(o *hub.Options) {
+	h := newHub(t, &hubtest.Recorder{}, func(o *hub.Options) {
 		o.Backoff = hub.Backoff{Initial: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Hour}
 	})
 	var mu sync.Mutex
@@ -164,7 +165,7 @@ func TestBackoffGrows(t *testing.T) {
 	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "m", Module: mod, RestartPolicy: hub.RestartOnFailure}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "five starts", func() bool { mu.Lock(); defer mu.Unlock(); return len(starts) >= 5 })
+	hubtest.WaitFor(t, "five starts", func() bool { mu.Lock(); defer mu.Unlock(); return len(starts) >= 5 })
 	mu.Lock()
 	defer mu.Unlock()
 	// Delays are 10, 20, 40, 40 ms less up to 20% jitter: each gap is at
@@ -178,7 +179,7 @@ func TestBackoffGrows(t *testing.T) {
 }
 
 func TestStoppedStatusIsNotStarted(t *testing.T) {
-	h := newHub(t, &recorder{})
+	h := newHub(t, &hubtest.Recorder{})
 	var ran atomic.Bool
 	mod := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error { ran.Store(true); <-ctx.Done(); return nil })
 	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "m", Module: mod, Status: hub.StatusStopped}}}); err != nil {
@@ -191,7 +192,7 @@ func TestStoppedStatusIsNotStarted(t *testing.T) {
 }
 
 func TestDeployRefusesBadSpecs(t *testing.T) {
-	h := newHub(t, &recorder{})
+	h := newHub(t, &hubtest.Recorder{})
 	for _, d := range []hub.Deployment{
 		{Modules: []hub.ModuleSpec{{Name: "m", Module: idle, RestartPolicy: "sometimes"}}},
 		{Modules: []hub.ModuleSpec{{Name: "m", Module: idle, Status: "paused"}}},
@@ -205,7 +206,7 @@ func TestDeployRefusesBadSpecs(t *testing.T) {
 }
 
 func TestRedeploy(t *testing.T) {
-	h := newHub(t, &recorder{})
+	h := newHub(t, &hubtest.Recorder{})
 	patches := make(chan map[string]any, 4)
 	var runs atomic.Int32
 	mod := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
@@ -219,7 +220,7 @@ func TestRedeploy(t *testing.T) {
 	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{spec, gone}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "m to run", func() bool { return runs.Load() == 1 })
+	hubtest.WaitFor(t, "m to run", func() bool { return runs.Load() == 1 })
 	spec.Desired = map[string]any{"a": 1.0, "c": 3.0}
 	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{spec}}); err != nil {
 		t.Fatal(err)
@@ -243,11 +244,11 @@ func TestRedeploy(t *testing.T) {
 	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{spec}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a restart for the new version", func() bool { return runs.Load() == 2 })
+	hubtest.WaitFor(t, "a restart for the new version", func() bool { return runs.Load() == 2 })
 }
 
 func TestMethods(t *testing.T) {
-	h := newHub(t, &recorder{})
+	h := newHub(t, &hubtest.Recorder{})
 	block := make(chan struct{})
 	defer close(block)
 	callee := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
@@ -325,7 +326,7 @@ func TestMethods(t *testing.T) {
 }
 
 func TestTwin(t *testing.T) {
-	h := newHub(t, &recorder{})
+	h := newHub(t, &hubtest.Recorder{})
 	type note struct {
 		patch   map[string]any
 		version int64
@@ -390,7 +391,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	})
 	if err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "a", Module: stubborn}, {Name: "b", Module: idle}},
-		Routes:  []*route.Route{mustRoute(t, "r", `FROM /* INTO BrokeredEndpoint("/modules/a/inputs/in")`)},
+		Routes:  []*route.Route{hubtest.MustRoute(t, "r", `FROM /* INTO BrokeredEndpoint("/modules/a/inputs/in")`)},
 	}); err != nil {
 		t.Fatal(err)
 	}

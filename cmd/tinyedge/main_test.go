@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/message"
 )
 
@@ -54,17 +55,6 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	err := run(context.Background(), args, &out, &errOut)
 	code = exitCode(err, &errOut)
 	return out.String(), errOut.String(), code
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestVersion(t *testing.T) {
@@ -156,31 +146,6 @@ func TestRouteTest(t *testing.T) {
 	})
 }
 
-// recorder is a hub.Endpoint that keeps what reaches $upstream.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []*message.Message
-}
-
-func (r *recorder) Name() string { return "$upstream" }
-func (r *recorder) Deliver(_ context.Context, m *message.Message, _ hub.Delivery) error {
-	r.mu.Lock()
-	r.msgs = append(r.msgs, m)
-	r.mu.Unlock()
-	return nil
-}
-func (r *recorder) from(module string) []*message.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []*message.Message
-	for _, m := range r.msgs {
-		if m.System.ConnectionModuleID == module {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 type sensorBody struct {
 	Machine struct{ Temperature float64 } `json:"machine"`
 }
@@ -204,7 +169,7 @@ func TestQuickstartEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Desired["SimulatedTemperatureSensor"]["SendInterval"] = 0.005
-	up := &recorder{}
+	up := &hubtest.Recorder{}
 	h := hub.New(hub.Options{DeviceID: "gw1", Upstream: up})
 	defer h.Close()
 	if err := h.Deploy(deployment(m)); err != nil {
@@ -213,8 +178,8 @@ func TestQuickstartEndToEnd(t *testing.T) {
 
 	// The sensor starts at 21 °C and climbs past 25 within a few dozen
 	// readings.
-	waitFor(t, "alerts from the filter", func() bool { return len(up.from("filtermodule")) >= 5 })
-	for _, a := range up.from("filtermodule") {
+	hubtest.WaitFor(t, "alerts from the filter", func() bool { return len(up.From("filtermodule")) >= 5 })
+	for _, a := range up.From("filtermodule") {
 		if temp := temperature(t, a); temp <= 25 {
 			t.Errorf("filter forwarded %.2f °C, not above the threshold 25", temp)
 		}
@@ -227,7 +192,7 @@ func TestQuickstartEndToEnd(t *testing.T) {
 			t.Errorf("alert system properties = %+v", s)
 		}
 	}
-	sensor := up.from("SimulatedTemperatureSensor")
+	sensor := up.From("SimulatedTemperatureSensor")
 	if len(sensor) == 0 || sensor[0].System.OutputName != "temperatureOutput" {
 		t.Fatalf("no sensor telemetry on $upstream (telemetryToIoTHub route)")
 	}
@@ -246,15 +211,15 @@ func TestQuickstartEndToEnd(t *testing.T) {
 	if _, err := h.PatchDesired("filtermodule", map[string]any{"TemperatureThreshold": 1000.0}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the filter to report the new threshold", func() bool {
+	hubtest.WaitFor(t, "the filter to report the new threshold", func() bool {
 		tw, err := h.Twin("filtermodule")
 		return err == nil && tw.Reported.Doc["TemperatureThreshold"] == 1000.0
 	})
-	n := len(up.from("filtermodule"))
-	sent := len(up.from("SimulatedTemperatureSensor"))
-	waitFor(t, "more sensor readings", func() bool { return len(up.from("SimulatedTemperatureSensor")) >= sent+20 })
+	n := len(up.From("filtermodule"))
+	sent := len(up.From("SimulatedTemperatureSensor"))
+	hubtest.WaitFor(t, "more sensor readings", func() bool { return len(up.From("SimulatedTemperatureSensor")) >= sent+20 })
 	// One alert may have been in flight when the patch landed.
-	if got := len(up.from("filtermodule")); got > n+1 {
+	if got := len(up.From("filtermodule")); got > n+1 {
 		t.Errorf("%d alerts after raising the threshold to 1000", got-n)
 	}
 	for _, st := range h.ModuleStatus() {
@@ -268,10 +233,10 @@ func TestQuickstartEndToEnd(t *testing.T) {
 	if err != nil || r.Status != 200 {
 		t.Fatalf("reset: %v %v", r.Status, err)
 	}
-	after := len(up.from("SimulatedTemperatureSensor"))
-	waitFor(t, "a reading after reset", func() bool { return len(up.from("SimulatedTemperatureSensor")) > after+1 })
+	after := len(up.From("SimulatedTemperatureSensor"))
+	hubtest.WaitFor(t, "a reading after reset", func() bool { return len(up.From("SimulatedTemperatureSensor")) > after+1 })
 	// The reading right after the reset is within one step of 21 °C.
-	got := up.from("SimulatedTemperatureSensor")
+	got := up.From("SimulatedTemperatureSensor")
 	if temp := temperature(t, got[after+1]); temp > 21+2*1.25 {
 		t.Errorf("second reading after reset is %.2f °C, want the ramp restarted near 21", temp)
 	}
@@ -293,7 +258,7 @@ func TestRunCommand(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1", "--log-format", "json"}, &out, &errOut)
 	}()
-	waitFor(t, "an alert on the console", func() bool { return strings.Contains(out.String(), `"MessageType": "Alert"`) })
+	hubtest.WaitFor(t, "an alert on the console", func() bool { return strings.Contains(out.String(), `"MessageType": "Alert"`) })
 
 	// A second instance on the same data dir is refused.
 	if err := run(context.Background(), []string{"run", "--manifest", manifest, "--data-dir", dir}, &syncBuffer{}, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "in use by another tinyedge") {
@@ -331,7 +296,7 @@ func TestSignals(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	waitFor(t, "modules to start", func() bool {
+	hubtest.WaitFor(t, "modules to start", func() bool {
 		return strings.Contains(errOut.String(), `"msg":"module starting","module":"filtermodule"`)
 	})
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 )
 
@@ -115,6 +116,20 @@ func cloneValue(v any) any {
 	default:
 		return v
 	}
+}
+
+// Number reads a twin property as a number: twin documents hold numbers
+// as float64; a string holding a number counts too, since devices and
+// portals often send "25" for 25.
+func Number(v any) (float64, bool) {
+	switch x := cloneValue(v).(type) {
+	case float64:
+		return x, true
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+		return f, err == nil
+	}
+	return 0, false
 }
 
 // Clone returns a deep copy of a patch or document, numbers as float64.

@@ -159,3 +159,19 @@ func TestNumbersAreFloat64(t *testing.T) {
 		t.Errorf("doc = %#v, want every number as float64", p.Doc)
 	}
 }
+
+func TestNumber(t *testing.T) {
+	for _, tt := range []struct {
+		in   any
+		want float64
+		ok   bool
+	}{
+		{25.0, 25, true}, {7, 7, true}, {int64(-3), -3, true}, {" 2.5 ", 2.5, true},
+		{"x", 0, false}, {true, 0, false}, {nil, 0, false}, {map[string]any{}, 0, false},
+	} {
+		got, ok := Number(tt.in)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("Number(%#v) = %v, %v; want %v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}

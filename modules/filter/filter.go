@@ -5,12 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/hub/twin"
 )
 
 // Names the module uses on the hub, the tutorial's.
@@ -102,7 +101,7 @@ func (r *run) applyDesired(doc map[string]any) bool {
 	}
 	next := r.def
 	if v != nil {
-		f, ok := number(v)
+		f, ok := twin.Number(v)
 		if !ok || math.IsNaN(f) || math.IsInf(f, 0) {
 			r.c.Logger().Warn("ignoring desired property: not a number", "property", ThresholdProperty, "value", fmt.Sprint(v))
 			return true
@@ -162,34 +161,4 @@ func (r *run) filter(ctx context.Context, m *message.Message) error {
 		return fmt.Errorf("forward alert on %s: %w", Output, err)
 	}
 	return nil
-}
-
-// number reads a JSON number as twins hold it (float64, or an integer type
-// when a deployment was built in Go), or a string holding one.
-func number(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case int:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint:
-		return float64(x), true
-	case uint32:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case json.Number:
-		f, err := x.Float64()
-		return f, err == nil
-	case string:
-		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
-		return f, err == nil
-	}
-	return 0, false
 }

@@ -7,43 +7,17 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/message"
 	"github.com/tinyedge/tinyedge/hub/route"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// patience bounds every wait; generous for qemu-user and -race.
-const patience = 20 * time.Second
-
-// recorder is the $upstream endpoint: it keeps what it is given.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []*message.Message
-}
-
-var _ hub.Endpoint = (*recorder)(nil)
-
-func (r *recorder) Name() string { return "$upstream" }
-
-func (r *recorder) Deliver(_ context.Context, m *message.Message, _ hub.Delivery) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, m)
-	return nil
-}
-
-func (r *recorder) all() []*message.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.msgs)
 }
 
 // warnings is a slog handler that keeps the warnings logged, with their
@@ -82,21 +56,12 @@ type setup struct {
 	logs    *warnings
 }
 
-func mustParse(t *testing.T, name, text string) *route.Route {
-	t.Helper()
-	r, err := route.Parse(name, text)
-	if err != nil {
-		t.Fatalf("route.Parse(%q): %v", text, err)
-	}
-	return r
-}
-
 // start deploys the filter on a fresh hub as in the tutorial: what module
 // "sensor" sends goes to inputFromSensor, what module "legacy" sends to
 // input1, and the filter's output1 goes upstream.
-func start(t *testing.T, s setup) (*hub.Hub, *recorder) {
+func start(t *testing.T, s setup) (*hub.Hub, *hubtest.Recorder) {
 	t.Helper()
-	rec := &recorder{}
+	rec := &hubtest.Recorder{}
 	var logger *slog.Logger
 	if s.logs != nil {
 		logger = slog.New(s.logs)
@@ -106,9 +71,9 @@ func start(t *testing.T, s setup) (*hub.Hub, *recorder) {
 	err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "filter", Image: "builtin:filter", Module: New(s.opts), Desired: s.desired}},
 		Routes: []*route.Route{
-			mustParse(t, "sensorToFilter", `FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint("/modules/filter/inputs/inputFromSensor")`),
-			mustParse(t, "legacyToFilter", `FROM /messages/modules/legacy/outputs/* INTO BrokeredEndpoint("/modules/filter/inputs/input1")`),
-			mustParse(t, "filterToUpstream", "FROM /messages/modules/filter/outputs/output1 INTO $upstream"),
+			hubtest.MustRoute(t, "sensorToFilter", `FROM /messages/modules/sensor/outputs/temperatureOutput INTO BrokeredEndpoint("/modules/filter/inputs/inputFromSensor")`),
+			hubtest.MustRoute(t, "legacyToFilter", `FROM /messages/modules/legacy/outputs/* INTO BrokeredEndpoint("/modules/filter/inputs/input1")`),
+			hubtest.MustRoute(t, "filterToUpstream", "FROM /messages/modules/filter/outputs/output1 INTO $upstream"),
 		},
 	})
 	if err != nil {
@@ -117,20 +82,9 @@ func start(t *testing.T, s setup) (*hub.Hub, *recorder) {
 	return h, rec
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func waitReported(t *testing.T, h *hub.Hub, want float64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("reported TemperatureThreshold %g", want), func() bool {
+	hubtest.WaitFor(t, fmt.Sprintf("reported TemperatureThreshold %g", want), func() bool {
 		tw, err := h.Twin("filter")
 		return err == nil && tw.Reported.Doc["TemperatureThreshold"] == want
 	})
@@ -159,19 +113,19 @@ func send(t *testing.T, h *hub.Hub, from string, m *message.Message) {
 // threshold, and returns the ids of what came out before the marker. The
 // filter takes its input in order, so when the marker is out, everything
 // before it has been filtered.
-func sendThenMarker(t *testing.T, h *hub.Hub, rec *recorder, from string, msgs ...*message.Message) []string {
+func sendThenMarker(t *testing.T, h *hub.Hub, rec *hubtest.Recorder, from string, msgs ...*message.Message) []string {
 	t.Helper()
-	before := len(rec.all())
+	before := len(rec.Messages())
 	for _, m := range msgs {
 		send(t, h, from, m)
 	}
 	send(t, h, from, sensorMsg("marker", 1e6))
 	var out []string
-	waitFor(t, "the marker to come through", func() bool {
+	hubtest.WaitFor(t, "the marker to come through", func() bool {
 		out = out[:0]
 		// The filter makes new messages, which the hub gives ids of
 		// their own: the sequenceNumber property tells which is which.
-		for _, m := range rec.all()[before:] {
+		for _, m := range rec.Messages()[before:] {
 			out = append(out, m.Properties["sequenceNumber"])
 		}
 		return len(out) > 0 && out[len(out)-1] == "marker"
@@ -196,7 +150,7 @@ func TestAlertCopiesMessage(t *testing.T) {
 	in.System.ContentEncoding = "utf-16"
 	body := string(in.Body)
 	sendThenMarker(t, h, rec, "sensor", in)
-	out := rec.all()[0]
+	out := rec.Messages()[0]
 	if string(out.Body) != body {
 		t.Errorf("body = %s, want %s", out.Body, body)
 	}

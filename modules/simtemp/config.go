@@ -1,12 +1,13 @@
 package simtemp
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tinyedge/tinyedge/hub/twin"
 )
 
 // Names of the settings, as the original spells them.
@@ -189,7 +190,7 @@ func intervalValue(v any) (time.Duration, error) {
 	if v == nil {
 		return 0, nil
 	}
-	secs, ok := number(v)
+	secs, ok := twin.Number(v)
 	if !ok {
 		return 0, fmt.Errorf("%v (%T) is not a number of seconds", v, v)
 	}
@@ -215,34 +216,4 @@ func boolValue(v any) (bool, error) {
 	default:
 		return false, fmt.Errorf("%v (%T) is not true or false", v, v)
 	}
-}
-
-// number reads a JSON number as twins hold it (float64, or an integer type
-// when a deployment was built in Go), or a string holding one.
-func number(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case int:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint:
-		return float64(x), true
-	case uint32:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case json.Number:
-		f, err := x.Float64()
-		return f, err == nil
-	case string:
-		f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
-		return f, err == nil
-	}
-	return 0, false
 }

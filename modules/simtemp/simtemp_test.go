@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/message"
 	"github.com/tinyedge/tinyedge/hub/route"
 )
@@ -26,38 +27,9 @@ func TestMain(m *testing.M) {
 }
 
 // patience bounds every wait; generous for qemu-user and -race.
-const patience = 20 * time.Second
+const patience = hubtest.Patience
 
 var guidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
-
-// recorder is the $upstream endpoint: it keeps what it is given.
-type recorder struct {
-	mu   sync.Mutex
-	msgs []*message.Message
-}
-
-var _ hub.Endpoint = (*recorder)(nil)
-
-func (r *recorder) Name() string { return "$upstream" }
-
-func (r *recorder) Deliver(_ context.Context, m *message.Message, _ hub.Delivery) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, m)
-	return nil
-}
-
-func (r *recorder) all() []*message.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.msgs)
-}
-
-func (r *recorder) len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.msgs)
-}
 
 // logs is a slog handler that keeps the messages logged.
 type logs struct {
@@ -153,20 +125,11 @@ type setup struct {
 	logs    *logs
 }
 
-func mustParse(t *testing.T, name, text string) *route.Route {
-	t.Helper()
-	r, err := route.Parse(name, text)
-	if err != nil {
-		t.Fatalf("route.Parse(%q): %v", text, err)
-	}
-	return r
-}
-
 // start deploys simtemp on a fresh hub, with its outputs routed upstream
 // and the output of a module "ctl" routed to its control input.
-func start(t *testing.T, s setup) (*hub.Hub, *recorder) {
+func start(t *testing.T, s setup) (*hub.Hub, *hubtest.Recorder) {
 	t.Helper()
-	rec := &recorder{}
+	rec := &hubtest.Recorder{}
 	var logger *slog.Logger
 	if s.logs != nil {
 		logger = slog.New(s.logs)
@@ -179,8 +142,8 @@ func start(t *testing.T, s setup) (*hub.Hub, *recorder) {
 			Desired: s.desired, Env: s.env, RestartPolicy: s.policy,
 		}},
 		Routes: []*route.Route{
-			mustParse(t, "up", "FROM /messages/modules/simtemp/outputs/* INTO $upstream"),
-			mustParse(t, "ctl", `FROM /messages/modules/ctl/outputs/* INTO BrokeredEndpoint("/modules/simtemp/inputs/control")`),
+			hubtest.MustRoute(t, "up", "FROM /messages/modules/simtemp/outputs/* INTO $upstream"),
+			hubtest.MustRoute(t, "ctl", `FROM /messages/modules/ctl/outputs/* INTO BrokeredEndpoint("/modules/simtemp/inputs/control")`),
 		},
 	})
 	if err != nil {
@@ -189,26 +152,15 @@ func start(t *testing.T, s setup) (*hub.Hub, *recorder) {
 	return h, rec
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitMessages(t *testing.T, rec *hubtest.Recorder, n int) []*message.Message {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-func waitMessages(t *testing.T, rec *recorder, n int) []*message.Message {
-	t.Helper()
-	waitFor(t, strconv.Itoa(n)+" messages upstream", func() bool { return rec.len() >= n })
-	return rec.all()
+	hubtest.WaitFor(t, strconv.Itoa(n)+" messages upstream", func() bool { return rec.Len() >= n })
+	return rec.Messages()
 }
 
 func waitReported(t *testing.T, h *hub.Hub, key string, want any) {
 	t.Helper()
-	waitFor(t, "reported "+key+" = "+strconv.Quote(toString(want)), func() bool {
+	hubtest.WaitFor(t, "reported "+key+" = "+strconv.Quote(toString(want)), func() bool {
 		tw, err := h.Twin("simtemp")
 		return err == nil && tw.Reported.Doc[key] == want
 	})
@@ -331,8 +283,8 @@ func TestMessageCountThenIdle(t *testing.T) {
 			for range tc.ticks {
 				ft.tick(t)
 			}
-			waitFor(t, "the send loop to finish", ft.isStopped)
-			if got := rec.len(); got != tc.want {
+			hubtest.WaitFor(t, "the send loop to finish", ft.isStopped)
+			if got := rec.Len(); got != tc.want {
 				t.Errorf("sent %d messages, want %d", got, tc.want)
 			}
 			// Idle, not exited: still running, never restarted, still
@@ -377,11 +329,11 @@ func TestSendDataOffAndOn(t *testing.T) {
 	}
 	waitReported(t, h, "SendData", false)
 	ft.tick(t) // the loop is past the message it may have been sending
-	n := rec.len()
+	n := rec.Len()
 	for range 5 {
 		ft.tick(t)
 	}
-	if got := rec.len(); got != n {
+	if got := rec.Len(); got != n {
 		t.Fatalf("with SendData false %d messages were sent", got-n)
 	}
 
@@ -413,7 +365,7 @@ func TestSendDataFalseAtStart(t *testing.T) {
 	}
 	ft.tick(t)
 	ft.tick(t)
-	if got := rec.len(); got != 0 {
+	if got := rec.Len(); got != 0 {
 		t.Errorf("sent %d messages with SendData false", got)
 	}
 }
@@ -430,7 +382,7 @@ func TestSendIntervalPatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReported(t, h, "SendInterval", 2.5)
-	waitFor(t, "the ticker to restart with 2.5s", func() bool { return slices.Contains(ft.periods(), 2500*time.Millisecond) })
+	hubtest.WaitFor(t, "the ticker to restart with 2.5s", func() bool { return slices.Contains(ft.periods(), 2500*time.Millisecond) })
 
 	// A bad value is ignored; the last good one stays in effect.
 	if _, err := h.PatchDesired("simtemp", map[string]any{"SendInterval": "never", "SendData": false}); err != nil {
@@ -467,7 +419,7 @@ func TestSendIntervalPace(t *testing.T) {
 
 // climb ticks until the temperature is well above the start, and returns
 // the messages so far.
-func climb(t *testing.T, ft *fakeTicker, rec *recorder) []*message.Message {
+func climb(t *testing.T, ft *fakeTicker, rec *hubtest.Recorder) []*message.Message {
 	t.Helper()
 	for i := 0; ; i++ {
 		msgs := waitMessages(t, rec, i+1)
@@ -516,8 +468,8 @@ func TestControlInput(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			waitFor(t, "the unknown command to be logged", func() bool { return lg.has("ignoring unknown control command") })
-			waitFor(t, "the bad body to be logged", func() bool { return lg.has("ignoring control message") })
+			hubtest.WaitFor(t, "the unknown command to be logged", func() bool { return lg.has("ignoring unknown control command") })
+			hubtest.WaitFor(t, "the bad body to be logged", func() bool { return lg.has("ignoring control message") })
 			ft.tick(t)
 			msgs := waitMessages(t, rec, n+1)
 			if got := temp(t, msgs[n]); got < 30 {
@@ -527,7 +479,7 @@ func TestControlInput(t *testing.T) {
 			if err := h.Send(context.Background(), "ctl", "out", message.New([]byte(body))); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the reset to be logged", func() bool { return lg.has("control command reset: resetting the temperature ramp") })
+			hubtest.WaitFor(t, "the reset to be logged", func() bool { return lg.has("control command reset: resetting the temperature ramp") })
 			ft.tick(t)
 			msgs = waitMessages(t, rec, n+2)
 			if got := temp(t, msgs[n+1]); got < 20.75 || got >= 22.25 {
@@ -548,13 +500,13 @@ func TestInvalidEnv(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, rec := start(t, setup{env: map[string]string{tc.name: tc.value}, policy: hub.RestartNever})
-			waitFor(t, "the module to fail", func() bool { return moduleStatus(t, h).State == hub.StateFailed })
+			hubtest.WaitFor(t, "the module to fail", func() bool { return moduleStatus(t, h).State == hub.StateFailed })
 			st := moduleStatus(t, h)
 			if !strings.Contains(st.LastExit, tc.name) || !strings.Contains(st.LastExit, strconv.Quote(tc.value)) {
 				t.Errorf("LastExit = %q, want it to name %s and its value %q", st.LastExit, tc.name, tc.value)
 			}
-			if rec.len() != 0 {
-				t.Errorf("a misconfigured module sent %d messages", rec.len())
+			if rec.Len() != 0 {
+				t.Errorf("a misconfigured module sent %d messages", rec.Len())
 			}
 		})
 	}
@@ -568,7 +520,7 @@ func TestRestartStartsOver(t *testing.T) {
 	err := h.Deploy(hub.Deployment{
 		Modules: []hub.ModuleSpec{{Name: "simtemp", Image: "builtin:simtemp", Version: "2", Module: New(nil),
 			Desired: map[string]any{"SendInterval": 3600}, Env: map[string]string{"MessageCount": "-1"}}},
-		Routes: []*route.Route{mustParse(t, "up", "FROM /messages/modules/simtemp/outputs/* INTO $upstream")},
+		Routes: []*route.Route{hubtest.MustRoute(t, "up", "FROM /messages/modules/simtemp/outputs/* INTO $upstream")},
 	})
 	if err != nil {
 		t.Fatal(err)
