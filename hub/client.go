@@ -395,15 +395,25 @@ func (c *Client) callMethod(ctx context.Context, req MethodRequest) (MethodRespo
 	}()
 	select {
 	case r := <-done:
-		return r, nil
+		return c.checkResponse(req, r), nil
 	case <-ctx.Done():
 		select {
 		case r := <-done: // answered just as the deadline passed
-			return r, nil
+			return c.checkResponse(req, r), nil
 		default:
 		}
 		return MethodResponse{}, fmt.Errorf("method %q on %s: %w", req.Name, c.md.id, ErrMethodTimeout)
 	}
+}
+
+// checkResponse turns a handler's answer that IoT Hub could not carry (a
+// payload that is not JSON) into a 500 saying so.
+func (c *Client) checkResponse(req MethodRequest, r MethodResponse) MethodResponse {
+	if len(r.Payload) > 0 && !json.Valid(r.Payload) {
+		c.log.Warn("method handler returned a payload that is not JSON", "method", req.Name, "status", r.Status)
+		return MethodResponse{Status: 500, Payload: errorPayload(fmt.Sprintf("module %s: method %q returned a payload that is not JSON", c.md.id, req.Name))}
+	}
+	return r
 }
 
 // stop refuses new method calls and waits for running ones.

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -25,6 +26,9 @@ func (h *Hub) InvokeMethod(ctx context.Context, deviceID, moduleID string, req M
 		timeout = DefaultMethodTimeout
 	case timeout < MinMethodTimeout || timeout > MaxMethodTimeout:
 		return MethodResponse{}, fmt.Errorf("method %q: timeout %s is outside %s–%s", req.Name, timeout, MinMethodTimeout, MaxMethodTimeout)
+	}
+	if len(req.Payload) > 0 && !json.Valid(req.Payload) {
+		return MethodResponse{}, fmt.Errorf("method %q: payload is not JSON", req.Name)
 	}
 	if len(req.Payload) > MaxMethodPayload {
 		return MethodResponse{}, fmt.Errorf("method %q: payload is %d bytes, the limit is %d", req.Name, len(req.Payload), MaxMethodPayload)

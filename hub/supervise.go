@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,20 +250,25 @@ func changed(a, b ModuleSpec) bool {
 		a.RestartPolicy != b.RestartPolicy || !maps.Equal(a.Env, b.Env)
 }
 
-// stopModule ends a module's supervisor and waits for it.
-func (h *Hub) stopModule(md *module) {
+// stopModule ends a module's supervisor and waits for it, at most
+// StopTimeout. It reports whether the module stopped.
+func (h *Hub) stopModule(md *module) bool {
 	h.mu.Lock()
 	sup := md.sup
 	md.sup = nil
 	h.mu.Unlock()
 	if sup == nil {
-		return
+		return true
 	}
 	sup.cancel()
+	t := time.NewTimer(h.opts.StopTimeout)
+	defer t.Stop()
 	select {
 	case <-sup.done:
-	case <-time.After(h.opts.StopTimeout):
+		return true
+	case <-t.C:
 		h.log.Error("module did not stop in time; its goroutine is abandoned", "module", md.id, "timeout", h.opts.StopTimeout)
+		return false
 	}
 }
 
@@ -284,7 +290,13 @@ func (h *Hub) ModuleStatus() []ModuleStatus {
 	return out
 }
 
-// Close stops every module, last started first, and waits for them.
+// ErrStuckModules is returned (wrapped) by Close when modules ignored
+// their context and did not return within StopTimeout. Go cannot kill a
+// goroutine: theirs keep running until they return.
+var ErrStuckModules = errors.New("modules did not stop")
+
+// Close stops every module, last started first, and waits for each at
+// most StopTimeout.
 func (h *Hub) Close() error {
 	h.mu.Lock()
 	if h.closed {
@@ -304,8 +316,14 @@ func (h *Hub) Close() error {
 		}
 		return a.Name > b.Name
 	})
+	var stuck []string
 	for _, md := range mods {
-		h.stopModule(md)
+		if !h.stopModule(md) {
+			stuck = append(stuck, md.id)
+		}
+	}
+	if len(stuck) > 0 {
+		return fmt.Errorf("%w within %s: %s", ErrStuckModules, h.opts.StopTimeout, strings.Join(stuck, ", "))
 	}
 	h.wg.Wait()
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -405,4 +406,52 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Errorf("Deploy after Close: %v, want ErrClosed", err)
 	}
 	// goleak in TestMain checks that no module goroutine is left.
+}
+
+func TestMethodPayloadsMustBeJSON(t *testing.T) {
+	h := newHub(t, &hubtest.Recorder{})
+	mod := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		c.OnMethod("bad", func(context.Context, hub.MethodRequest) hub.MethodResponse {
+			return hub.MethodResponse{Status: 200, Payload: json.RawMessage("not json")}
+		})
+		<-ctx.Done()
+		return nil
+	})
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "m", Module: mod}}}); err != nil {
+		t.Fatal(err)
+	}
+	var r hub.MethodResponse
+	hubtest.WaitFor(t, "the method handler", func() bool {
+		var err error
+		r, err = h.InvokeMethod(context.Background(), "gw1", "m", hub.MethodRequest{Name: "bad"}, 0)
+		return err == nil && r.Status != 404
+	})
+	if r.Status != 500 || !json.Valid(r.Payload) {
+		t.Errorf("a handler's non-JSON payload came back as %d %s, want 500 with a JSON error", r.Status, r.Payload)
+	}
+	if _, err := h.InvokeMethod(context.Background(), "gw1", "m", hub.MethodRequest{Name: "bad", Payload: json.RawMessage("{")}, 0); err == nil {
+		t.Error("a request payload that is not JSON was sent")
+	}
+}
+
+func TestCloseGivesUpOnStuckModule(t *testing.T) {
+	release := make(chan struct{})
+	h := hub.New(hub.Options{StopTimeout: 20 * time.Millisecond})
+	stuck := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		<-release // ignores ctx
+		return nil
+	})
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "stuck", Module: stuck}, {Name: "fine", Module: idle}}}); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "both modules running", func() bool {
+		return status(h, "stuck").State == hub.StateRunning && status(h, "fine").State == hub.StateRunning
+	})
+	err := h.Close()
+	if !errors.Is(err, hub.ErrStuckModules) || !strings.Contains(err.Error(), "stuck") || strings.Contains(err.Error(), "fine") {
+		t.Errorf("Close() = %v, want ErrStuckModules naming only stuck", err)
+	}
+	close(release)
+	// Let the abandoned goroutine finish so goleak stays quiet.
+	hubtest.WaitFor(t, "the stuck module to return", func() bool { return status(h, "stuck").State != hub.StateRunning })
 }

@@ -48,6 +48,7 @@ Usage:
   tinyedge run [--manifest FILE] [--data-dir DIR] [--upstream console] [--log-format text|json]
       Run the hub and the modules of a deployment manifest (the quickstart
       deployment when no manifest is given) until SIGINT or SIGTERM.
+      SIGHUP re-reads the manifest and applies it without a restart.
   tinyedge check --manifest FILE
       Validate a deployment manifest: JSON, modules, settings and every
       route. Reports every problem with its JSON path.

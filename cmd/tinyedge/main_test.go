@@ -283,10 +283,18 @@ func TestRunCommand(t *testing.T) {
 	}
 }
 
-// TestSignals runs the test binary as tinyedge and stops it with SIGTERM.
+// TestSignals runs the test binary as tinyedge: SIGHUP applies an edited
+// manifest without a restart (here, a lower filter threshold starts the
+// alerts), a broken one is refused, and SIGTERM stops it cleanly.
 func TestSignals(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "run", "--data-dir", dir, "--log-format", "json")
+	manifest := filepath.Join(dir, "m.json")
+	quiet := bytes.Replace(quickstartManifest, []byte(`"SendInterval": 5`), []byte(`"SendInterval": 0.01`), 1)
+	quiet = bytes.Replace(quiet, []byte(`"TemperatureThreshold": 25`), []byte(`"TemperatureThreshold": 1000`), 1)
+	if err := os.WriteFile(manifest, quiet, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "run", "--manifest", manifest, "--data-dir", dir, "--log-format", "json")
 	cmd.Env = append(os.Environ(), "TINYEDGE_MAIN=1")
 	var out, errOut syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -296,9 +304,33 @@ func TestSignals(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	hubtest.WaitFor(t, "modules to start", func() bool {
-		return strings.Contains(errOut.String(), `"msg":"module starting","module":"filtermodule"`)
-	})
+	defer cmd.Process.Kill()
+	hubtest.WaitFor(t, "sensor readings", func() bool { return strings.Count(out.String(), `"module": "SimulatedTemperatureSensor"`) >= 20 })
+	if strings.Contains(out.String(), `"MessageType": "Alert"`) {
+		t.Fatal("alerts with a threshold of 1000")
+	}
+
+	// A broken manifest is refused and the deployment goes on.
+	if err := os.WriteFile(manifest, []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "the refusal", func() bool { return strings.Contains(errOut.String(), "manifest not applied") })
+
+	loud := bytes.Replace(quiet, []byte(`"TemperatureThreshold": 1000`), []byte(`"TemperatureThreshold": 0`), 1)
+	if err := os.WriteFile(manifest, loud, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "alerts after lowering the threshold", func() bool { return strings.Contains(out.String(), `"MessageType": "Alert"`) })
+	if strings.Count(errOut.String(), `"msg":"module starting"`) != 2 {
+		t.Errorf("modules restarted for a desired-properties change:\n%s", errOut.String())
+	}
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

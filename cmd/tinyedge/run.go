@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -116,7 +117,20 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_ = h.Close()
 		return err
 	}
-	<-ctx.Done()
+	// SIGHUP re-reads the manifest and applies it: changed routes and
+	// desired properties take effect without a restart, changed modules
+	// restart, and a manifest with problems is refused while the running
+	// deployment goes on.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			redeploy(h, *manifest, log)
+		}
+	}
 	log.Info("tinyedge stopping")
 	start := time.Now()
 	err = h.Close()
@@ -124,6 +138,24 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log.Info("tinyedge stopped", "took", time.Since(start).Round(time.Millisecond),
 		"received", st.Received, "sent", st.Sent, "dropped", st.Dropped)
 	return err
+}
+
+// redeploy applies the manifest at path again, keeping the running
+// deployment when the manifest has problems.
+func redeploy(h *hub.Hub, path string, log *slog.Logger) {
+	m, name, err := loadManifest(path)
+	if err != nil {
+		log.Error("manifest not applied; the running deployment goes on", "manifest", name, "err", err.Error())
+		return
+	}
+	for _, w := range m.Warnings {
+		log.Warn("manifest", "warning", w.String())
+	}
+	if err := h.Deploy(deployment(m)); err != nil {
+		log.Error("deployment partly applied", "manifest", name, "err", err)
+		return
+	}
+	log.Info("deployment applied", "manifest", name, "modules", len(m.Modules), "routes", len(m.Routes))
 }
 
 func hostname() string {
