@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,17 +245,27 @@ var idCounterPos = func() (pos [16]int) {
 func (h *Hub) formatIDs(first uint64) *idBlock {
 	const digits = "0123456789abcdef"
 	buf := make([]byte, idBatch*idLen)
+	id := buf[:idLen]
 	p := h.idPrefix
-	for k := range idBatch {
-		id := buf[k*idLen : (k+1)*idLen]
-		copy(id[0:8], p[0:8])
-		copy(id[9:13], p[8:12])
-		copy(id[14:18], p[12:16])
-		id[8], id[13], id[18], id[23] = '-', '-', '-', '-'
-		c := first + uint64(k)
+	copy(id[0:8], p[0:8])
+	copy(id[9:13], p[8:12])
+	copy(id[14:18], p[12:16])
+	id[8], id[13], id[18], id[23] = '-', '-', '-', '-'
+	c := first
+	for _, pos := range idCounterPos {
+		id[pos] = digits[c&0xf]
+		c >>= 4
+	}
+	// Each next id is the one before plus one: copy it and carry.
+	for k := 1; k < idBatch; k++ {
+		prev, id := buf[(k-1)*idLen:k*idLen], buf[k*idLen:(k+1)*idLen]
+		copy(id, prev)
 		for _, pos := range idCounterPos {
-			id[pos] = digits[c&0xf]
-			c >>= 4
+			if id[pos] != 'f' {
+				id[pos] = digits[strings.IndexByte(digits, id[pos])+1]
+				break
+			}
+			id[pos] = '0'
 		}
 	}
 	return &idBlock{ids: string(buf)}
