@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/deploy"
 	"github.com/tinyedge/tinyedge/modules/filter"
 	"github.com/tinyedge/tinyedge/modules/simtemp"
 )
@@ -16,12 +18,18 @@ type builtin struct {
 	// module stands in for, so stock manifests run unchanged.
 	images []string
 	new    func() hub.Module
+	// checkEnv and checkDesired, when set, check a deployment entry's
+	// settings for `tinyedge check`; each problem is a *hub.EnvError or
+	// *hub.PropertyError (several may be joined with errors.Join).
+	checkEnv     func(env map[string]string) error
+	checkDesired func(desired map[string]any) error
 }
 
 var builtins = map[string]builtin{
 	"simtemp": {
 		images: []string{"mcr.microsoft.com/azureiotedge-simulated-temperature-sensor"},
-		new:    func() hub.Module { return simtemp.New(nil) },
+		new:      func() hub.Module { return simtemp.New(nil) },
+		checkEnv: simtemp.CheckEnv,
 	},
 	"filter": {
 		new: func() hub.Module { return filter.New(nil) },
@@ -35,6 +43,50 @@ func builtinNames() string {
 	}
 	sort.Strings(names)
 	return strings.Join(names, ", ")
+}
+
+// checkSettings runs a built-in module's own checks of its env and desired
+// properties, with the JSON path of each problem; it is the CLI's
+// deploy.SettingsChecker.
+func checkSettings(mod deploy.Module, desired map[string]any) deploy.Problems {
+	var probs deploy.Problems
+	b := builtins[mod.Builtin]
+	if b.checkEnv != nil {
+		for _, err := range flatten(b.checkEnv(mod.Env)) {
+			path := deploy.Member(mod.Path, "env")
+			if ee, ok := errors.AsType[*hub.EnvError](err); ok {
+				path = deploy.Member(deploy.Member(path, ee.Key), "value")
+				err = ee.Err
+			}
+			probs = append(probs, deploy.Problem{Path: path, Msg: err.Error()})
+		}
+	}
+	if b.checkDesired != nil {
+		for _, err := range flatten(b.checkDesired(desired)) {
+			path := mod.DesiredPath
+			if pe, ok := errors.AsType[*hub.PropertyError](err); ok {
+				path = deploy.Member(path, pe.Name)
+				err = pe.Err
+			}
+			probs = append(probs, deploy.Problem{Path: path, Msg: err.Error()})
+		}
+	}
+	return probs
+}
+
+// flatten lists the errors errors.Join put together.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 // imageName strips the tag and digest from a container image reference:

@@ -90,13 +90,14 @@ func TestCheck(t *testing.T) {
 		`modules.db.settings.image`, `postgres:16`,
 		`modules.f.status`, `sometimes`,
 		`routes.alerts: column 56: expected INTO, found "INT0"`,
+		`modules.sim.env.MessageCount.value: "lots" is not an integer`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check bad.json output lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(errOut, "3 problem(s)") {
-		t.Errorf("stderr %q does not count 3 problems", errOut)
+	if !strings.Contains(errOut, "4 problem(s)") {
+		t.Errorf("stderr %q does not count 4 problems", errOut)
 	}
 }
 

@@ -45,7 +45,7 @@ func loadManifest(path string) (*deploy.Manifest, string, error) {
 		}
 		data, name = b, path
 	}
-	m, err := deploy.Parse(data, resolveModule)
+	m, err := deploy.ParseWith(data, resolveModule, checkSettings)
 	if err != nil {
 		return nil, name, err
 	}

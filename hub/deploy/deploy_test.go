@@ -720,3 +720,41 @@ func TestGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestParseWithReportsSettingsProblemsWithTheRest checks that a module's
+// own settings problems come back together with the manifest's.
+func TestParseWithReportsSettingsProblemsWithTheRest(t *testing.T) {
+	data := []byte(`{"modulesContent": {
+	  "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {
+	    "a": {"type": "builtin", "status": "running", "restartPolicy": "always", "settings": {"image": "builtin:simtemp"}, "env": {"K": {"value": "bad"}}},
+	    "b": {"type": "builtin", "status": "running", "restartPolicy": "sometimes", "settings": {"image": "builtin:filter"}}}}},
+	  "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}},
+	  "a": {"properties.desired": {"x": 1}}}}`)
+	var seen []string
+	check := func(mod Module, desired map[string]any) Problems {
+		seen = append(seen, mod.Name)
+		if mod.Env["K"] == "bad" {
+			return Problems{{Path: Member(Member(Member(mod.Path, "env"), "K"), "value"), Msg: "K is bad"},
+				{Path: Member(mod.DesiredPath, "x"), Msg: fmt.Sprintf("x is %v", desired["x"])}}
+		}
+		return nil
+	}
+	_, err := ParseWith(data, testResolver, check)
+	var probs Problems
+	if !errors.As(err, &probs) {
+		t.Fatalf("err = %v, want Problems", err)
+	}
+	got := probs.Error()
+	for _, want := range []string{
+		"modules.a.env.K.value: K is bad",
+		"$.modulesContent.a['properties.desired'].x: x is 1",
+		"modules.b.restartPolicy",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems lack %q:\n%s", want, got)
+		}
+	}
+	if len(seen) == 0 || seen[0] != "a" {
+		t.Errorf("checker saw %v, want module a", seen)
+	}
+}

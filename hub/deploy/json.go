@@ -216,6 +216,10 @@ func position(prefix []byte) (line, col int) {
 // member returns the JSON path of key inside the object at path: dotted
 // for identifier-like keys, bracket-quoted otherwise, e.g.
 // $.modulesContent.$edgeAgent['properties.desired'].
+// Member returns the JSON path of member key of the value at path, in the
+// style Problems use: dotted for plain names, ['…'] for the rest.
+func Member(path, key string) string { return member(path, key) }
+
 func member(path, key string) string {
 	if isIdent(key) {
 		return path + "." + key

@@ -48,6 +48,7 @@ type Manifest struct {
 type Module struct {
 	Name          string
 	Path          string // JSON path of the module entry, e.g. $.modulesContent.$edgeAgent['properties.desired'].modules.filter
+	DesiredPath   string // JSON path of its twin's desired properties, e.g. $.modulesContent.filter['properties.desired'] (present or not)
 	Type          string // "docker" or "builtin", as written
 	Image         string // settings.image as written
 	Builtin       string // the built-in module the Resolver chose
@@ -73,6 +74,18 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 // not only the first: err is Problems when anything is wrong, and then m is
 // nil. resolve maps each module to a built-in one.
 func Parse(data []byte, resolve Resolver) (m *Manifest, err error) {
+	return ParseWith(data, resolve, nil)
+}
+
+// SettingsChecker checks a resolved module's settings (its env, and the
+// desired properties of its twin section, nil when it has none) and
+// returns the problems with their JSON paths (Module.Path,
+// Module.DesiredPath and Member build them).
+type SettingsChecker func(mod Module, desired map[string]any) Problems
+
+// ParseWith is Parse with each resolved module's settings also checked by
+// check, and its problems reported with the manifest's own.
+func ParseWith(data []byte, resolve Resolver, check SettingsChecker) (m *Manifest, err error) {
 	// Editors on Windows like to start files with a byte order mark;
 	// it is invisible there, so columns are counted without it.
 	data = bytes.TrimPrefix(data, utf8BOM)
@@ -93,10 +106,19 @@ func Parse(data []byte, resolve Resolver) (m *Manifest, err error) {
 		return nil, Problems{{Path: "$", Msg: err.Error()}}
 	}
 	p.manifest(root)
+	sort.Slice(p.m.Modules, func(i, j int) bool { return p.m.Modules[i].Name < p.m.Modules[j].Name })
+	for i := range p.m.Modules {
+		mod := &p.m.Modules[i]
+		mod.DesiredPath = member(member(p.mcPath, mod.Name), "properties.desired")
+		// The module's own checks of its settings, for every module
+		// that resolved, so they are reported with everything else.
+		if check != nil && mod.Builtin != "" {
+			p.probs = append(p.probs, check(*mod, p.m.Desired[mod.Name])...)
+		}
+	}
 	if len(p.probs) > 0 {
 		return nil, p.probs
 	}
-	sort.Slice(p.m.Modules, func(i, j int) bool { return p.m.Modules[i].Name < p.m.Modules[j].Name })
 	sort.Slice(p.m.Routes, func(i, j int) bool { return p.m.Routes[i].Name < p.m.Routes[j].Name })
 	p.m.Warnings = p.warns
 	return p.m, nil
@@ -105,6 +127,7 @@ func Parse(data []byte, resolve Resolver) (m *Manifest, err error) {
 type parser struct {
 	resolve Resolver
 	m       *Manifest
+	mcPath  string // JSON path of modulesContent
 	probs   Problems
 	warns   Problems
 
@@ -141,6 +164,7 @@ func (p *parser) manifest(root *node) {
 	}
 	mc := top.get("modulesContent")
 	mcPath := member(path, "modulesContent")
+	p.mcPath = mcPath
 	if mc == nil {
 		switch {
 		case top.get("deviceContent") != nil:

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/twin"
 )
 
@@ -40,22 +41,29 @@ type config struct {
 	params       params
 }
 
+// CheckEnv checks a deployment entry's env settings without running the
+// module; a wrong setting is a *hub.EnvError naming it.
+func CheckEnv(env map[string]string) error {
+	_, err := readConfig(hub.MapEnv(env))
+	return err
+}
+
 func readConfig(env envReader) (config, error) {
 	cfg := config{messageCount: DefaultMessageCount, interval: DefaultSendInterval, params: defaultParams()}
 	if v, ok := env.Env(envMessageCount); ok {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
-			return config{}, fmt.Errorf("read env %s: %q is not an integer; set it to the number of messages to send, or -1 for no limit", envMessageCount, v)
+			return config{}, &hub.EnvError{Key: envMessageCount, Err: fmt.Errorf("%q is not an integer; set it to the number of messages to send, or -1 for no limit", v)}
 		}
 		cfg.messageCount = n
 	}
 	if v, ok := env.Env(envMessageDelay); ok {
 		d, err := parseTimeSpan(v)
 		if err != nil {
-			return config{}, fmt.Errorf("read env %s: %w", envMessageDelay, err)
+			return config{}, &hub.EnvError{Key: envMessageDelay, Err: err}
 		}
 		if d < minInterval {
-			return config{}, fmt.Errorf("read env %s: %q is shorter than %s", envMessageDelay, v, minInterval)
+			return config{}, &hub.EnvError{Key: envMessageDelay, Err: fmt.Errorf("%q is shorter than %s", v, minInterval)}
 		}
 		cfg.interval = d
 	}
@@ -76,19 +84,19 @@ func readConfig(env envReader) (config, error) {
 		}
 		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
-			return config{}, fmt.Errorf("read env %s: %q is not a number", f.name, v)
+			return config{}, &hub.EnvError{Key: f.name, Err: fmt.Errorf("%q is not a number", v)}
 		}
 		*f.dst = x
 	}
 	if v, ok := env.Env("ambientHumidity"); ok {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
-			return config{}, fmt.Errorf("read env ambientHumidity: %q is not an integer percentage", v)
+			return config{}, &hub.EnvError{Key: "ambientHumidity", Err: fmt.Errorf("%q is not an integer percentage", v)}
 		}
 		p.ambientHumidity = n
 	}
 	if p.machineTempMax <= p.machineTempMin {
-		return config{}, fmt.Errorf("read env: machineTempMax (%g) must be greater than machineTempMin (%g)", p.machineTempMax, p.machineTempMin)
+		return config{}, &hub.EnvError{Key: "machineTempMax", Err: fmt.Errorf("%g must be greater than machineTempMin (%g)", p.machineTempMax, p.machineTempMin)}
 	}
 	return cfg, nil
 }

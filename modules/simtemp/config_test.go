@@ -29,7 +29,7 @@ func TestReadConfig(t *testing.T) {
 		{name: "temperature not a number", env: envMap{"machineTempMin": "warm"}, wantErr: `machineTempMin: "warm" is not a number`},
 		{name: "infinite", env: envMap{"ambientTemp": "Inf"}, wantErr: "ambientTemp"},
 		{name: "humidity fractional", env: envMap{"ambientHumidity": "25.5"}, wantErr: "ambientHumidity"},
-		{name: "empty range", env: envMap{"machineTempMax": "21"}, wantErr: "machineTempMax (21) must be greater than machineTempMin (21)"},
+		{name: "empty range", env: envMap{"machineTempMax": "21"}, wantErr: "machineTempMax: 21 must be greater than machineTempMin (21)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
