@@ -9,6 +9,8 @@ import (
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/deploy"
 	"github.com/tinyedge/tinyedge/modules/filter"
+	"github.com/tinyedge/tinyedge/modules/gpio"
+	"github.com/tinyedge/tinyedge/modules/sensor"
 	"github.com/tinyedge/tinyedge/modules/simtemp"
 )
 
@@ -23,16 +25,30 @@ type builtin struct {
 	// *hub.PropertyError (several may be joined with errors.Join).
 	checkEnv     func(env map[string]string) error
 	checkDesired func(desired map[string]any) error
+	// hardware modules need the host's buses and pins (hw.Init).
+	hardware bool
 }
 
 var builtins = map[string]builtin{
 	"simtemp": {
-		images: []string{"mcr.microsoft.com/azureiotedge-simulated-temperature-sensor"},
+		images:   []string{"mcr.microsoft.com/azureiotedge-simulated-temperature-sensor"},
 		new:      func() hub.Module { return simtemp.New(nil) },
 		checkEnv: simtemp.CheckEnv,
 	},
 	"filter": {
 		new: func() hub.Module { return filter.New(nil) },
+	},
+	"sensor": {
+		new:          func() hub.Module { return sensor.New(nil) },
+		checkEnv:     sensor.CheckEnv,
+		checkDesired: sensor.CheckDesired,
+		hardware:     true,
+	},
+	"gpio": {
+		new:          func() hub.Module { return gpio.New(nil) },
+		checkEnv:     gpio.CheckEnv,
+		checkDesired: gpio.CheckDesired,
+		hardware:     true,
 	},
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/deploy"
+	"github.com/tinyedge/tinyedge/hw"
 )
 
 // quickstartManifest is the deployment `tinyedge run` uses without
@@ -50,6 +51,32 @@ func loadManifest(path string) (*deploy.Manifest, string, error) {
 		return nil, name, err
 	}
 	return m, name, nil
+}
+
+// initHardware starts periph's host drivers once, when a deployment has a
+// module that uses buses or pins; a host without hardware is fine (the
+// simulated bus and pins remain).
+func initHardware(m *deploy.Manifest, log *slog.Logger) {
+	need := false
+	for _, mod := range m.Modules {
+		need = need || builtins[mod.Builtin].hardware
+	}
+	if !need {
+		return
+	}
+	st, err := hw.Init()
+	if err != nil {
+		log.Error("hardware init failed; only simulated buses and pins work", "err", err)
+		return
+	}
+	for _, f := range st.Failed {
+		log.Warn("hardware driver failed", "driver", f.Driver, "reason", f.Reason)
+	}
+	if st.NoHardware() {
+		log.Info("no I²C buses or GPIO pins on this host; use bus \"sim\" and sim: pins")
+		return
+	}
+	log.Info("hardware ready", "gpio", st.GPIO, "i2c", st.I2C)
 }
 
 // deployment turns a checked manifest into what the hub runs.
@@ -110,6 +137,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer unlock()
 
+	initHardware(m, log)
 	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up})
 	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
 		"modules", len(m.Modules), "routes", len(m.Routes))
@@ -151,6 +179,7 @@ func redeploy(h *hub.Hub, path string, log *slog.Logger) {
 	for _, w := range m.Warnings {
 		log.Warn("manifest", "warning", w.String())
 	}
+	initHardware(m, log)
 	if err := h.Deploy(deployment(m)); err != nil {
 		log.Error("deployment partly applied", "manifest", name, "err", err)
 		return
