@@ -366,3 +366,37 @@ func TestExampleManifests(t *testing.T) {
 		})
 	}
 }
+
+// TestRunSensorExample runs the BME280 example deployment from the CLI on
+// the simulated bus: the real driver's readings reach the console through
+// the $body route.
+func TestRunSensorExample(t *testing.T) {
+	src, err := os.ReadFile("../../build/examples/bme280.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "m.json")
+	fast := bytes.Replace(src, []byte(`"interval": 5`), []byte(`"interval": 0.02`), 1)
+	fast = bytes.Replace(fast, []byte(`$body.temperature.value > 21`), []byte(`$body.temperature.value > -40`), 1)
+	if err := os.WriteFile(manifest, fast, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--log-format", "json"}, &out, &errOut)
+	}()
+	hubtest.WaitFor(t, "BME280 readings on the console", func() bool { return strings.Count(out.String(), `"chip": "BME280"`) >= 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{`"module": "climate"`, `"unit": "hPa"`, `"iothub-outputname": "telemetry"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("console output lacks %s", want)
+		}
+	}
+}
