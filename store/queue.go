@@ -1,0 +1,515 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+const (
+	// NumPriorities is the number of queues per endpoint: route
+	// priorities 0–9 and LowestPriority.
+	NumPriorities = 11
+	// LowestPriority is the queue of messages whose route gives no
+	// priority (edgeHub uses 2,000,000,000 for those). Any Target.Priority
+	// above 9 is stored, and reported, as LowestPriority.
+	LowestPriority uint32 = 10
+
+	maxEndpointLen = 1024
+	sweepChunk     = 1024
+	sweepPassMax   = 64 << 10
+)
+
+// Target is one endpoint a message is routed to.
+type Target struct {
+	Endpoint string
+	// Priority 0 is delivered first; 0–9 are route priorities, anything
+	// larger means LowestPriority.
+	Priority uint32
+	// TTL is how long the message may wait for this endpoint: 0 means
+	// Options.DefaultTTL, negative means forever.
+	TTL time.Duration
+}
+
+// Meta is what the store keeps about a message besides its payload.
+// Append reads Properties and Enqueued; Read fills in the rest.
+type Meta struct {
+	// Properties is opaque caller data stored with the payload (the hub
+	// keeps the message's system and application properties there).
+	Properties []byte
+	// Enqueued is the enqueue time; zero means Options.Now at Append.
+	Enqueued time.Time
+	// Trusted reports whether Enqueued was read from a trusted clock.
+	Trusted bool
+	// TTL is the message's time to live for the endpoint it was read
+	// from; negative means forever.
+	TTL time.Duration
+	// Size is the size of the stored record in bytes.
+	Size int
+}
+
+// Item is a message read from an endpoint's queue.
+type Item struct {
+	Seq      uint64
+	Payload  []byte
+	Meta     Meta
+	Priority uint32
+}
+
+func priorityKey(p uint32) []byte { return []byte{byte(p)} }
+
+func normPriority(p uint32) uint32 {
+	if p > LowestPriority {
+		return LowestPriority
+	}
+	return p
+}
+
+func checkEndpoint(op, name string) error {
+	if name == "" || len(name) > maxEndpointLen {
+		return fmt.Errorf("%w: %s: endpoint name must be 1 to %d bytes, got %d", ErrInvalid, op, maxEndpointLen, len(name))
+	}
+	return nil
+}
+
+// Append stores payload once, with a reference in the queue of each
+// target, and returns the message's sequence number. It returns only after
+// the transaction holding the message is committed and synced; concurrent
+// appends share that transaction and its fsync (group commit).
+//
+// ctx bounds only the wait for room in the writer's queue (MaxPending):
+// once the writer has the message, Append waits for the commit, so a nil
+// error always means "on disk" and an error always means "not stored".
+func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, meta Meta) (uint64, error) {
+	if len(targets) == 0 {
+		return 0, fmt.Errorf("%w: append: no targets", ErrInvalid)
+	}
+	rec := messageRecord{V: recordVersion, Props: meta.Properties, Payload: payload}
+	enq := meta.Enqueued
+	if enq.IsZero() {
+		enq = s.opts.Now()
+	}
+	rec.Enqueued = enq.UnixNano()
+	rec.Trusted = s.opts.Trusted(enq)
+	seen := make(map[string]bool, len(targets))
+	for _, t := range targets {
+		if err := checkEndpoint("append", t.Endpoint); err != nil {
+			return 0, err
+		}
+		if seen[t.Endpoint] {
+			return 0, fmt.Errorf("%w: append: endpoint %q listed twice", ErrInvalid, t.Endpoint)
+		}
+		seen[t.Endpoint] = true
+		ttl := t.TTL
+		if ttl == 0 {
+			ttl = s.opts.DefaultTTL
+		}
+		if ttl < 0 {
+			ttl = -1
+		}
+		rec.Targets = append(rec.Targets, targetRecord{Endpoint: t.Endpoint, Priority: normPriority(t.Priority), TTL: int64(ttl)})
+	}
+	data, err := encodeRecord(rec)
+	if err != nil {
+		return 0, err
+	}
+	a := &appendReq{targets: rec.Targets, rec: data, trusted: rec.Trusted}
+	a.est = estimate(len(data), len(targets))
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.closeMu.RUnlock()
+	if err := s.submit(ctx, &op{app: a}); err != nil {
+		return 0, err
+	}
+	return a.seq, nil
+}
+
+// estimate is the bytes a message of recLen bytes with n references adds
+// to the file: keys, values and bbolt's element headers, plus a quarter
+// for the unused tail of pages and the branch pages above them.
+func estimate(recLen, n int) int64 {
+	b := int64(recLen + 8 + elementSize + n*(8+elementSize))
+	if n > 1 {
+		b += 16 + elementSize
+	}
+	return b + b/4
+}
+
+// Read returns up to max messages queued for endpoint that it has not
+// returned before: priority 0 first, oldest first within a priority.
+// Expired messages are skipped (and later removed by the sweep).
+//
+// Read keeps a read position per endpoint and priority in memory: a
+// consumer may Read again before it acknowledges and gets the next
+// messages, not the same ones. Messages read and never acknowledged are
+// returned again after Rewind or after the store is reopened — never lost.
+func (s *Store) Read(endpoint string, max int) ([]Item, error) {
+	if err := checkEndpoint("read", endpoint); err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		return nil, nil
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.closeMu.RUnlock()
+	if err := s.noteClock(); err != nil {
+		return nil, err
+	}
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	s.mu.Lock()
+	var pos [NumPriorities]uint64
+	if st := s.eps[endpoint]; st != nil {
+		pos = st.readPos
+	}
+	s.mu.Unlock()
+	ex := s.expiry()
+	var items []Item
+	err := s.db.View(func(tx *bolt.Tx) error {
+		eb := tx.Bucket(bucketQueues).Bucket([]byte(endpoint))
+		if eb == nil {
+			return nil
+		}
+		msgs := tx.Bucket(bucketMessages)
+		for p := 0; p < NumPriorities && len(items) < max; p++ {
+			qb := eb.Bucket(priorityKey(uint32(p)))
+			if qb == nil {
+				continue
+			}
+			c := qb.Cursor()
+			for k, _ := c.Seek(u64(pos[p] + 1)); k != nil && len(items) < max; k, _ = c.Next() {
+				seq := getU64(k)
+				pos[p] = seq
+				v := msgs.Get(k)
+				if v == nil {
+					continue // released by a concurrent drop; nothing to deliver
+				}
+				rec, err := decodeMessage(v)
+				if err != nil {
+					return fmt.Errorf("store: read %q seq %d: %w", endpoint, seq, err)
+				}
+				ttl, _ := ttlFor(rec.Targets, endpoint)
+				if ex.expired(seq, rec.Enqueued, rec.Trusted, ttl) {
+					continue
+				}
+				items = append(items, Item{
+					Seq:      seq,
+					Payload:  rec.Payload,
+					Priority: uint32(p),
+					Meta: Meta{
+						Properties: rec.Props,
+						Enqueued:   time.Unix(0, rec.Enqueued),
+						Trusted:    rec.Trusted,
+						TTL:        ttl,
+						Size:       len(v),
+					},
+				})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.endpoint(endpoint).readPos = pos
+	s.mu.Unlock()
+	return items, nil
+}
+
+// Rewind makes every unacknowledged message of endpoint eligible for Read
+// again, as after a restart. A consumer calls it when it lost what it had
+// in flight (for example on reconnect).
+func (s *Store) Rewind(endpoint string) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.closeMu.RUnlock()
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.eps[endpoint]; st != nil {
+		st.readPos = [NumPriorities]uint64{}
+	}
+	return nil
+}
+
+// Ack removes the references of endpoint to seqs, in one transaction, and
+// deletes each message no other endpoint still needs. Acknowledged
+// messages are never returned again. Unknown or already acknowledged
+// sequence numbers are ignored.
+func (s *Store) Ack(endpoint string, seqs ...uint64) error {
+	if err := checkEndpoint("ack", endpoint); err != nil {
+		return err
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.closeMu.RUnlock()
+	return s.submit(context.Background(), &op{fn: func(w *wtx) error {
+		eb, err := w.endpointBucket(endpoint, false)
+		if eb == nil || err != nil {
+			return err
+		}
+		var qbs [NumPriorities]*bolt.Bucket
+		for p := range qbs {
+			qbs[p], _ = w.queue(endpoint, uint32(p), false)
+		}
+		for _, seq := range seqs {
+			for p, qb := range qbs {
+				if qb == nil {
+					continue
+				}
+				ok, _, err := w.unqueue(qb, endpoint, uint32(p), seq)
+				if err != nil {
+					return fmt.Errorf("ack %q seq %d: %w", endpoint, seq, err)
+				}
+				if ok {
+					if seq > w.ckpt[endpoint] {
+						w.ckpt[endpoint] = seq
+					}
+					break
+				}
+			}
+		}
+		return nil
+	}})
+}
+
+// expiry is a snapshot of what deciding expiry needs.
+type expiry struct {
+	now        time.Time
+	trustedNow bool
+	trust      []trustMark
+}
+
+func (s *Store) expiry() expiry {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return expiry{now: now, trustedNow: s.opts.Trusted(now), trust: append([]trustMark(nil), s.trust...)}
+}
+
+// base returns the time a message's age counts from: its enqueue time if
+// the clock was trusted then, else the first trusted moment after it.
+func (e *expiry) base(seq uint64, enqueued int64, trusted bool) (time.Time, bool) {
+	if trusted {
+		return time.Unix(0, enqueued), true
+	}
+	i := sort.Search(len(e.trust), func(i int) bool { return e.trust[i].seq >= seq })
+	if i == len(e.trust) {
+		return time.Time{}, false
+	}
+	return e.trust[i].at, true
+}
+
+// expired applies the TTL rule: nothing expires on an untrusted clock,
+// and a message enqueued on an untrusted clock ages from the first moment
+// the store saw a trusted one.
+func (e *expiry) expired(seq uint64, enqueued int64, trusted bool, ttl time.Duration) bool {
+	if ttl < 0 || !e.trustedNow {
+		return false
+	}
+	b, ok := e.base(seq, enqueued, trusted)
+	return ok && e.now.Sub(b) >= ttl
+}
+
+// noteClock records a trust mark when messages were enqueued on an
+// untrusted clock and the clock is now trusted. The caller holds closeMu.
+func (s *Store) noteClock() error {
+	s.mu.Lock()
+	need := s.untrusted > 0 && (len(s.trust) == 0 || s.trust[len(s.trust)-1].seq < s.untrusted)
+	s.mu.Unlock()
+	if !need || !s.opts.Trusted(s.opts.Now()) {
+		return nil
+	}
+	// The writer notes trust at the start of every batch; an empty op is
+	// enough to get a batch.
+	return s.submit(context.Background(), &op{fn: func(*wtx) error { return nil }})
+}
+
+type sweepRef struct {
+	ep   string
+	prio uint32
+	seq  uint64
+}
+
+// Sweep removes every expired message reference, counting each for its
+// endpoint with reason "expired", and returns how many it removed. The
+// background sweeper calls it every Options.SweepInterval.
+func (s *Store) Sweep() (int, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.closeMu.RUnlock()
+	return s.sweep()
+}
+
+func (s *Store) sweep() (int, error) {
+	if err := s.noteClock(); err != nil {
+		return 0, err
+	}
+	removed := 0
+	for {
+		n, more, err := s.sweepPass()
+		removed += n
+		if err != nil || !more {
+			return removed, err
+		}
+	}
+}
+
+// errSweepFull ends a sweep pass that collected sweepPassMax references.
+var errSweepFull = errors.New("sweep pass full")
+
+// sweepPass removes up to sweepPassMax expired references, so that a
+// large expired backlog does not have to fit in memory at once; more
+// reports that there may be others.
+func (s *Store) sweepPass() (removed int, more bool, err error) {
+	ex := s.expiry()
+	if !ex.trustedNow {
+		return 0, false, nil
+	}
+	var found []sweepRef
+	var firstSeq uint64
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if k, _ := tx.Bucket(bucketMessages).Cursor().First(); k != nil {
+			firstSeq = getU64(k)
+		}
+		msgs := tx.Bucket(bucketMessages)
+		return tx.Bucket(bucketQueues).ForEachBucket(func(name []byte) error {
+			eb := tx.Bucket(bucketQueues).Bucket(name)
+			for p := uint32(0); p < NumPriorities; p++ {
+				qb := eb.Bucket(priorityKey(p))
+				if qb == nil {
+					continue
+				}
+				if err := qb.ForEach(func(k, _ []byte) error {
+					v := msgs.Get(k)
+					if v == nil {
+						return nil
+					}
+					h, err := decodeHeader(v)
+					if err != nil {
+						return fmt.Errorf("store: sweep %q seq %d: %w", name, getU64(k), err)
+					}
+					ttl, _ := ttlFor(h.Targets, string(name))
+					if ex.expired(getU64(k), h.Enqueued, h.Trusted, ttl) {
+						found = append(found, sweepRef{string(name), p, getU64(k)})
+						if len(found) == sweepPassMax {
+							return errSweepFull
+						}
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if errors.Is(err, errSweepFull) {
+		more, err = true, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	for len(found) > 0 {
+		chunk := found[:min(sweepChunk, len(found))]
+		found = found[len(chunk):]
+		n := 0
+		err := s.submit(context.Background(), &op{fn: func(w *wtx) error {
+			n = 0
+			for _, r := range chunk {
+				qb, err := w.queue(r.ep, r.prio, false)
+				if err != nil {
+					return err
+				}
+				if qb == nil {
+					continue
+				}
+				ok, _, err := w.unqueue(qb, r.ep, r.prio, r.seq)
+				if err != nil {
+					return err
+				}
+				if ok {
+					w.expired[r.ep]++
+					n++
+				}
+			}
+			return nil
+		}})
+		if err != nil {
+			return removed, false, err
+		}
+		removed += n
+	}
+	if firstSeq == 0 {
+		firstSeq = math.MaxUint64 // no messages: no mark is needed but the last
+	}
+	return removed, more, s.pruneTrust(firstSeq)
+}
+
+// pruneTrust forgets trust marks no stored message refers to: a mark
+// covers the messages after the previous mark up to its own seq.
+func (s *Store) pruneTrust(firstSeq uint64) error {
+	s.mu.Lock()
+	var old []uint64
+	for i := 0; i+1 < len(s.trust) && s.trust[i].seq < firstSeq; i++ {
+		old = append(old, s.trust[i].seq)
+	}
+	s.mu.Unlock()
+	if len(old) == 0 {
+		return nil
+	}
+	err := s.submit(context.Background(), &op{fn: func(w *wtx) error {
+		tb := w.tx.Bucket(bucketMeta).Bucket(bucketTrust)
+		for _, seq := range old {
+			if err := tb.Delete(u64(seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.trust = s.trust[len(old):]
+	s.mu.Unlock()
+	return nil
+}
+
+// sweeper runs Sweep every interval until Close.
+func (s *Store) sweeper(interval time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if err := s.enter(); err != nil {
+				return
+			}
+			_, err := s.sweep()
+			s.closeMu.RUnlock()
+			s.mu.Lock()
+			s.sweepErr = err
+			s.mu.Unlock()
+		case <-s.quit:
+			return
+		}
+	}
+}

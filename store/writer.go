@@ -1,0 +1,524 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// op is one unit of work for the writer goroutine: an append, or any other
+// write (ack, sweep, twin). A batch of ops runs in one bbolt transaction
+// and is made durable by one fsync.
+type op struct {
+	app  *appendReq
+	fn   func(w *wtx) error
+	done chan error // buffered: the writer never blocks on a caller
+
+	err  error // set when the op is refused before it runs (ErrFull)
+	skip bool
+}
+
+type appendReq struct {
+	targets []targetRecord
+	rec     []byte
+	est     int64 // estimated bytes the message takes in the file
+	trusted bool
+	seq     uint64 // result, valid once the op committed
+}
+
+// wtx is a write transaction with the in-memory effects that are applied
+// only if it commits.
+type wtx struct {
+	s   *Store
+	tx  *bolt.Tx
+	now time.Time
+
+	msgs, refs, queues *bolt.Bucket
+	epb                map[string]*bolt.Bucket
+
+	depth     map[string]*[NumPriorities]int64
+	ckpt      map[string]uint64
+	expired   map[string]uint64
+	sizeLimit map[string]uint64
+	dirty     map[string]bool // endpoints whose state record must be rewritten
+	messages  int64
+	untrusted uint64
+	mark      *trustMark
+}
+
+// submit hands o to the writer and waits for its outcome. The caller holds
+// s.closeMu shared (see enter), so the writer is running. ctx bounds only
+// the wait for room in the pending queue: once the writer has the op, its
+// outcome is always waited for, so the caller never has to guess whether
+// a message was stored.
+func (s *Store) submit(ctx context.Context, o *op) error {
+	o.done = make(chan error, 1)
+	select {
+	case s.ops <- o:
+	default:
+		select {
+		case s.ops <- o:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return <-o.done
+}
+
+// writer gathers pending ops into batches and commits them.
+func (s *Store) writer() {
+	defer s.wg.Done()
+	batch := make([]*op, 0, s.opts.MaxBatch)
+	for {
+		select {
+		case o := <-s.ops:
+			batch = s.gather(append(batch[:0], o))
+			s.commit(batch)
+			clear(batch)
+		case <-s.quit:
+			// Close sets closed before quit is closed and waits for every
+			// caller holding closeMu, so nothing is pending here; draining
+			// is a guard, not a path.
+			for {
+				select {
+				case o := <-s.ops:
+					s.commit([]*op{o})
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// gather adds the ops already waiting to batch. With CommitDelay it waits
+// that long for more. Without, it waits only when the previous batch was
+// larger than what is queued now, at most regatherWait, and only until
+// the batch is as large as the previous one: the producers of the last
+// batch are being woken by its commit and are about to append again, and
+// taking them into this batch instead of the next halves the commits (and
+// the pages written) per message under load, at the cost of a few tens of
+// microseconds. A lone producer never waits.
+func (s *Store) gather(batch []*op) []*op {
+	batch = s.drainReady(batch)
+	wait, target := s.opts.CommitDelay, s.opts.MaxBatch
+	if wait == 0 {
+		wait, target = regatherWait, min(s.lastBatch, s.opts.MaxBatch)
+	}
+	if len(batch) < target {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+	loop:
+		for len(batch) < target {
+			select {
+			case o := <-s.ops:
+				batch = s.drainReady(append(batch, o))
+			case <-t.C:
+				break loop
+			case <-s.quit:
+				break loop
+			}
+		}
+	}
+	s.lastBatch = len(batch)
+	return batch
+}
+
+// drainReady adds the ops waiting in the queue, up to MaxBatch.
+func (s *Store) drainReady(batch []*op) []*op {
+	for len(batch) < s.opts.MaxBatch {
+		select {
+		case o := <-s.ops:
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// commit runs batch in one transaction. An op whose function fails is
+// taken out and answered with its error, and the rest is run again, so one
+// bad op never fails the others.
+func (s *Store) commit(batch []*op) {
+	now := s.opts.Now()
+	trustedNow := s.opts.Trusted(now)
+	for {
+		var w *wtx
+		failed := -1
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			w = s.newWtx(tx, now)
+			for _, o := range batch {
+				o.err, o.skip = nil, false
+			}
+			if trustedNow {
+				if err := w.noteTrust(); err != nil {
+					return err
+				}
+			}
+			if err := w.makeRoom(batch); err != nil {
+				return err
+			}
+			for i, o := range batch {
+				if o.skip {
+					continue
+				}
+				var err error
+				if o.app != nil {
+					err = w.append(o.app)
+				} else {
+					err = o.fn(w)
+				}
+				if err != nil {
+					failed = i
+					return err
+				}
+			}
+			return w.flushState()
+		})
+		if err != nil && failed >= 0 && len(batch) > 1 {
+			batch[failed].done <- err
+			batch = append(batch[:failed:failed], batch[failed+1:]...)
+			continue
+		}
+		if err == nil {
+			s.commits.Add(1)
+			s.apply(w)
+		} else {
+			err = fmt.Errorf("store: commit %s: %w", s.path, err)
+		}
+		for _, o := range batch {
+			switch {
+			case o.skip:
+				o.done <- o.err
+			default:
+				o.done <- err
+			}
+		}
+		return
+	}
+}
+
+func (s *Store) newWtx(tx *bolt.Tx, now time.Time) *wtx {
+	w := &wtx{
+		s: s, tx: tx, now: now,
+		msgs:      tx.Bucket(bucketMessages),
+		refs:      tx.Bucket(bucketRefs),
+		queues:    tx.Bucket(bucketQueues),
+		epb:       make(map[string]*bolt.Bucket),
+		depth:     make(map[string]*[NumPriorities]int64),
+		ckpt:      make(map[string]uint64),
+		expired:   make(map[string]uint64),
+		sizeLimit: make(map[string]uint64),
+		dirty:     make(map[string]bool),
+	}
+	// Keys only ever grow at the end of these buckets, so full pages
+	// waste nothing and halve the pages a backlog needs.
+	w.msgs.FillPercent = 1.0
+	w.refs.FillPercent = 1.0
+	return w
+}
+
+// apply makes the effects of a committed transaction visible.
+func (s *Store) apply(w *wtx) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ep, d := range w.depth {
+		st := s.endpoint(ep)
+		for p := range d {
+			st.depth[p] += d[p]
+		}
+	}
+	for ep, c := range w.ckpt {
+		if st := s.endpoint(ep); c > st.checkpoint {
+			st.checkpoint = c
+		}
+	}
+	for ep, n := range w.expired {
+		s.endpoint(ep).expired += n
+	}
+	for ep, n := range w.sizeLimit {
+		s.endpoint(ep).sizeLimit += n
+	}
+	s.messages += w.messages
+	if w.untrusted > s.untrusted {
+		s.untrusted = w.untrusted
+	}
+	if w.mark != nil {
+		s.trust = append(s.trust, *w.mark)
+	}
+}
+
+// endpointBucket returns the bucket of endpoint name, creating it when
+// create is set; nil when it does not exist.
+func (w *wtx) endpointBucket(name string, create bool) (*bolt.Bucket, error) {
+	if b := w.epb[name]; b != nil {
+		return b, nil
+	}
+	b := w.queues.Bucket([]byte(name))
+	if b == nil && create {
+		var err error
+		if b, err = w.queues.CreateBucket([]byte(name)); err != nil {
+			return nil, fmt.Errorf("create queue %q: %w", name, err)
+		}
+	}
+	if b != nil {
+		w.epb[name] = b
+	}
+	return b, nil
+}
+
+func (w *wtx) queue(name string, prio uint32, create bool) (*bolt.Bucket, error) {
+	eb, err := w.endpointBucket(name, create)
+	if eb == nil || err != nil {
+		return nil, err
+	}
+	qb := eb.Bucket(priorityKey(prio))
+	if qb == nil && create {
+		if qb, err = eb.CreateBucket(priorityKey(prio)); err != nil {
+			return nil, fmt.Errorf("create queue %q priority %d: %w", name, prio, err)
+		}
+	}
+	if qb != nil {
+		qb.FillPercent = 1.0
+	}
+	return qb, nil
+}
+
+func (w *wtx) addDepth(ep string, prio uint32, n int64) {
+	d := w.depth[ep]
+	if d == nil {
+		d = new([NumPriorities]int64)
+		w.depth[ep] = d
+	}
+	d[prio] += n
+}
+
+// append stores one message and a reference to it in each target queue.
+func (w *wtx) append(a *appendReq) error {
+	seq, err := w.msgs.NextSequence()
+	if err != nil {
+		return err
+	}
+	key := u64(seq)
+	if err := w.msgs.Put(key, a.rec); err != nil {
+		return fmt.Errorf("put message %d: %w", seq, err)
+	}
+	for _, t := range a.targets {
+		qb, err := w.queue(t.Endpoint, t.Priority, true)
+		if err != nil {
+			return err
+		}
+		if err := qb.Put(key, []byte{}); err != nil {
+			return fmt.Errorf("queue %q: put %d: %w", t.Endpoint, seq, err)
+		}
+		w.addDepth(t.Endpoint, t.Priority, 1)
+	}
+	// The common case, one target, needs no reference count: a message
+	// without an entry in refs has exactly one reference left.
+	if len(a.targets) > 1 {
+		if err := w.refs.Put(key, u64(uint64(len(a.targets)))); err != nil {
+			return err
+		}
+	}
+	if !a.trusted {
+		if err := w.tx.Bucket(bucketMeta).Put(keyUntrusted, key); err != nil {
+			return err
+		}
+		w.untrusted = seq
+	}
+	w.messages++
+	a.seq = seq
+	return nil
+}
+
+// release drops one reference to message seq and deletes the message with
+// its last reference. It returns the bytes the message occupied when it
+// was deleted.
+func (w *wtx) release(seq uint64) (int64, error) {
+	key := u64(seq)
+	if v := w.refs.Get(key); v != nil {
+		n := getU64(v)
+		if n > 2 {
+			return 0, w.refs.Put(key, u64(n-1))
+		}
+		return 0, w.refs.Delete(key)
+	}
+	v := w.msgs.Get(key)
+	if v == nil {
+		return 0, nil
+	}
+	size := int64(len(v)) + int64(len(key)) + elementSize
+	if err := w.msgs.Delete(key); err != nil {
+		return 0, err
+	}
+	w.messages--
+	return size, nil
+}
+
+// unqueue removes the reference to seq from endpoint's queue of priority
+// prio, if it is there, and releases the message.
+func (w *wtx) unqueue(qb *bolt.Bucket, ep string, prio uint32, seq uint64) (bool, int64, error) {
+	key := u64(seq)
+	if k, _ := qb.Cursor().Seek(key); k == nil || getU64(k) != seq {
+		return false, 0, nil
+	}
+	if err := qb.Delete(key); err != nil {
+		return false, 0, err
+	}
+	w.addDepth(ep, prio, -1)
+	w.dirty[ep] = true
+	freed, err := w.release(seq)
+	return true, freed + int64(len(key)) + elementSize, err
+}
+
+// flushState rewrites the state record of every endpoint whose checkpoint
+// or drop counters changed.
+func (w *wtx) flushState() error {
+	for ep := range w.dirty {
+		eb, err := w.endpointBucket(ep, false)
+		if err != nil || eb == nil {
+			return err
+		}
+		var r endpointRecord
+		if v := eb.Get(keyState); v != nil {
+			if err := decodeRecord(v, &r); err != nil {
+				return fmt.Errorf("endpoint %q state: %w", ep, err)
+			}
+		}
+		r.V = recordVersion
+		if c := w.ckpt[ep]; c > r.Checkpoint {
+			r.Checkpoint = c
+		}
+		r.Expired += w.expired[ep]
+		r.SizeLimit += w.sizeLimit[ep]
+		b, err := encodeRecord(r)
+		if err != nil {
+			return err
+		}
+		if err := eb.Put(keyState, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noteTrust records the first moment the store sees a trusted clock after
+// messages were enqueued on an untrusted one: their age counts from here.
+func (w *wtx) noteTrust() error {
+	w.s.mu.Lock()
+	hw := w.s.untrusted
+	var last uint64
+	if n := len(w.s.trust); n > 0 {
+		last = w.s.trust[n-1].seq
+	}
+	w.s.mu.Unlock()
+	if hw == 0 || hw <= last {
+		return nil
+	}
+	tb := w.tx.Bucket(bucketMeta).Bucket(bucketTrust)
+	if err := tb.Put(u64(hw), u64(uint64(w.now.UnixNano()))); err != nil {
+		return err
+	}
+	w.mark = &trustMark{seq: hw, at: w.now}
+	return nil
+}
+
+// used returns the bytes of the file's pages in use: the high water mark
+// less the free and pending pages.
+func (w *wtx) used() int64 {
+	st := w.s.db.Stats()
+	return w.tx.Size() - int64(st.FreeAlloc)
+}
+
+// makeRoom applies the size policy to the appends of batch before any of
+// them runs. Appends that cannot be stored are marked skip with ErrFull.
+func (w *wtx) makeRoom(batch []*op) error {
+	var need int64
+	for _, o := range batch {
+		if o.app != nil {
+			need += o.app.est
+		}
+	}
+	if need == 0 {
+		return nil
+	}
+	room := w.s.limit - w.s.reserve - w.used()
+	if need > room && w.s.opts.OnFull == DropOldest {
+		freed, err := w.dropOldest(need - room)
+		if err != nil {
+			return err
+		}
+		room += freed
+	}
+	if need <= room {
+		return nil
+	}
+	for _, o := range batch {
+		if o.app == nil {
+			continue
+		}
+		if o.app.est <= room {
+			room -= o.app.est
+			continue
+		}
+		o.skip = true
+		if o.app.est > (w.s.limit-w.s.reserve)/2 {
+			o.err = fmt.Errorf("%w: a message of %d bytes can never fit a store limited to %d bytes", ErrFull, len(o.app.rec), w.s.limit)
+		} else {
+			o.err = fmt.Errorf("%w: %s is at its limit of %d bytes (policy %s)", ErrFull, w.s.path, w.s.limit, w.s.opts.OnFull)
+		}
+	}
+	return nil
+}
+
+// dropOldest drops the oldest references of the lowest priority first,
+// across endpoints in sequence order, until want bytes were freed or
+// nothing is left. Each drop is counted with reason size_limit.
+func (w *wtx) dropOldest(want int64) (int64, error) {
+	var freed int64
+	type head struct {
+		ep string
+		qb *bolt.Bucket
+	}
+	for p := NumPriorities - 1; p >= 0 && freed < want; p-- {
+		var heads []head
+		err := w.queues.ForEachBucket(func(name []byte) error {
+			qb, err := w.queue(string(name), uint32(p), false)
+			if qb != nil {
+				heads = append(heads, head{string(name), qb})
+			}
+			return err
+		})
+		if err != nil {
+			return freed, err
+		}
+		for freed < want && len(heads) > 0 {
+			best, bestSeq := -1, uint64(0)
+			for i := 0; i < len(heads); i++ {
+				k, _ := heads[i].qb.Cursor().First()
+				if k == nil {
+					heads = append(heads[:i], heads[i+1:]...)
+					i--
+					continue
+				}
+				if seq := getU64(k); best < 0 || seq < bestSeq {
+					best, bestSeq = i, seq
+				}
+			}
+			if best < 0 {
+				break
+			}
+			h := heads[best]
+			_, n, err := w.unqueue(h.qb, h.ep, uint32(p), bestSeq)
+			if err != nil {
+				return freed, err
+			}
+			w.sizeLimit[h.ep]++
+			freed += n
+		}
+	}
+	return freed, nil
+}
