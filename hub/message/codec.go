@@ -1,0 +1,116 @@
+package message
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// codecVersion is the version of the stored form Marshal writes. A newer
+// binary reads every older version; an older binary refuses a newer one.
+const codecVersion = 1
+
+// ErrNewerFormat is returned (wrapped) by Unmarshal for a record written by
+// a newer tinyedge.
+var ErrNewerFormat = errors.New("message record from a newer tinyedge")
+
+// record is the stored form of a Message: CBOR with integer keys, so it
+// stays small, and a version.
+type record struct {
+	V      int               `cbor:"0,keyasint"`
+	Body   []byte            `cbor:"1,keyasint,omitempty"`
+	Props  map[string]string `cbor:"2,keyasint,omitempty"`
+	Kind   Kind              `cbor:"3,keyasint,omitempty"`
+	Seq    uint64            `cbor:"4,keyasint,omitempty"`
+	MID    string            `cbor:"5,keyasint,omitempty"`
+	CID    string            `cbor:"6,keyasint,omitempty"`
+	UID    string            `cbor:"7,keyasint,omitempty"`
+	To     string            `cbor:"8,keyasint,omitempty"`
+	CT     string            `cbor:"9,keyasint,omitempty"`
+	CE     string            `cbor:"10,keyasint,omitempty"`
+	CTime  int64             `cbor:"11,keyasint,omitempty"` // Unix nanoseconds; 0 = unset
+	Exp    int64             `cbor:"12,keyasint,omitempty"`
+	ETime  int64             `cbor:"13,keyasint,omitempty"`
+	CDID   string            `cbor:"14,keyasint,omitempty"`
+	CMID   string            `cbor:"15,keyasint,omitempty"`
+	Out    string            `cbor:"16,keyasint,omitempty"`
+	In     string            `cbor:"17,keyasint,omitempty"`
+	Schema string            `cbor:"18,keyasint,omitempty"`
+	IfID   string            `cbor:"19,keyasint,omitempty"`
+	Sub    string            `cbor:"20,keyasint,omitempty"`
+}
+
+var (
+	encMode = func() cbor.EncMode {
+		m, err := cbor.CoreDetEncOptions().EncMode()
+		if err != nil {
+			panic(err)
+		}
+		return m
+	}()
+	decMode = func() cbor.DecMode {
+		m, err := cbor.DecOptions{
+			MaxNestedLevels:  4,
+			MaxArrayElements: 16,
+			MaxMapPairs:      MaxSize, // never more pairs than bytes
+			DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		}.DecMode()
+		if err != nil {
+			panic(err)
+		}
+		return m
+	}()
+)
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// Marshal encodes m for the store.
+func Marshal(m *Message) ([]byte, error) {
+	s := &m.System
+	return encMode.Marshal(record{
+		V: codecVersion, Body: m.Body, Props: m.Properties, Kind: m.Kind, Seq: m.Seq,
+		MID: s.MessageID, CID: s.CorrelationID, UID: s.UserID, To: s.To, CT: s.ContentType, CE: s.ContentEncoding,
+		CTime: nanos(s.CreationTime), Exp: nanos(s.ExpiryTime), ETime: nanos(s.EnqueuedTime),
+		CDID: s.ConnectionDeviceID, CMID: s.ConnectionModuleID, Out: s.OutputName, In: s.InputName,
+		Schema: s.MessageSchema, IfID: s.InterfaceID, Sub: s.ComponentName,
+	})
+}
+
+// Unmarshal decodes what Marshal wrote.
+func Unmarshal(b []byte) (*Message, error) {
+	var r record
+	if err := decMode.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decode message record: %w", err)
+	}
+	switch {
+	case r.V > codecVersion:
+		return nil, fmt.Errorf("decode message record: %w: version %d, this binary reads up to %d; upgrade tinyedge", ErrNewerFormat, r.V, codecVersion)
+	case r.V < 1:
+		return nil, fmt.Errorf("decode message record: no version")
+	}
+	m := &Message{Body: r.Body, Properties: r.Props, Kind: r.Kind, Seq: r.Seq}
+	if m.Properties == nil {
+		m.Properties = map[string]string{}
+	}
+	m.System = System{
+		MessageID: r.MID, CorrelationID: r.CID, UserID: r.UID, To: r.To, ContentType: r.CT, ContentEncoding: r.CE,
+		CreationTime: fromNanos(r.CTime), ExpiryTime: fromNanos(r.Exp), EnqueuedTime: fromNanos(r.ETime),
+		ConnectionDeviceID: r.CDID, ConnectionModuleID: r.CMID, OutputName: r.Out, InputName: r.In,
+		MessageSchema: r.Schema, InterfaceID: r.IfID, ComponentName: r.Sub,
+	}
+	return m, nil
+}
