@@ -24,6 +24,7 @@ import (
 	"github.com/tinyedge/tinyedge/hub/message"
 	"github.com/tinyedge/tinyedge/hub/route"
 	"github.com/tinyedge/tinyedge/hub/twin"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // Errors returned (wrapped) by the hub.
@@ -42,6 +43,11 @@ type Options struct {
 	Logger   *slog.Logger
 	// Upstream receives what routes send to $upstream.
 	Upstream Endpoint
+	// Store, when set, makes $upstream durable: messages routed there are
+	// committed to the store before Send returns and a pump delivers them
+	// to Upstream, acknowledging each only after Upstream took it. Module
+	// twins are cached there too. The hub does not close it.
+	Store *store.Store
 	// InputCapacity is the number of messages each in-process module's
 	// inputs buffer before senders block (backpressure). Default 256.
 	InputCapacity int
@@ -90,6 +96,11 @@ type Hub struct {
 	dropped  map[string]uint64
 
 	wg sync.WaitGroup // supervisors
+
+	defaultTTL atomic.Int64  // the deployment's storeAndForwardConfiguration TTL
+	pumpWake   chan struct{} // an append happened; capacity 1
+	pumpStop   context.CancelFunc
+	pumpDone   chan struct{}
 }
 
 // New returns a hub with no routes and no modules.
@@ -129,6 +140,15 @@ func New(opts Options) *Hub {
 	h.idCounter.Store(binary.BigEndian.Uint64(b[8:]))
 	h.router.Store(&router{})
 	h.mods.Store(&map[string]*module{})
+	if opts.Store != nil && opts.Upstream != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		h.pumpWake = make(chan struct{}, 1)
+		h.pumpStop, h.pumpDone = cancel, make(chan struct{})
+		go func() {
+			defer close(h.pumpDone)
+			h.pump(ctx)
+		}()
+	}
 	return h
 }
 

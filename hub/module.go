@@ -17,8 +17,9 @@ type module struct {
 	hub   *Hub
 	inbox *inbox
 
-	twinMu sync.Mutex
-	tw     *twin.Twin
+	twinMu   sync.Mutex
+	tw       *twin.Twin
+	deployed map[string]any // the desired properties the last deployment gave
 
 	active atomic.Pointer[Client] // the running client, nil between runs
 
@@ -36,6 +37,9 @@ func (md *module) twinSnapshot() twin.Twin {
 func (md *module) patchDesired(patch map[string]any) (int64, error) {
 	md.twinMu.Lock()
 	v, err := md.tw.Desired.Apply(patch)
+	if err == nil {
+		md.hub.saveTwin(md)
+	}
 	md.twinMu.Unlock()
 	if err != nil {
 		return 0, fmt.Errorf("patch desired properties of %s: %w", md.id, err)
@@ -46,11 +50,17 @@ func (md *module) patchDesired(patch map[string]any) (int64, error) {
 	return v, nil
 }
 
-// replaceDesired makes doc the desired properties, as a new deployment
-// does, and tells the running module what changed.
-func (md *module) replaceDesired(doc map[string]any) error {
+// applyDeployment takes the desired properties of a new deployment: what
+// changed since the deployment before is applied as a patch, so changes
+// made since by patches (from the cloud) stay, and the running module is
+// told what changed.
+func (md *module) applyDeployment(doc map[string]any) error {
 	md.twinMu.Lock()
-	patch := twin.Diff(md.tw.Desired.Doc, twin.Clone(doc))
+	patch := twin.Diff(md.deployed, twin.Clone(doc))
+	md.deployed = twin.Clone(doc)
+	if len(patch) == 0 {
+		md.hub.saveTwin(md)
+	}
 	md.twinMu.Unlock()
 	if len(patch) == 0 {
 		return nil
@@ -66,6 +76,7 @@ func (md *module) patchReported(patch map[string]any) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("patch reported properties of %s: %w", md.id, err)
 	}
+	md.hub.saveTwin(md)
 	return v, nil
 }
 

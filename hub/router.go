@@ -8,6 +8,7 @@ import (
 
 	"github.com/tinyedge/tinyedge/hub/message"
 	"github.com/tinyedge/tinyedge/hub/route"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // router is one compiled routing table with each route's sink resolved to
@@ -81,7 +82,12 @@ func (h *Hub) route(ctx context.Context, m *message.Message, keys message.Proper
 		return nil
 	}
 	var errs []error
+	var durable []store.Target
 	for i := range hits {
+		if hits[i].sink.Kind == route.Upstream && h.durable() {
+			durable = append(durable, store.Target{Endpoint: UpstreamQueue, Priority: hits[i].priority, TTL: h.ttlFor(hits[i].ttl)})
+			continue
+		}
 		hm := m
 		if hits[i].sink.Kind == route.ModuleInput && len(hits) > 1 {
 			// Each input sees its own $inputName; the other sinks keep the
@@ -93,6 +99,14 @@ func (h *Hub) route(ctx context.Context, m *message.Message, keys message.Proper
 			continue
 		}
 		h.sent.Add(1)
+	}
+	if len(durable) > 0 {
+		// Stored once for all durable sinks, committed before we return.
+		if err := h.appendDurable(ctx, m, durable); err != nil {
+			errs = append(errs, fmt.Errorf("store for $upstream: %w", err))
+		} else {
+			h.sent.Add(uint64(len(durable)))
+		}
 	}
 	return errors.Join(errs...)
 }

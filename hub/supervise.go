@@ -62,6 +62,10 @@ type ModuleSpec struct {
 type Deployment struct {
 	Modules []ModuleSpec
 	Routes  []*route.Route
+	// TimeToLive is storeAndForwardConfiguration.timeToLiveSecs: how long
+	// a message waits in the store for a route without its own; 0 leaves
+	// the store's default, negative means forever.
+	TimeToLive time.Duration
 }
 
 // Backoff paces restarts: Initial, doubling up to Max, back to Initial after
@@ -213,15 +217,23 @@ func (h *Hub) Deploy(d Deployment) error {
 	for _, s := range specs {
 		md, ok := h.modules[s.Name]
 		if !ok {
-			tw, err := twin.New(s.Desired)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("deploy: module %q: desired properties: %w", s.Name, err))
-				continue
+			// The twin cached by an earlier run, if the store has one:
+			// a module restarted offline starts with its last known
+			// desired properties.
+			tw, deployed, cached := h.loadTwin(s.Name)
+			if !cached {
+				var err error
+				if tw, err = twin.New(s.Desired); err != nil {
+					errs = append(errs, fmt.Errorf("deploy: module %q: desired properties: %w", s.Name, err))
+					continue
+				}
+				deployed = twin.Clone(s.Desired)
 			}
-			md = &module{id: s.Name, hub: h, inbox: newInbox(s.Name, h.opts.InputCapacity), tw: tw}
+			md = &module{id: s.Name, hub: h, inbox: newInbox(s.Name, h.opts.InputCapacity), tw: tw, deployed: deployed}
 			h.modules[s.Name] = md
-		} else if err := md.replaceDesired(s.Desired); err != nil {
-			errs = append(errs, fmt.Errorf("deploy: %w", err))
+		}
+		if err := md.applyDeployment(s.Desired); err != nil {
+			errs = append(errs, fmt.Errorf("deploy: module %q: desired properties: %w", s.Name, err))
 		}
 		md.spec = s
 		if md.sup == nil && s.Status == StatusRunning {
@@ -229,6 +241,7 @@ func (h *Hub) Deploy(d Deployment) error {
 		}
 	}
 	h.publishModules()
+	h.defaultTTL.Store(int64(d.TimeToLive))
 	// The new routes, resolved against the new modules, are in place
 	// before any new module starts sending.
 	h.router.Store(h.compileRouter(d.Routes))
@@ -321,6 +334,12 @@ func (h *Hub) Close() error {
 		if !h.stopModule(md) {
 			stuck = append(stuck, md.id)
 		}
+	}
+	// The pump stops after the modules, so what they sent last is
+	// delivered if it can be; the rest stays in the store.
+	if h.pumpStop != nil {
+		h.pumpStop()
+		<-h.pumpDone
 	}
 	if len(stuck) > 0 {
 		return fmt.Errorf("%w within %s: %s", ErrStuckModules, h.opts.StopTimeout, strings.Join(stuck, ", "))

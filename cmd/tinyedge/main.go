@@ -7,6 +7,7 @@
 //	tinyedge run [--manifest FILE] [--data-dir DIR] [--upstream console] [--log-format text|json]
 //	tinyedge check --manifest FILE
 //	tinyedge route test --route 'FROM … INTO …' --message FILE
+//	tinyedge store stat|compact [--data-dir DIR]
 //	tinyedge version
 package main
 
@@ -55,6 +56,9 @@ Usage:
   tinyedge route test (--route ROUTE... | --manifest FILE) --message FILE
       Show which sinks a message would reach and why. Exit status 0 when
       some route matches, 1 when none does, 2 on errors.
+  tinyedge store stat|compact [--data-dir DIR]
+      With tinyedge stopped: show each queue's depth by priority, its
+      oldest message and what was dropped; or compact the store file.
   tinyedge version
       Print version, commit, Go version and target.
 `
@@ -100,6 +104,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: want `tinyedge route test …`", errUsage)
 		}
 		return cmdRouteTest(args[2:], stdout, stderr)
+	case "store":
+		return cmdStore(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help", "-help":

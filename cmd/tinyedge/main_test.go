@@ -400,3 +400,33 @@ func TestRunSensorExample(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreCommands runs tinyedge on a data dir, then inspects and
+// compacts its store offline.
+func TestStoreCommands(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run", "--data-dir", dir}, &out, &syncBuffer{}) }()
+	hubtest.WaitFor(t, "the first message", func() bool { return strings.Contains(out.String(), `"event"`) })
+	// While it runs, the store belongs to it.
+	if _, _, code := runCLI(t, "store", "stat", "--data-dir", dir); code == 0 {
+		t.Error("store stat succeeded while tinyedge was running")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stat, errOut, code := runCLI(t, "store", "stat", "--data-dir", dir)
+	if code != 0 || !strings.Contains(stat, "$upstream") || !strings.Contains(stat, "ENDPOINT") {
+		t.Errorf("store stat: exit %d\n%s%s", code, stat, errOut)
+	}
+	comp, errOut, code := runCLI(t, "store", "compact", "--data-dir", dir)
+	if code != 0 || !strings.Contains(comp, "compacted") {
+		t.Errorf("store compact: exit %d\n%s%s", code, comp, errOut)
+	}
+	if _, _, code := runCLI(t, "store", "stat", "--data-dir", filepath.Join(dir, "nothing")); code != 1 {
+		t.Errorf("store stat on an empty dir: exit %d, want 1", code)
+	}
+}

@@ -11,12 +11,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/deploy"
 	"github.com/tinyedge/tinyedge/hw"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // quickstartManifest is the deployment `tinyedge run` uses without
@@ -79,9 +81,33 @@ func initHardware(m *deploy.Manifest, log *slog.Logger) {
 	log.Info("hardware ready", "gpio", st.GPIO, "i2c", st.I2C)
 }
 
+// storePath is where the store lives in a data directory.
+func storePath(dataDir string) string { return filepath.Join(dataDir, "store.db") }
+
+// openStore opens the data directory's store with the manifest's size
+// limit. A store that was unreadable has been moved aside and replaced by
+// an empty one: that is logged loudly and tinyedge goes on, rather than
+// crash-looping the gateway.
+func openStore(dataDir string, m *deploy.Manifest, log *slog.Logger) (*store.Store, error) {
+	st, err := store.Open(storePath(dataDir), &store.Options{MaxSizeBytes: m.StoreAndForward.MaxSizeBytes, DefaultTTL: m.StoreAndForward.TimeToLive})
+	if rec, ok := errors.AsType[*store.RecoveredError](err); ok {
+		log.Error("STORE WAS UNREADABLE: moved aside, started empty; messages in it were not delivered",
+			"path", rec.Path, "movedTo", rec.MovedTo, "cause", rec.Cause.Error())
+		storeRecoveries.Add(1)
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
+}
+
+// storeRecoveries counts stores moved aside as unreadable in this process.
+var storeRecoveries atomic.Int64
+
 // deployment turns a checked manifest into what the hub runs.
 func deployment(m *deploy.Manifest) hub.Deployment {
-	d := hub.Deployment{Routes: m.Routes}
+	d := hub.Deployment{Routes: m.Routes, TimeToLive: m.StoreAndForward.TimeToLive}
 	for _, mod := range m.Modules {
 		d.Modules = append(d.Modules, hub.ModuleSpec{
 			Name:          mod.Name,
@@ -136,9 +162,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer unlock()
+	st, err := openStore(*dataDir, m, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close the store", "err", err)
+		}
+	}()
 
 	initHardware(m, log)
-	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up})
+	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up, Store: st})
 	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
 		"modules", len(m.Modules), "routes", len(m.Routes))
 	if err := h.Deploy(deployment(m)); err != nil {
@@ -162,9 +197,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log.Info("tinyedge stopping")
 	start := time.Now()
 	err = h.Close()
-	st := h.Stats()
+	hs := h.Stats()
 	log.Info("tinyedge stopped", "took", time.Since(start).Round(time.Millisecond),
-		"received", st.Received, "sent", st.Sent, "dropped", st.Dropped)
+		"received", hs.Received, "sent", hs.Sent, "dropped", hs.Dropped)
 	return err
 }
 
