@@ -60,9 +60,12 @@ func BenchmarkDurableAppend(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer s.Close()
+			st0 := s.db.Stats()
 			rate, commits := appendParallel(b, s, producers, payload256())
+			st1 := s.db.Stats()
 			b.ReportMetric(rate, "msg/s")
 			b.ReportMetric(float64(b.N)/float64(commits), "msg/commit")
+			b.ReportMetric(float64(st1.TxStats.GetWrite()-st0.TxStats.GetWrite())/float64(commits), "pages/commit")
 			if baselineRate > 0 {
 				b.ReportMetric(rate/baselineRate, "x_baseline")
 			}

@@ -88,6 +88,22 @@
 //     a single batch may pass the limit by about its own size, and the
 //     next batch drops (or refuses) more to make up for it.
 //   - Twin writes are not subject to the size limit.
+//   - A full disk fails the batch being committed: every operation in it
+//     gets an error naming the operation and the file and wrapping the OS
+//     error (errors.Is(err, syscall.ENOSPC)). bbolt rolls the
+//     transaction back, so nothing committed before is lost and the next
+//     commit succeeds once there is space; with bbolt's NoFreelistSync
+//     the rollback rebuilds the freelist by walking the file, which on a
+//     large store makes each failed commit slow. If bbolt cannot map the
+//     grown file into memory (32-bit address space), it refuses every
+//     later transaction: each Append then fails with an error that says
+//     so, until the store is closed and reopened.
+//   - Resident memory grows with the backlog by the pages of the file
+//     that are mapped and have been touched: Open walks every page (page
+//     check, freelist rebuild, queue depths), so a 1,000,000-message
+//     backlog (352 MiB file) shows as ~350 MiB of VmRSS right after Open.
+//     That is file-backed page cache the kernel can reclaim, not heap:
+//     the store's anonymous memory grows by ~3 MiB for the same backlog.
 //   - A process kill keeps the page cache, so it tests crash safety but
 //     not power loss; the crash test's writer (internal/crashtest) can be
 //     run inside a full-system VM for that.

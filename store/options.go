@@ -71,9 +71,10 @@ type Options struct {
 	// (7200 s); a negative value means messages never expire.
 	DefaultTTL time.Duration
 	// CommitDelay is how long the writer waits for more appends after the
-	// first one of a batch. 0 (the default) does not wait: appends that
-	// arrive while a commit is being synced form the next batch, which
-	// already gathers concurrent producers without adding latency.
+	// first one of a batch. 0 (the default) waits only under load: appends
+	// that arrive while a commit is being synced form the next batch, and
+	// the writer waits up to a millisecond for the producers of the
+	// previous batch to come back, never for a lone producer.
 	CommitDelay time.Duration
 	// MaxBatch bounds the number of operations in one transaction.
 	// 0 means 1024.

@@ -124,7 +124,7 @@ func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, me
 		return 0, err
 	}
 	defer s.closeMu.RUnlock()
-	if err := s.submit(ctx, &op{app: a}); err != nil {
+	if err := s.submit(ctx, &op{name: "append", app: a}); err != nil {
 		return 0, err
 	}
 	return a.seq, nil
@@ -258,7 +258,7 @@ func (s *Store) Ack(endpoint string, seqs ...uint64) error {
 		return err
 	}
 	defer s.closeMu.RUnlock()
-	return s.submit(context.Background(), &op{fn: func(w *wtx) error {
+	return s.submit(context.Background(), &op{name: "ack", fn: func(w *wtx) error {
 		eb, err := w.endpointBucket(endpoint, false)
 		if eb == nil || err != nil {
 			return err
@@ -274,7 +274,7 @@ func (s *Store) Ack(endpoint string, seqs ...uint64) error {
 				}
 				ok, _, err := w.unqueue(qb, endpoint, uint32(p), seq)
 				if err != nil {
-					return fmt.Errorf("ack %q seq %d: %w", endpoint, seq, err)
+					return fmt.Errorf("endpoint %q seq %d: %w", endpoint, seq, err)
 				}
 				if ok {
 					if seq > w.ckpt[endpoint] {
@@ -337,7 +337,7 @@ func (s *Store) noteClock() error {
 	}
 	// The writer notes trust at the start of every batch; an empty op is
 	// enough to get a batch.
-	return s.submit(context.Background(), &op{fn: func(*wtx) error { return nil }})
+	return s.submit(context.Background(), &op{name: "note clock", fn: func(*wtx) error { return nil }})
 }
 
 type sweepRef struct {
@@ -430,7 +430,7 @@ func (s *Store) sweepPass() (removed int, more bool, err error) {
 		chunk := found[:min(sweepChunk, len(found))]
 		found = found[len(chunk):]
 		n := 0
-		err := s.submit(context.Background(), &op{fn: func(w *wtx) error {
+		err := s.submit(context.Background(), &op{name: "sweep", fn: func(w *wtx) error {
 			n = 0
 			for _, r := range chunk {
 				qb, err := w.queue(r.ep, r.prio, false)
@@ -474,7 +474,7 @@ func (s *Store) pruneTrust(firstSeq uint64) error {
 	if len(old) == 0 {
 		return nil
 	}
-	err := s.submit(context.Background(), &op{fn: func(w *wtx) error {
+	err := s.submit(context.Background(), &op{name: "sweep", fn: func(w *wtx) error {
 		tb := w.tx.Bucket(bucketMeta).Bucket(bucketTrust)
 		for _, seq := range old {
 			if err := tb.Delete(u64(seq)); err != nil {

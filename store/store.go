@@ -34,7 +34,7 @@ const lockTimeout = 2 * time.Second
 
 // regatherWait bounds how long the writer waits to gather a batch as large
 // as the previous one (see gather).
-const regatherWait = 200 * time.Microsecond
+const regatherWait = 1 * time.Millisecond
 
 // Store is a durable message queue store in one bbolt file. Its methods
 // are safe for concurrent use. A Store owns two goroutines, the writer

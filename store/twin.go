@@ -33,13 +33,13 @@ func checkModule(op, module string) error {
 	return nil
 }
 
-// write runs fn in the writer's next batch and waits for its commit.
-func (s *Store) write(fn func(w *wtx) error) error {
+// write runs fn, the operation name, in the writer's next batch and waits for its commit.
+func (s *Store) write(name string, fn func(w *wtx) error) error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	defer s.closeMu.RUnlock()
-	return s.submit(context.Background(), &op{fn: fn})
+	return s.submit(context.Background(), &op{name: name, fn: fn})
 }
 
 // view runs fn in a read transaction.
@@ -61,7 +61,7 @@ func (s *Store) PutTwin(module string, desired, reported []byte, desiredVersion,
 	if err != nil {
 		return err
 	}
-	return s.write(func(w *wtx) error {
+	return s.write("put twin", func(w *wtx) error {
 		return w.tx.Bucket(bucketTwins).Put([]byte(module), rec)
 	})
 }
@@ -98,7 +98,7 @@ func (s *Store) QueueReportedPatch(module string, patch []byte) (uint64, error) 
 		return 0, err
 	}
 	var seq uint64
-	err = s.write(func(w *wtx) error {
+	err = s.write("queue reported patch", func(w *wtx) error {
 		b, err := w.tx.Bucket(bucketPatches).CreateBucketIfNotExists([]byte(module))
 		if err != nil {
 			return err
@@ -141,7 +141,7 @@ func (s *Store) AckReportedPatch(module string, seq uint64) error {
 	if err := checkModule("ack reported patch", module); err != nil {
 		return err
 	}
-	return s.write(func(w *wtx) error {
+	return s.write("ack reported patch", func(w *wtx) error {
 		b := w.tx.Bucket(bucketPatches).Bucket([]byte(module))
 		if b == nil {
 			return nil
