@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 DIST      := dist
 RUNFLAGS  ?=
 
-.PHONY: all build cross run test test-race test-qemu bench lint deps clean
+.PHONY: all build cross run test test-race test-qemu bench soak lint deps clean
 
 all: build
 
@@ -46,6 +46,11 @@ test-qemu: deps
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	./scripts/size.sh
+
+# The long runs: the store's crash test with 60 kills and the
+# million-message backlog. Not part of `make test`.
+soak:
+	TINYEDGE_SOAK=1 $(GO) test -count=1 -v -run 'TestCrash|TestBacklogSoak' ./store/
 
 lint:
 	@out=$$(gofmt -l cmd hub modules hw store build scripts 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
