@@ -430,3 +430,30 @@ func TestStoreCommands(t *testing.T) {
 		t.Errorf("store stat on an empty dir: exit %d, want 1", code)
 	}
 }
+
+// TestRunRecoversFromCorruptStore starts tinyedge on a data dir whose
+// store is garbage: it moves the file aside, says so loudly, and runs.
+func TestRunRecoversFromCorruptStore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "store.db"), bytes.Repeat([]byte("not a bbolt file "), 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--data-dir", dir, "--log-format", "json"}, &out, &errOut)
+	}()
+	hubtest.WaitFor(t, "the first message", func() bool { return strings.Contains(out.String(), `"event"`) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(errOut.String(), "STORE WAS UNREADABLE") || !strings.Contains(errOut.String(), `"storeRecoveries":1`) {
+		t.Errorf("no loud recovery in the log:\n%s", errOut.String())
+	}
+	moved, _ := filepath.Glob(filepath.Join(dir, "store.db.corrupt-*"))
+	if len(moved) != 1 {
+		t.Errorf("the unreadable file was not kept aside: %v", moved)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -88,22 +87,20 @@ func storePath(dataDir string) string { return filepath.Join(dataDir, "store.db"
 // limit. A store that was unreadable has been moved aside and replaced by
 // an empty one: that is logged loudly and tinyedge goes on, rather than
 // crash-looping the gateway.
-func openStore(dataDir string, m *deploy.Manifest, log *slog.Logger) (*store.Store, error) {
+// It reports how many stores were recovered that way (0 or 1), for the
+// stop log line and, later, the metrics.
+func openStore(dataDir string, m *deploy.Manifest, log *slog.Logger) (*store.Store, int, error) {
 	st, err := store.Open(storePath(dataDir), &store.Options{MaxSizeBytes: m.StoreAndForward.MaxSizeBytes, DefaultTTL: m.StoreAndForward.TimeToLive})
 	if rec, ok := errors.AsType[*store.RecoveredError](err); ok {
 		log.Error("STORE WAS UNREADABLE: moved aside, started empty; messages in it were not delivered",
 			"path", rec.Path, "movedTo", rec.MovedTo, "cause", rec.Cause.Error())
-		storeRecoveries.Add(1)
-		return st, nil
+		return st, 1, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, 0, fmt.Errorf("open store: %w", err)
 	}
-	return st, nil
+	return st, 0, nil
 }
-
-// storeRecoveries counts stores moved aside as unreadable in this process.
-var storeRecoveries atomic.Int64
 
 // deployment turns a checked manifest into what the hub runs.
 func deployment(m *deploy.Manifest) hub.Deployment {
@@ -162,7 +159,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer unlock()
-	st, err := openStore(*dataDir, m, log)
+	st, recoveries, err := openStore(*dataDir, m, log)
 	if err != nil {
 		return err
 	}
@@ -199,7 +196,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	err = h.Close()
 	hs := h.Stats()
 	log.Info("tinyedge stopped", "took", time.Since(start).Round(time.Millisecond),
-		"received", hs.Received, "sent", hs.Sent, "dropped", hs.Dropped)
+		"received", hs.Received, "sent", hs.Sent, "dropped", hs.Dropped, "storeRecoveries", recoveries)
 	return err
 }
 
