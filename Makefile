@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 DIST      := dist
 RUNFLAGS  ?=
 
-.PHONY: all build cross run test test-race test-qemu bench soak lint deps clean
+.PHONY: all build cross bundle run test test-race test-qemu bench soak lint deps clean
 
 all: build
 
@@ -23,6 +23,17 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm   GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-armv7 ./cmd/tinyedge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64         $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-arm64 ./cmd/tinyedge
 	@ls -l $(DIST)/tinyedge-linux-*
+
+# Signed OTA bundles of the cross builds: make bundle KEY=path/to/signing.key
+# (make one with `./dist/tinyedge bundle keygen -o NAME`; keep it out of the
+# repository).
+KEY ?= $(error set KEY to a signing key made by `tinyedge bundle keygen`)
+BUNDLE_VERSION ?= $(patsubst v%,%,$(VERSION))
+bundle: cross build
+	./$(DIST)/tinyedge bundle create --key $(KEY) --version $(BUNDLE_VERSION) --binary $(DIST)/tinyedge-linux-arm64 -o $(DIST)/tinyedge-linux-arm64.bundle
+	./$(DIST)/tinyedge bundle create --key $(KEY) --version $(BUNDLE_VERSION) --binary $(DIST)/tinyedge-linux-armv6 --goarm 6 -o $(DIST)/tinyedge-linux-armv6.bundle
+	./$(DIST)/tinyedge bundle create --key $(KEY) --version $(BUNDLE_VERSION) --binary $(DIST)/tinyedge-linux-armv7 --goarm 7 -o $(DIST)/tinyedge-linux-armv7.bundle
+	@ls -l $(DIST)/*.bundle
 
 # The quickstart: simulated temperature sensor -> filter -> $upstream,
 # printed to the terminal. Ctrl-C stops it.

@@ -8,6 +8,7 @@
 //	tinyedge check --manifest FILE
 //	tinyedge route test --route 'FROM … INTO …' --message FILE
 //	tinyedge store stat|compact [--data-dir DIR]
+//	tinyedge bundle keygen|create|inspect …
 //	tinyedge version
 package main
 
@@ -59,6 +60,10 @@ Usage:
   tinyedge store stat|compact [--data-dir DIR]
       With tinyedge stopped: show each queue's depth by priority, its
       oldest message and what was dropped; or compact the store file.
+  tinyedge bundle keygen -o NAME
+  tinyedge bundle create --key K --version V --binary FILE [--goarm N] -o F
+  tinyedge bundle inspect F [--pub K.pub ...]
+      Make signing keys, build a signed OTA bundle, show and verify one.
   tinyedge version
       Print version, commit, Go version and target.
 `
@@ -106,6 +111,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRouteTest(args[2:], stdout, stderr)
 	case "store":
 		return cmdStore(args[1:], stdout, stderr)
+	case "bundle":
+		return cmdBundle(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help", "-help":
