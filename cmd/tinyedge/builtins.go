@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -10,16 +12,23 @@ import (
 	"github.com/tinyedge/tinyedge/hub/deploy"
 	"github.com/tinyedge/tinyedge/modules/filter"
 	"github.com/tinyedge/tinyedge/modules/gpio"
+	"github.com/tinyedge/tinyedge/modules/ota"
 	"github.com/tinyedge/tinyedge/modules/sensor"
 	"github.com/tinyedge/tinyedge/modules/simtemp"
 )
+
+// runtimeEnv is what built-in modules may need from the running binary.
+type runtimeEnv struct {
+	dataDir string
+	restart func(reason string) // ends the run so an update boots
+}
 
 // builtin is a module compiled into the binary.
 type builtin struct {
 	// images are container images (without tag or digest) that this
 	// module stands in for, so stock manifests run unchanged.
 	images []string
-	new    func() hub.Module
+	new    func(rt *runtimeEnv) hub.Module
 	// checkEnv and checkDesired, when set, check a deployment entry's
 	// settings for `tinyedge check`; each problem is a *hub.EnvError or
 	// *hub.PropertyError (several may be joined with errors.Join).
@@ -32,20 +41,31 @@ type builtin struct {
 var builtins = map[string]builtin{
 	"simtemp": {
 		images:   []string{"mcr.microsoft.com/azureiotedge-simulated-temperature-sensor"},
-		new:      func() hub.Module { return simtemp.New(nil) },
+		new:      func(*runtimeEnv) hub.Module { return simtemp.New(nil) },
 		checkEnv: simtemp.CheckEnv,
 	},
 	"filter": {
-		new: func() hub.Module { return filter.New(nil) },
+		new: func(*runtimeEnv) hub.Module { return filter.New(nil) },
 	},
 	"sensor": {
-		new:          func() hub.Module { return sensor.New(nil) },
+		new:          func(*runtimeEnv) hub.Module { return sensor.New(nil) },
 		checkEnv:     sensor.CheckEnv,
 		checkDesired: sensor.CheckDesired,
 		hardware:     true,
 	},
+	"ota": {
+		new: func(rt *runtimeEnv) hub.Module {
+			u := &deviceUpdater{}
+			dir := os.TempDir()
+			if rt != nil {
+				u.dataDir, u.restart = rt.dataDir, rt.restart
+				dir = filepath.Join(rt.dataDir, "downloads")
+			}
+			return ota.New(ota.Options{Updater: u, Dir: dir})
+		},
+	},
 	"gpio": {
-		new:          func() hub.Module { return gpio.New(nil) },
+		new:          func(*runtimeEnv) hub.Module { return gpio.New(nil) },
 		checkEnv:     gpio.CheckEnv,
 		checkDesired: gpio.CheckDesired,
 		hardware:     true,

@@ -9,6 +9,7 @@
 //	tinyedge route test --route 'FROM … INTO …' --message FILE
 //	tinyedge store stat|compact [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
+//	tinyedge update apply|status|rollback …
 //	tinyedge version
 package main
 
@@ -64,6 +65,11 @@ Usage:
   tinyedge bundle create --key K --version V --binary FILE [--goarm N] -o F
   tinyedge bundle inspect F [--pub K.pub ...]
       Make signing keys, build a signed OTA bundle, show and verify one.
+  tinyedge update apply FILE [--allow-downgrade] | status | rollback [--data-dir DIR]
+      Install a signed bundle in the inactive slot, on trial (the keys it
+      trusts are DIR/keys/*.pub); show the slots; go back to the previous
+      version. The new version boots at the next start and confirms itself
+      once healthy, or is rolled back.
   tinyedge version
       Print version, commit, Go version and target.
 `
@@ -72,6 +78,17 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	if errors.Is(err, errRestartForUpdate) {
+		// Start again from the installed binary's path, so the OTA
+		// start-up path chooses the slot (the new version, on trial, or
+		// the previous one after a rollback). Under systemd a plain exit
+		// would do as well; this also works without it.
+		if self, serr := os.Executable(); serr == nil {
+			serr = syscall.Exec(self, os.Args, os.Environ())
+			fmt.Fprintln(os.Stderr, "tinyedge: restart:", serr)
+		}
+		os.Exit(75) // EX_TEMPFAIL: a supervisor restarts us
+	}
 	os.Exit(exitCode(err, os.Stderr))
 }
 
@@ -113,6 +130,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdStore(args[1:], stdout, stderr)
 	case "bundle":
 		return cmdBundle(args[1:], stdout, stderr)
+	case "update":
+		return cmdUpdate(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help", "-help":

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -173,7 +174,7 @@ func TestQuickstartEndToEnd(t *testing.T) {
 	up := &hubtest.Recorder{}
 	h := hub.New(hub.Options{DeviceID: "gw1", Upstream: up})
 	defer h.Close()
-	if err := h.Deploy(deployment(m)); err != nil {
+	if err := h.Deploy(deployment(m, nil)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -360,7 +361,7 @@ func TestExampleManifests(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := deployment(m); len(d.Modules) == 0 || len(d.Routes) == 0 {
+			if d := deployment(m, nil); len(d.Modules) == 0 || len(d.Routes) == 0 {
 				t.Errorf("deployment has %d modules, %d routes", len(d.Modules), len(d.Routes))
 			}
 		})
@@ -455,5 +456,119 @@ func TestRunRecoversFromCorruptStore(t *testing.T) {
 	moved, _ := filepath.Glob(filepath.Join(dir, "store.db.corrupt-*"))
 	if len(moved) != 1 {
 		t.Errorf("the unreadable file was not kept aside: %v", moved)
+	}
+}
+
+// otaDevice prepares a data dir that trusts a fresh key, and returns a
+// function making a signed bundle of binary at version.
+func otaDevice(t *testing.T) (dir string, bundleOf func(binary, version string) string) {
+	t.Helper()
+	dir = t.TempDir()
+	keys := t.TempDir()
+	if _, _, code := runCLI(t, "bundle", "keygen", "-o", filepath.Join(keys, "release")); code != 0 {
+		t.Fatal("keygen failed")
+	}
+	if err := os.MkdirAll(keysDir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := os.ReadFile(filepath.Join(keys, "release.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(keysDir(dir), "release.pub"), pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, func(binary, version string) string {
+		out := filepath.Join(keys, version+".bundle")
+		args := []string{"bundle", "create", "--key", filepath.Join(keys, "release.key"), "--version", version, "--binary", binary, "-o", out}
+		if runtime.GOARCH == "arm" {
+			args = append(args, "--goarm", goarm())
+		}
+		if o, e, code := runCLI(t, args...); code != 0 {
+			t.Fatalf("bundle create: %s%s", o, e)
+		}
+		return out
+	}
+}
+
+// startTinyedge runs the test binary as tinyedge in dir until it logs
+// want, then stops it with SIGTERM and returns its log.
+func startTinyedge(t *testing.T, dir string, extra ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"run", "--data-dir", dir, "--log-format", "json"}, extra...)...)
+	cmd.Env = append(os.Environ(), "TINYEDGE_MAIN=1")
+	return cmd
+}
+
+// TestUpdateConfirmsHealthyVersion applies a bundle of a working tinyedge
+// (this test binary), boots it on trial, and sees it confirm itself.
+func TestUpdateConfirmsHealthyVersion(t *testing.T) {
+	dir, bundleOf := otaDevice(t)
+	b := bundleOf(os.Args[0], "2.0.0")
+	if o, e, code := runCLI(t, "update", "apply", b, "--data-dir", dir); code != 0 || !strings.Contains(o, "installed 2.0.0 on trial") {
+		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)
+	}
+	cmd := startTinyedge(t, dir, "--health-window", "10s")
+	var errOut syncBuffer
+	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
+	if err := cmd.Start(); err != nil {
+		if errors.Is(err, syscall.ENOEXEC) {
+			t.Skipf("cannot exec the test binary here (emulated?): %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	hubtest.WaitFor(t, "the confirmation", func() bool { return strings.Contains(errOut.String(), "new version confirmed healthy") })
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit %v\n%s", err, errOut.String())
+	}
+	st, _, code := runCLI(t, "update", "status", "--data-dir", dir)
+	if code != 0 || !strings.Contains(st, "active    slot a (2.0.0)") || !strings.Contains(st, "trial     -") {
+		t.Errorf("status after confirming:\n%s", st)
+	}
+}
+
+// TestUpdateRollsBackBrokenVersion applies a bundle whose binary exits at
+// once; after its tries the installed version runs again, and the status
+// says why.
+func TestUpdateRollsBackBrokenVersion(t *testing.T) {
+	// The test binary plays tinyedge; it must be able to start itself
+	// (not so under qemu-user), and /bin/false must be of its kind.
+	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
+		t.Skipf("cannot exec the test binary here (emulated?): %v", err)
+	}
+	broken := "/bin/false"
+	if _, err := os.Stat(broken); err != nil {
+		t.Skip("no /bin/false to play a broken version")
+	}
+	dir, bundleOf := otaDevice(t)
+	b := bundleOf(broken, "2.0.0")
+	if o, e, code := runCLI(t, "update", "apply", b, "--data-dir", dir); code != 0 {
+		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)
+	}
+	// A supervisor restarts the crashing version; each start counts a try.
+	for try := 1; try <= 3; try++ {
+		cmd := startTinyedge(t, dir)
+		if err := cmd.Run(); err == nil {
+			t.Fatalf("try %d: the broken version exited 0", try)
+		} else if errors.Is(err, syscall.ENOEXEC) {
+			t.Skipf("cannot exec here: %v", err)
+		}
+	}
+	// The next start runs the installed version again.
+	cmd := startTinyedge(t, dir)
+	var errOut syncBuffer
+	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	hubtest.WaitFor(t, "the installed version", func() bool { return strings.Contains(errOut.String(), `"msg":"tinyedge starting"`) })
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	st, _, _ := runCLI(t, "update", "status", "--data-dir", dir)
+	if !strings.Contains(st, "rolled_back") || !strings.Contains(st, "trial     -") {
+		t.Errorf("status after the failed trial:\n%s", st)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -103,14 +104,14 @@ func openStore(dataDir string, m *deploy.Manifest, log *slog.Logger) (*store.Sto
 }
 
 // deployment turns a checked manifest into what the hub runs.
-func deployment(m *deploy.Manifest) hub.Deployment {
+func deployment(m *deploy.Manifest, rt *runtimeEnv) hub.Deployment {
 	d := hub.Deployment{Routes: m.Routes, TimeToLive: m.StoreAndForward.TimeToLive}
 	for _, mod := range m.Modules {
 		d.Modules = append(d.Modules, hub.ModuleSpec{
 			Name:          mod.Name,
 			Image:         mod.Type + ":" + mod.Builtin,
 			Version:       mod.Version,
-			Module:        builtins[mod.Builtin].new(),
+			Module:        builtins[mod.Builtin].new(rt),
 			Env:           mod.Env,
 			Desired:       m.Desired[mod.Name],
 			Status:        mod.Status,
@@ -129,6 +130,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	upstream := fs.String("upstream", "console", "where $upstream goes: console (print each message like `az iot hub monitor-events`)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	deviceID := fs.String("device-id", hostname(), "the edge device's id")
+	healthWindow := fs.Duration("health-window", 120*time.Second, "how long an updated version has to become healthy before it is rolled back")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -146,6 +148,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	default:
 		return fmt.Errorf("%w: --upstream %q: this build offers only console", errUsage, *upstream)
 	}
+
+	// The OTA start-up path, before anything else: run the binary of the
+	// chosen slot (exec'ing it when it is not this one), counting a try
+	// when it is on trial.
+	boot := bootSlot(*dataDir, log)
 
 	m, name, err := loadManifest(*manifest)
 	if err != nil {
@@ -173,9 +180,23 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up, Store: st})
 	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
 		"modules", len(m.Modules), "routes", len(m.Routes))
-	if err := h.Deploy(deployment(m)); err != nil {
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	rt := &runtimeEnv{dataDir: *dataDir, restart: func(reason string) {
+		log.Info("restarting", "reason", reason)
+		stop(errRestartForUpdate)
+	}}
+	if err := h.Deploy(deployment(m, rt)); err != nil {
 		_ = h.Close()
 		return err
+	}
+	var confirming sync.WaitGroup
+	if boot.Trial {
+		confirming.Add(1)
+		go func() {
+			defer confirming.Done()
+			confirmWhenHealthy(ctx, *dataDir, h, m, *healthWindow, log, stop)
+		}()
 	}
 	// SIGHUP re-reads the manifest and applies it: changed routes and
 	// desired properties take effect without a restart, changed modules
@@ -188,21 +209,25 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		select {
 		case <-ctx.Done():
 		case <-hup:
-			redeploy(h, *manifest, log)
+			redeploy(h, *manifest, rt, log)
 		}
 	}
 	log.Info("tinyedge stopping")
+	confirming.Wait()
 	start := time.Now()
 	err = h.Close()
 	hs := h.Stats()
 	log.Info("tinyedge stopped", "took", time.Since(start).Round(time.Millisecond),
 		"received", hs.Received, "sent", hs.Sent, "dropped", hs.Dropped, "storeRecoveries", recoveries)
+	if err == nil && errors.Is(context.Cause(ctx), errRestartForUpdate) {
+		return errRestartForUpdate
+	}
 	return err
 }
 
 // redeploy applies the manifest at path again, keeping the running
 // deployment when the manifest has problems.
-func redeploy(h *hub.Hub, path string, log *slog.Logger) {
+func redeploy(h *hub.Hub, path string, rt *runtimeEnv, log *slog.Logger) {
 	m, name, err := loadManifest(path)
 	if err != nil {
 		log.Error("manifest not applied; the running deployment goes on", "manifest", name, "err", err.Error())
@@ -212,7 +237,7 @@ func redeploy(h *hub.Hub, path string, log *slog.Logger) {
 		log.Warn("manifest", "warning", w.String())
 	}
 	initHardware(m, log)
-	if err := h.Deploy(deployment(m)); err != nil {
+	if err := h.Deploy(deployment(m, rt)); err != nil {
 		log.Error("deployment partly applied", "manifest", name, "err", err)
 		return
 	}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tinyedge/tinyedge/build/bundle"
+	"github.com/tinyedge/tinyedge/build/ota"
+	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/deploy"
+)
+
+// keysDir is where a device keeps the public keys it trusts for updates:
+// <data-dir>/keys/*.pub, several for key rotation.
+func keysDir(dataDir string) string { return filepath.Join(dataDir, "keys") }
+
+// trustedKeys loads every *.pub in dir.
+func trustedKeys(dir string) ([]ed25519.PublicKey, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.pub"))
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no trusted update keys in %s: copy the public key(s) made by `tinyedge bundle keygen` there (NAME.pub)", dir)
+	}
+	return bundle.LoadPublicKeys(files...)
+}
+
+// currentVersion is the running version as a semver for update checks: a
+// development build ("dev", or a bare commit) counts as 0.0.0-dev, older
+// than any release.
+func currentVersion() string {
+	if _, err := bundle.ParseVersion(version); err == nil {
+		return strings.TrimPrefix(version, "v")
+	}
+	return "0.0.0-dev"
+}
+
+// goarm is the GOARM the running binary was built with, "" off arm.
+func goarm() string {
+	if runtime.GOARCH != "arm" {
+		return ""
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "GOARM" {
+				return s.Value
+			}
+		}
+	}
+	return ""
+}
+
+// deviceUpdater installs bundles into the data directory's slots; it is
+// what the ota module and `tinyedge update apply` use.
+type deviceUpdater struct {
+	dataDir        string
+	allowDowngrade bool
+	restart        func(reason string)
+}
+
+func (u *deviceUpdater) Current() string { return currentVersion() }
+
+func (u *deviceUpdater) Apply(ctx context.Context, r io.Reader, progress func(done, total int64)) (string, error) {
+	keys, err := trustedKeys(keysDir(u.dataDir))
+	if err != nil {
+		return "", err
+	}
+	a, err := ota.Apply(ctx, u.dataDir, r, ota.ApplyOpts{
+		TrustedKeys: keys, GOARCH: runtime.GOARCH, GOARM: goarm(),
+		CurrentVersion: currentVersion(), AllowDowngrade: u.allowDowngrade, Progress: progress,
+	})
+	if err != nil {
+		return "", err
+	}
+	return a.Version, nil
+}
+
+func (u *deviceUpdater) Restart(reason string) {
+	if u.restart != nil {
+		u.restart(reason)
+	}
+}
+
+// cmdUpdate runs `tinyedge update apply|status|rollback`.
+func cmdUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: want `tinyedge update apply FILE`, `update status` or `update rollback`", errUsage)
+	}
+	fs := flag.NewFlagSet("update "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", defaultDataDir(), "tinyedge's data `DIR`")
+	downgrade := fs.Bool("allow-downgrade", false, "install an older version on purpose")
+	reason := fs.String("reason", "asked for with `tinyedge update rollback`", "why, for the record")
+	// Flags may come before or after the bundle FILE.
+	var rest []string
+	for a := args[1:]; ; {
+		if err := fs.Parse(a); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		a = fs.Args()[1:]
+	}
+	switch args[0] {
+	case "apply":
+		if len(rest) != 1 {
+			return fmt.Errorf("%w: update apply takes one bundle FILE", errUsage)
+		}
+		f, err := os.Open(rest[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		u := &deviceUpdater{dataDir: *dataDir, allowDowngrade: *downgrade}
+		bar := newProgressBar(stderr)
+		v, err := u.Apply(ctx, f, bar.update)
+		bar.done()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "installed %s on trial; restart tinyedge to boot it (it rolls back unless it confirms itself healthy)\n", v)
+		return nil
+	case "status":
+		if len(rest) > 0 {
+			return fmt.Errorf("%w: update status takes no arguments", errUsage)
+		}
+		st, err := ota.Status(*dataDir)
+		if err != nil {
+			return err
+		}
+		printStatus(stdout, st)
+		return nil
+	case "rollback":
+		if err := ota.Rollback(*dataDir, *reason); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "rolled back; restart tinyedge to boot the previous version")
+		return nil
+	}
+	return fmt.Errorf("%w: unknown update command %q", errUsage, args[0])
+}
+
+func printStatus(w io.Writer, st ota.State) {
+	show := func(s ota.Slot) string {
+		if s == ota.NoSlot {
+			return "-"
+		}
+		v := st.Slot(s).Version
+		if v == "" {
+			v = "unknown version"
+		}
+		return fmt.Sprintf("%s (%s)", s, v)
+	}
+	fmt.Fprintf(w, "running   %s\n", currentVersion())
+	fmt.Fprintf(w, "active    %s\n", show(st.Active))
+	fmt.Fprintf(w, "previous  %s\n", show(st.Previous))
+	if st.Trial != ota.NoSlot {
+		fmt.Fprintf(w, "trial     %s, %d boot(s) left\n", show(st.Trial), st.TriesLeft)
+	} else {
+		fmt.Fprintln(w, "trial     -")
+	}
+	if st.Last.Outcome != "" {
+		fmt.Fprintf(w, "last      %s %s %s %s\n", st.Last.Outcome, st.Last.Version, st.Last.At.Format(time.RFC3339), st.Last.Reason)
+	}
+	if st.Recovered != "" {
+		fmt.Fprintf(w, "note      %s\n", st.Recovered)
+	}
+}
+
+// progressBar draws apply progress on a terminal and nothing elsewhere.
+type progressBar struct {
+	w    io.Writer
+	tty  bool
+	mu   sync.Mutex
+	last int
+}
+
+func newProgressBar(w io.Writer) *progressBar {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	return &progressBar{w: w, tty: tty, last: -1}
+}
+
+func (p *progressBar) update(done, total int64) {
+	if !p.tty || total <= 0 {
+		return
+	}
+	pct := int(done * 100 / total)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pct == p.last {
+		return
+	}
+	p.last = pct
+	fmt.Fprintf(p.w, "\r[%-40s] %3d%%", strings.Repeat("#", pct*40/100), pct)
+}
+
+func (p *progressBar) done() {
+	if p.tty && p.last >= 0 {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// errRestartForUpdate ends `tinyedge run` so the new version can boot.
+var errRestartForUpdate = errors.New("restart into the updated version")
+
+// bootSlot runs the OTA start-up path: choose the slot and exec its
+// binary when it is not the one running. It returns the decision for the
+// caller to confirm a trial.
+func bootSlot(dataDir string, log *slog.Logger) ota.Decision {
+	d, err := ota.Boot(dataDir, &ota.BootOpts{Logger: log})
+	if err != nil {
+		log.Error("update state not written; running the safe choice", "err", err)
+	}
+	if d.Slot == ota.NoSlot {
+		return d
+	}
+	log.Info("boot", "slot", string(d.Slot), "version", d.Version, "trial", d.Trial, "reason", d.Reason)
+	if err := ota.Exec(d, os.Args, os.Environ()); err != nil {
+		log.Error("could not start the chosen version; going on with this one", "err", err)
+		return ota.Decision{}
+	}
+	return d
+}
+
+// confirmWhenHealthy waits for the hub to be healthy — the deployment
+// applied and every module whose restartPolicy is always running — and
+// confirms the trial version; if it is not within the window it rolls
+// back and ends the run so the previous version boots.
+func confirmWhenHealthy(ctx context.Context, dataDir string, h *hub.Hub, m *deploy.Manifest, window time.Duration, log *slog.Logger, stop func(error)) {
+	always := map[string]bool{}
+	for _, mod := range m.Modules {
+		always[mod.Name] = mod.Status == hub.StatusRunning && hub.RestartPolicy(mod.RestartPolicy) == hub.RestartAlways
+	}
+	check := func() error {
+		for _, st := range h.ModuleStatus() {
+			if always[st.Name] && st.State != hub.StateRunning {
+				return fmt.Errorf("module %s is %s %s", st.Name, st.State, st.LastExit)
+			}
+		}
+		return nil
+	}
+	log.Info("new version on trial; confirming it once healthy", "version", currentVersion(), "window", window)
+	err := ota.WaitHealthy(ctx, window, check)
+	switch {
+	case err == nil:
+		if err := ota.Confirm(dataDir); err != nil {
+			log.Error("confirm the new version", "err", err)
+			return
+		}
+		log.Info("new version confirmed healthy", "version", currentVersion())
+	case ctx.Err() != nil:
+		// Stopped before the window ended: the next boot counts a try.
+	default:
+		log.Error("new version did not become healthy; rolling back", "err", err)
+		if err := ota.Rollback(dataDir, err.Error()); err != nil {
+			log.Error("roll back", "err", err)
+		}
+		stop(errRestartForUpdate)
+	}
+}
