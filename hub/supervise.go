@@ -120,6 +120,7 @@ type ModuleStatus struct {
 	RestartCount int
 	LastExit     string // the last run's error, "" for a clean exit
 	Healthy      bool
+	Since        time.Time // when the module entered State (for running: when this run started)
 }
 
 type supervisor struct {
@@ -132,7 +133,11 @@ type supervisor struct {
 
 func (s *supervisor) set(f func(*ModuleStatus)) {
 	s.mu.Lock()
+	prev := s.status.State
 	f(&s.status)
+	if s.status.State != prev || s.status.Since.IsZero() {
+		s.status.Since = time.Now()
+	}
 	s.mu.Unlock()
 }
 
@@ -366,7 +371,7 @@ func (h *Hub) supervise(ctx context.Context, md *module, spec ModuleSpec, s *sup
 	attempt := 0
 	for {
 		start := time.Now()
-		s.set(func(st *ModuleStatus) { st.State, st.Healthy = StateRunning, true })
+		s.set(func(st *ModuleStatus) { st.State, st.Healthy, st.Since = StateRunning, true, time.Now() })
 		log.Info("module starting", "image", spec.Image, "restarts", attempt)
 		err := h.runOnce(ctx, md, spec)
 		if ctx.Err() != nil {

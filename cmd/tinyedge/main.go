@@ -79,17 +79,24 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if errors.Is(err, errRestartForUpdate) {
-		// Start again from the installed binary's path, so the OTA
-		// start-up path chooses the slot (the new version, on trial, or
-		// the previous one after a rollback). Under systemd a plain exit
-		// would do as well; this also works without it.
-		if self, serr := os.Executable(); serr == nil {
-			serr = syscall.Exec(self, os.Args, os.Environ())
-			fmt.Fprintln(os.Stderr, "tinyedge: restart:", serr)
-		}
-		os.Exit(75) // EX_TEMPFAIL: a supervisor restarts us
+		restart()
 	}
 	os.Exit(exitCode(err, os.Stderr))
+}
+
+// restart starts tinyedge again from the installed binary, so the OTA
+// start-up path chooses the version (the new one on trial, or the
+// previous one after a rollback). A trial run under watch just exits
+// with exitRestart: the installed binary watching it chooses again.
+// Under systemd a plain exit would do as well; this works without it.
+func restart() {
+	installed := os.Getenv(installedEnv)
+	if installed == "" || os.Getenv(trialEnv) == "1" {
+		os.Exit(exitRestart)
+	}
+	err := syscall.Exec(installed, os.Args, os.Environ())
+	fmt.Fprintln(os.Stderr, "tinyedge: restart:", err)
+	os.Exit(exitRestart)
 }
 
 func exitCode(err error, stderr io.Writer) int {

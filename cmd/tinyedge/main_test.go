@@ -45,6 +45,11 @@ func (s *syncBuffer) String() string {
 // TINYEDGE_MAIN=1, so TestSignals can send it real signals.
 func TestMain(m *testing.M) {
 	if os.Getenv("TINYEDGE_MAIN") == "1" {
+		// A copy of this binary in an OTA slot plays a version that hangs
+		// at start, when a test asks for one.
+		if self, _ := os.Executable(); os.Getenv("TINYEDGE_TEST_HANG") == "1" && strings.Contains(self, "/slots/") {
+			select {}
+		}
 		main()
 	}
 	goleak.VerifyTestMain(m)
@@ -508,7 +513,7 @@ func TestUpdateConfirmsHealthyVersion(t *testing.T) {
 	if o, e, code := runCLI(t, "update", "apply", b, "--data-dir", dir); code != 0 || !strings.Contains(o, "installed 2.0.0 on trial") {
 		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)
 	}
-	cmd := startTinyedge(t, dir, "--health-window", "10s")
+	cmd := startTinyedge(t, dir, "--health-window", "3s")
 	var errOut syncBuffer
 	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
 	if err := cmd.Start(); err != nil {
@@ -570,5 +575,96 @@ func TestUpdateRollsBackBrokenVersion(t *testing.T) {
 	st, _, _ := runCLI(t, "update", "status", "--data-dir", dir)
 	if !strings.Contains(st, "rolled_back") || !strings.Contains(st, "trial     -") {
 		t.Errorf("status after the failed trial:\n%s", st)
+	}
+}
+
+// TestUpdateRollsBackHungVersion applies a version that hangs at start:
+// the installed binary, watching the trial, kills it after the health
+// window and its grace, rolls back and runs the previous version.
+func TestUpdateRollsBackHungVersion(t *testing.T) {
+	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
+		t.Skipf("cannot exec the test binary here (emulated?): %v", err)
+	}
+	dir, bundleOf := otaDevice(t)
+	if o, e, code := runCLI(t, "update", "apply", bundleOf(os.Args[0], "2.0.0"), "--data-dir", dir); code != 0 {
+		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)
+	}
+	cmd := startTinyedge(t, dir, "--health-window", "1s")
+	cmd.Env = append(cmd.Env, "TINYEDGE_TEST_HANG=1")
+	var errOut syncBuffer
+	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	hubtest.WaitFor(t, "the previous version to run", func() bool { return strings.Contains(errOut.String(), `"msg":"tinyedge starting"`) })
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	if !strings.Contains(errOut.String(), "trial version unresponsive; rolling back") {
+		t.Errorf("no rollback in the log:\n%s", errOut.String())
+	}
+	st, _, _ := runCLI(t, "update", "status", "--data-dir", dir)
+	if !strings.Contains(st, "rolled_back") || !strings.Contains(st, "hung") {
+		t.Errorf("status:\n%s", st)
+	}
+}
+
+// TestUpdateRollsBackUnhealthyVersion applies a version that runs but
+// never becomes healthy (a module keeps failing): it rolls itself back at
+// the end of the health window and the previous version runs.
+func TestUpdateRollsBackUnhealthyVersion(t *testing.T) {
+	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
+		t.Skipf("cannot exec the test binary here (emulated?): %v", err)
+	}
+	dir, bundleOf := otaDevice(t)
+	if o, e, code := runCLI(t, "update", "apply", bundleOf(os.Args[0], "2.0.0"), "--data-dir", dir); code != 0 {
+		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)
+	}
+	manifest := filepath.Join(t.TempDir(), "m.json")
+	bad := bytes.Replace(quickstartManifest, []byte(`"filtermodule": {
+            "version": "1.0",
+            "type": "builtin",
+            "status": "running",
+            "restartPolicy": "always",
+            "settings": {"image": "builtin:filter"}
+          }`), []byte(`"filtermodule": {
+            "version": "1.0",
+            "type": "builtin",
+            "status": "running",
+            "restartPolicy": "always",
+            "settings": {"image": "builtin:filter"}
+          },
+          "relay": {
+            "version": "1.0", "type": "builtin", "status": "running", "restartPolicy": "always",
+            "settings": {"image": "builtin:gpio"},
+            "env": {"OUTPUTS": {"value": "GPIO999=low"}}
+          }`), 1)
+	if bytes.Equal(bad, quickstartManifest) {
+		t.Fatal("could not add the failing module to the manifest")
+	}
+	if err := os.WriteFile(manifest, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := startTinyedge(t, dir, "--health-window", "1s", "--manifest", manifest)
+	var errOut syncBuffer
+	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	defer func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", errOut.String())
+		}
+	}()
+	hubtest.WaitFor(t, "the previous version to run", func() bool {
+		return strings.Contains(errOut.String(), "did not become healthy; rolling back") &&
+			strings.Count(errOut.String(), `"msg":"tinyedge starting"`) >= 2
+	})
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	st, _, _ := runCLI(t, "update", "status", "--data-dir", dir)
+	if !strings.Contains(st, "rolled_back") || !strings.Contains(st, "relay") {
+		t.Errorf("status:\n%s", st)
 	}
 }

@@ -152,7 +152,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// The OTA start-up path, before anything else: run the binary of the
 	// chosen slot (exec'ing it when it is not this one), counting a try
 	// when it is on trial.
-	boot := bootSlot(*dataDir, log)
+	boot, done := bootSlot(ctx, *dataDir, *healthWindow, log)
+	if done != nil {
+		return done
+	}
 
 	m, name, err := loadManifest(*manifest)
 	if err != nil {

@@ -9,11 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tinyedge/tinyedge/build/bundle"
@@ -223,23 +226,144 @@ func (p *progressBar) done() {
 // errRestartForUpdate ends `tinyedge run` so the new version can boot.
 var errRestartForUpdate = errors.New("restart into the updated version")
 
+// installedEnv names the installed binary for the slot binaries it
+// starts, so a restart for an update begins at the OTA start-up path.
+const installedEnv = "TINYEDGE_INSTALLED"
+
+// trialEnv marks a trial run under the watch of the installed binary.
+const trialEnv = "TINYEDGE_TRIAL"
+
+// exitRestart is the exit status of a run that ended to restart into
+// another version (EX_TEMPFAIL: a supervisor starts it again).
+const exitRestart = 75
+
 // bootSlot runs the OTA start-up path: choose the slot and exec its
-// binary when it is not the one running. It returns the decision for the
-// caller to confirm a trial.
-func bootSlot(dataDir string, log *slog.Logger) ota.Decision {
-	d, err := ota.Boot(dataDir, &ota.BootOpts{Logger: log})
+// binary when it is not the one running. A version on trial is not
+// exec'd but run as a child under watch (superviseTrial), so a version
+// that hangs is rolled back too. It returns the decision for this process
+// (whose trial it must confirm), or done when a supervised trial has run
+// and this process should exit with its status.
+func bootSlot(ctx context.Context, dataDir string, window time.Duration, log *slog.Logger) (d ota.Decision, done *exitError) {
+	// Remember the installed binary for the slot binaries started from
+	// it: a restart for an update starts again from there.
+	if os.Getenv(installedEnv) == "" {
+		if self, err := os.Executable(); err == nil {
+			os.Setenv(installedEnv, self)
+		}
+	}
+	for {
+		var err error
+		d, err = ota.Boot(dataDir, &ota.BootOpts{Logger: log})
+		if err != nil {
+			log.Error("update state not written; running the safe choice", "err", err)
+		}
+		if d.Slot == ota.NoSlot {
+			return d, nil
+		}
+		log.Info("boot", "slot", string(d.Slot), "version", d.Version, "trial", d.Trial, "reason", d.Reason)
+		if d.Trial && !isSelf(d.Path) {
+			code, rolledBack := superviseTrial(ctx, dataDir, d, window, log)
+			if !rolledBack {
+				return d, &exitError{code: code}
+			}
+			continue // boot again: the previous version
+		}
+		if err := ota.Exec(d, os.Args, os.Environ()); err != nil {
+			log.Error("could not start the chosen version; going on with this one", "err", err)
+			return ota.Decision{}, nil
+		}
+		return d, nil
+	}
+}
+
+// isSelf reports whether path is the running binary.
+func isSelf(path string) bool {
+	self, err := os.Executable()
 	if err != nil {
-		log.Error("update state not written; running the safe choice", "err", err)
+		return false
 	}
-	if d.Slot == ota.NoSlot {
-		return d
+	a, aerr := os.Stat(self)
+	b, berr := os.Stat(path)
+	return aerr == nil && berr == nil && os.SameFile(a, b)
+}
+
+// trialGrace is how long past its health window a trial version may take
+// to record its confirmation before it is taken for hung: a quarter of
+// the window (30 s for the default 120 s), at least a second.
+func trialGrace(window time.Duration) time.Duration { return max(window/4, time.Second) }
+
+// superviseTrial runs the trial version as a child, forwarding signals,
+// and waits for it to confirm itself (the state leaves trial). If it has
+// not within the health window and a grace period, it is killed and
+// rolled back. It returns the child's exit status once the child ends, or
+// rolledBack when it gave up on it.
+func superviseTrial(ctx context.Context, dataDir string, d ota.Decision, window time.Duration, log *slog.Logger) (code int, rolledBack bool) {
+	cmd := exec.Command(d.Path, os.Args[1:]...)
+	cmd.Args[0] = os.Args[0]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), trialEnv+"=1")
+	// If this supervisor dies, the trial dies with it; the next start
+	// counts another try.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Error("start the trial version", "path", d.Path, "err", err)
+		return 1, false
 	}
-	log.Info("boot", "slot", string(d.Slot), "version", d.Version, "trial", d.Trial, "reason", d.Reason)
-	if err := ota.Exec(d, os.Args, os.Environ()); err != nil {
-		log.Error("could not start the chosen version; going on with this one", "err", err)
-		return ota.Decision{}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	poll := time.NewTicker(500 * time.Millisecond)
+	defer poll.Stop()
+	deadline := time.NewTimer(window + trialGrace(window))
+	defer deadline.Stop()
+	done := ctx.Done()
+	confirmed := false
+	for {
+		select {
+		case err := <-exited:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				if ee.ExitCode() == exitRestart {
+					// It rolled itself back, or installed another
+					// update: choose again.
+					return 0, true
+				}
+				return ee.ExitCode(), false
+			}
+			if err != nil {
+				return 1, false
+			}
+			return 0, false
+		case <-done:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done = nil
+		case <-hup:
+			_ = cmd.Process.Signal(syscall.SIGHUP)
+		case <-poll.C:
+			if confirmed {
+				continue
+			}
+			if st, err := ota.Status(dataDir); err == nil && st.Trial == ota.NoSlot {
+				confirmed = true
+				deadline.Stop()
+			}
+		case <-deadline.C:
+			if st, err := ota.Status(dataDir); err == nil && st.Trial == ota.NoSlot {
+				confirmed = true
+				continue
+			}
+			reason := fmt.Sprintf("the new version did not confirm itself within %s (hung?)", window+trialGrace(window))
+			log.Error("trial version unresponsive; rolling back", "reason", reason)
+			_ = cmd.Process.Kill()
+			<-exited
+			if err := ota.Rollback(dataDir, reason); err != nil {
+				log.Error("roll back", "err", err)
+			}
+			return 0, true
+		}
 	}
-	return d
 }
 
 // confirmWhenHealthy waits for the hub to be healthy — the deployment
@@ -251,10 +375,19 @@ func confirmWhenHealthy(ctx context.Context, dataDir string, h *hub.Hub, m *depl
 	for _, mod := range m.Modules {
 		always[mod.Name] = mod.Status == hub.StatusRunning && hub.RestartPolicy(mod.RestartPolicy) == hub.RestartAlways
 	}
+	// A module counts as running once it has stayed up a while: one that
+	// fails and restarts is "running" for moments in between.
+	stable := min(10*time.Second, window/3)
 	check := func() error {
 		for _, st := range h.ModuleStatus() {
-			if always[st.Name] && st.State != hub.StateRunning {
+			if !always[st.Name] {
+				continue
+			}
+			if st.State != hub.StateRunning {
 				return fmt.Errorf("module %s is %s %s", st.Name, st.State, st.LastExit)
+			}
+			if up := time.Since(st.Since); up < stable {
+				return fmt.Errorf("module %s has been running only %s (restarts: %d, last exit: %s)", st.Name, up.Round(time.Millisecond), st.RestartCount, st.LastExit)
 			}
 		}
 		return nil
