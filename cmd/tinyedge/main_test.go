@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -666,5 +670,52 @@ func TestUpdateRollsBackUnhealthyVersion(t *testing.T) {
 	st, _, _ := runCLI(t, "update", "status", "--data-dir", dir)
 	if !strings.Contains(st, "rolled_back") || !strings.Contains(st, "relay") {
 		t.Errorf("status:\n%s", st)
+	}
+}
+
+// TestOTAModuleInstallsFromMethod sends firmwareUpdate to builtin:ota with
+// the device's real updater: the bundle is downloaded from a local server,
+// verified, installed on trial, and a restart is asked for.
+func TestOTAModuleInstallsFromMethod(t *testing.T) {
+	dir, bundleOf := otaDevice(t)
+	b, err := os.ReadFile(bundleOf(os.Args[0], "2.0.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "b", time.Time{}, bytes.NewReader(b))
+	}))
+	defer srv.Close()
+	restarted := make(chan string, 1)
+	rt := &runtimeEnv{dataDir: dir, restart: func(reason string) { restarted <- reason }}
+	h := hub.New(hub.Options{DeviceID: "gw1"})
+	defer h.Close()
+	d := hub.Deployment{Modules: []hub.ModuleSpec{{Name: "ota", Image: "builtin:ota", Module: builtins["ota"].new(rt)}}}
+	if err := h.Deploy(d); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	req, _ := json.Marshal(map[string]any{"url": srv.URL + "/tinyedge.bundle", "sha256": hex.EncodeToString(sum[:]), "size": len(b), "version": "2.0.0"})
+	var r hub.MethodResponse
+	hubtest.WaitFor(t, "the ota module", func() bool {
+		r, err = h.InvokeMethod(context.Background(), "gw1", "ota", hub.MethodRequest{Name: "firmwareUpdate", Payload: req}, 0)
+		return err == nil && r.Status != 404
+	})
+	if r.Status != 202 {
+		t.Fatalf("firmwareUpdate = %d %s", r.Status, r.Payload)
+	}
+	select {
+	case <-restarted:
+	case <-time.After(hubtest.Patience):
+		tw, _ := h.Twin("ota")
+		t.Fatalf("no restart; reported %v", tw.Reported.Doc)
+	}
+	st, _, _ := runCLI(t, "update", "status", "--data-dir", dir)
+	if !strings.Contains(st, "trial     slot a (2.0.0)") {
+		t.Errorf("status after the cloud update:\n%s", st)
+	}
+	tw, _ := h.Twin("ota")
+	if fw, _ := tw.Reported.Doc["firmware"].(map[string]any); fw["state"] != "restarting" || fw["pending"] != "2.0.0" {
+		t.Errorf("reported firmware = %v", tw.Reported.Doc["firmware"])
 	}
 }

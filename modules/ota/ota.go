@@ -311,7 +311,7 @@ func (r *run) download(ctx context.Context, u Request) (string, error) {
 			break
 		}
 		last = err
-		if errors.Is(err, errPermanent) || ctx.Err() != nil {
+		if _, ok := errors.AsType[permanent](err); ok || ctx.Err() != nil {
 			return "", err
 		}
 		if try == r.m.opts.Retries {
@@ -325,20 +325,25 @@ func (r *run) download(ctx context.Context, u Request) (string, error) {
 	return path, nil
 }
 
-// errPermanent marks download errors that another try cannot fix.
-var errPermanent = errors.New("permanent")
+// permanent marks download errors that another try cannot fix.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
 
 // fetch appends to path what the server has beyond its current size, and
 // returns nil once the file is complete.
 func (r *run) fetch(ctx context.Context, u Request, path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return permanent{err}
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errPermanent, err)
+		return permanent{err}
 	}
 	defer f.Close()
 	have, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errPermanent, err)
+		return permanent{err}
 	}
 	if have > u.Size {
 		// Not the file we were asked for; start over.
@@ -352,7 +357,7 @@ func (r *run) fetch(ctx context.Context, u Request, path string) error {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.URL, nil)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errPermanent, err)
+		return permanent{err}
 	}
 	if have > 0 {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
@@ -375,7 +380,7 @@ func (r *run) fetch(ctx context.Context, u Request, path string) error {
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
 		return fmt.Errorf("server refused to resume at byte %d (416)", have)
 	case resp.StatusCode >= 400 && resp.StatusCode < 500:
-		return fmt.Errorf("%w: server answered %s", errPermanent, resp.Status)
+		return permanent{fmt.Errorf("server answered %s", resp.Status)}
 	default:
 		return fmt.Errorf("server answered %s", resp.Status)
 	}
@@ -384,10 +389,10 @@ func (r *run) fetch(ctx context.Context, u Request, path string) error {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if have+int64(n) > u.Size {
-				return fmt.Errorf("%w: the server sent more than the %d bytes requested", errPermanent, u.Size)
+				return permanent{fmt.Errorf("the server sent more than the %d bytes requested", u.Size)}
 			}
 			if _, err := f.Write(buf[:n]); err != nil {
-				return fmt.Errorf("%w: write %s: %v", errPermanent, path, err)
+				return permanent{fmt.Errorf("write %s: %w", path, err)}
 			}
 			have += int64(n)
 			r.progress(have, u.Size)
