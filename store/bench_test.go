@@ -156,11 +156,17 @@ func BenchmarkBytesWrittenPerMessage(b *testing.B) {
 				}
 			}()
 			w0, _ := writeBytes()
+			st0 := s.db.Stats()
+			c0 := s.commits.Load()
 			rate, _ := appendParallel(b, s, 64, p)
 			close(stop)
 			<-done
 			drain(s)
 			w1, _ := writeBytes()
+			st1 := s.db.Stats()
+			commits := s.commits.Load() - c0
+			b.ReportMetric(float64(b.N)/float64(commits), "msg/commit")
+			b.ReportMetric(float64(st1.TxStats.GetWrite()-st0.TxStats.GetWrite())/float64(commits), "pages/commit")
 			per := float64(w1-w0) / float64(b.N)
 			b.ReportMetric(per, "B/msg")
 			b.ReportMetric(per/float64(size), "x_size")

@@ -15,7 +15,9 @@ import (
 // freelist at open by walking every page, and it panics in a goroutine of
 // its own when that walk meets a damaged page, which no caller can recover
 // from: the gateway would crash-loop. Walking the tree here first turns
-// such damage into an error, and the file is moved aside.
+// such damage into an error, and the file is moved aside. The walk reads
+// the file with pread, not through bbolt's memory map, so it leaves the
+// pages in the kernel's page cache and not in the process's resident set.
 //
 // The layout read here is bbolt's on-disk format version 2 (see
 // go.etcd.io/bbolt/internal/common: page.go, meta.go, bucket.go), in
@@ -29,9 +31,11 @@ const (
 	elementSize     = 16 // branch: pos, ksize, pgid; leaf: flags, pos, ksize, vsize
 	bucketHeaderLen = 16 // root pgid u64, sequence u64
 
-	branchPageFlag = 0x01
-	leafPageFlag   = 0x02
-	bucketLeafFlag = 0x01
+	branchPageFlag   = 0x01
+	leafPageFlag     = 0x02
+	freelistPageFlag = 0x10
+	noFreelist       = 0xffffffffffffffff
+	bucketLeafFlag   = 0x01
 
 	maxTreeDepth = 64
 )
@@ -75,8 +79,9 @@ func parseMeta(page []byte) (boltMeta, error) {
 
 // checkBoltFile validates the structure of the bbolt file f: the meta
 // page bbolt would use, that the file holds every page below the high
-// water mark, and that every page reachable from the root is a well-formed
-// branch or leaf page referenced once, with keys in order.
+// water mark, that every page reachable from the root is a well-formed
+// branch or leaf page referenced once, with keys in order, and that the
+// freelist page, when the file has one (see markClean), is one.
 func checkBoltFile(f *os.File) error {
 	st, err := f.Stat()
 	if err != nil {
@@ -132,8 +137,43 @@ func checkBoltFile(f *os.File) error {
 		return fmt.Errorf("root page %d outside the file (high water mark %d)", m.root, m.pgid)
 	}
 	w := &pageWalker{f: f, ps: ps, hwm: m.pgid, seen: make(map[uint64]bool)}
-	_, err = w.walk(m.root, nil, nil, 0)
-	return err
+	var free []byte
+	if m.freelist != noFreelist {
+		p, err := w.read(m.freelist)
+		if err != nil {
+			return fmt.Errorf("freelist: %w", err)
+		}
+		if le.Uint16(p[8:]) != freelistPageFlag {
+			return fmt.Errorf("freelist: page %d is not a freelist page", m.freelist)
+		}
+		free = p
+	}
+	if _, err = w.walk(m.root, nil, nil, 0); err != nil {
+		return err
+	}
+	return w.checkFreelist(free)
+}
+
+// checkFreelist checks that the ids in the freelist page p (nil: none)
+// are pages of the file that no bucket uses.
+func (w *pageWalker) checkFreelist(p []byte) error {
+	if p == nil {
+		return nil
+	}
+	n, ids := uint64(le.Uint16(p[10:])), p[pageHeaderSize:]
+	if n == 0xFFFF { // the real count is in the first element
+		n, ids = le.Uint64(ids), ids[8:]
+	}
+	if n > uint64(len(ids)/8) {
+		return fmt.Errorf("freelist: %d ids do not fit its pages", n)
+	}
+	for i := range n {
+		id := le.Uint64(ids[i*8:])
+		if id < 2 || id >= w.hwm || w.seen[id] {
+			return fmt.Errorf("freelist: page %d is in use or outside the file", id)
+		}
+	}
+	return nil
 }
 
 type pageWalker struct {

@@ -22,7 +22,7 @@ func Compact(src, dst string) error {
 	if _, err := os.Lstat(dst); !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: compact: %s already exists", ErrInvalid, dst)
 	}
-	if err := precheck(src); err != nil {
+	if _, err := precheck(src); err != nil {
 		var ce *corruptError
 		if errors.As(err, &ce) {
 			return fmt.Errorf("store: compact %s: damaged file: %v", src, ce.err)
@@ -44,6 +44,13 @@ func Compact(src, dst string) error {
 	if err := bolt.Compact(out, in, compactTxSize); err != nil {
 		out.Close()
 		os.Remove(dst)
+		return fmt.Errorf("store: compact %s to %s: %w", src, dst, err)
+	}
+	// Write bbolt's freelist, so that Open need not walk the new file
+	// when it was copied from a cleanly closed one (see markClean).
+	out.NoFreelistSync = false
+	if err := out.Update(func(*bolt.Tx) error { return nil }); err != nil {
+		out.Close()
 		return fmt.Errorf("store: compact %s to %s: %w", src, dst, err)
 	}
 	if err := out.Sync(); err != nil {

@@ -43,34 +43,75 @@
 //
 // # On disk
 //
-// Top-level buckets, all keys big-endian uint64 unless said otherwise:
+// Format 2. Top-level buckets; seq is a message's sequence number, all
+// numbers are big-endian so that bbolt's byte order is numeric order:
 //
-//	meta       "format" -> CBOR {v}: the file's format version
+//	meta       "format" -> CBOR {v}: the file's format version (2)
 //	           "untrusted" -> seq: last message enqueued on an untrusted clock
-//	           trust/seq -> Unix ns: first trusted time after messages ≤ seq
-//	messages   seq -> CBOR {v, t enqueue ns, c trusted, h properties,
-//	           p payload, e [{n endpoint, p priority, l TTL ns}]}
-//	refs       seq -> count: references left, only for messages queued
-//	           for more than one endpoint (absent means one)
-//	queues     <endpoint>/<priority byte 0–10>/seq -> empty
-//	           <endpoint>/"state" -> CBOR {v, c checkpoint, x expired,
-//	           s size_limit}
+//	           "clean" -> CBOR {v, m messages, d [{i id, d depths}]}: only
+//	           while the file is closed (see Close and Open below)
+//	trust      seq -> Unix ns: first trusted time after messages ≤ seq
+//	endpoints  <endpoint name> -> CBOR {v, i id, c checkpoint, x expired,
+//	           s size_limit}; the bucket's sequence is the last id given
+//	queues     id uint32 | priority byte 0–10 | seq uint64 -> the message
+//	           record when the message is queued for this endpoint only,
+//	           empty when it is shared and stored in messages
+//	messages   seq -> the record of a message queued for several endpoints;
+//	           the bucket's sequence numbers every message
+//	refs       seq -> count: references left to a shared message, while
+//	           more than one (absent means one)
 //	twins      <module> -> CBOR {v, d desired, r reported, dv, rv}
 //	patches    <module>/seq -> CBOR {v, p patch, t queued ns}
+//
+// A message record is CBOR {v, t enqueue ns, c trusted, h properties,
+// p payload, e [{n endpoint, p priority, l TTL ns}]}; stored in a queue,
+// its one target has only l (the key says the rest).
+//
+// An append of a message for one endpoint writes one key in one bucket,
+// at the end of its endpoint's and priority's range: with bbolt's
+// FillPercent at 1.0 sequential keys fill pages, and a commit of a batch
+// writes its new pages, the tail page before them, the branch pages
+// above and the root. endpoints, meta and trust are small and stay inline
+// in the root page; endpoint records are rewritten only when a checkpoint
+// or a drop counter changed.
+//
+// Close writes, in one last transaction, the "clean" record (message
+// count and queue depths) and bbolt's freelist, which tinyedge otherwise
+// does not write (bbolt's NoFreelistSync: rewriting a freelist of several
+// pages on every commit is SD card wear for nothing). Open reads both
+// instead of counting the queues and walking the file, and deletes the
+// record in its first transaction, so that after a crash the next Open
+// counts and bbolt walks the file again.
 //
 // Every CBOR record carries a version "v". A file whose format version,
 // or a record whose version, is newer than this binary is refused with a
 // *VersionError rather than misread; a newer binary reads older files.
 //
+// Format 1 (tinyedge before format 2) had a bucket per endpoint and
+// priority under queues (<endpoint>/<priority>/seq -> empty, and
+// <endpoint>/"state"), every message in messages, and the trust marks in
+// meta/trust. Open converts such a file: it copies it into <path>.v2 in
+// the new layout, syncs it and renames it over the old file. A crash
+// during the conversion leaves the format 1 file as it was.
+//
 // # Caveats
 //
-//   - Open reads the whole file once: it checks every page (see below)
-//     and bbolt rebuilds its freelist, which tinyedge does not write on
-//     each commit (bbolt's NoFreelistSync) because rewriting a large
-//     freelist on every transaction is SD card wear for nothing. On a Pi
-//     with a full 256 MiB store this costs a few seconds at boot.
+//   - Open reads the whole file once, with pread, to check every page
+//     (see below); on a Pi with a full 256 MiB store this costs a few
+//     seconds at boot. It does not read it through bbolt's memory map:
+//     after a clean Close, neither bbolt (freelist) nor the store
+//     (queue depths) walk the backlog, so the resident memory of a store
+//     holding 1,000,000 messages is within a few MiB of an empty one.
+//     After a crash, bbolt rebuilds its freelist by walking the file and
+//     the store counts the queues: until the next clean Close, the
+//     touched pages of the file count in VmRSS (file-backed page cache
+//     the kernel can reclaim, not heap).
+//   - Open drops the file from the page cache (Linux): cached in large
+//     folios after the page check, each commit would write several
+//     times the 4 KiB pages it changed. The first Reads after Open read
+//     the disk page by page.
 //   - A file that is not a valid bbolt file, is truncated, has a damaged
-//     page tree or damaged store metadata is moved to
+//     page tree, freelist or store metadata is moved to
 //     <path>.corrupt-<UTC timestamp>, and Open returns a fresh Store with
 //     a *RecoveredError: the gateway keeps running without its backlog.
 //     The caller must log that error loudly and count it. Damage inside
@@ -84,6 +125,8 @@
 //     read (a dropped connection) calls Rewind, or it will not see those
 //     messages again until the store is reopened.
 //   - Drop counters are persisted; Stats.Commits counts since Open.
+//   - Endpoint ids are never reused: a file can have seen 2^32 endpoint
+//     names.
 //   - The size estimate before a commit is conservative but not exact:
 //     a single batch may pass the limit by about its own size, and the
 //     next batch drops (or refuses) more to make up for it.
@@ -94,16 +137,11 @@
 //     transaction back, so nothing committed before is lost and the next
 //     commit succeeds once there is space; with bbolt's NoFreelistSync
 //     the rollback rebuilds the freelist by walking the file, which on a
-//     large store makes each failed commit slow. If bbolt cannot map the
-//     grown file into memory (32-bit address space), it refuses every
-//     later transaction: each Append then fails with an error that says
-//     so, until the store is closed and reopened.
-//   - Resident memory grows with the backlog by the pages of the file
-//     that are mapped and have been touched: Open walks every page (page
-//     check, freelist rebuild, queue depths), so a 1,000,000-message
-//     backlog (352 MiB file) shows as ~350 MiB of VmRSS right after Open.
-//     That is file-backed page cache the kernel can reclaim, not heap:
-//     the store's anonymous memory grows by ~3 MiB for the same backlog.
+//     large store makes each failed commit slow. Close on a full disk
+//     cannot write the clean record; the next Open then counts. If bbolt
+//     cannot map the grown file into memory (32-bit address space), it
+//     refuses every later transaction: each Append then fails with an
+//     error that says so, until the store is closed and reopened.
 //   - A process kill keeps the page cache, so it tests crash safety but
 //     not power loss; the crash test's writer (internal/crashtest) can be
 //     run inside a full-system VM for that.

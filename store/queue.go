@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -61,8 +62,6 @@ type Item struct {
 	Priority uint32
 }
 
-func priorityKey(p uint32) []byte { return []byte{byte(p)} }
-
 func normPriority(p uint32) uint32 {
 	if p > LowestPriority {
 		return LowestPriority
@@ -114,11 +113,17 @@ func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, me
 		}
 		rec.Targets = append(rec.Targets, targetRecord{Endpoint: t.Endpoint, Priority: normPriority(t.Priority), TTL: int64(ttl)})
 	}
+	trs := rec.Targets
+	if len(trs) == 1 {
+		// The record is the value of the queue key, which names the
+		// endpoint and the priority: only the TTL is left to say.
+		rec.Targets = []targetRecord{{TTL: trs[0].TTL}}
+	}
 	data, err := encodeRecord(rec)
 	if err != nil {
 		return 0, err
 	}
-	a := &appendReq{targets: rec.Targets, rec: data, trusted: rec.Trusted}
+	a := &appendReq{targets: trs, rec: data, trusted: rec.Trusted}
 	a.est = estimate(len(data), len(targets))
 	if err := s.enter(); err != nil {
 		return 0, err
@@ -134,9 +139,9 @@ func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, me
 // to the file: keys, values and bbolt's element headers, plus a quarter
 // for the unused tail of pages and the branch pages above them.
 func estimate(recLen, n int) int64 {
-	b := int64(recLen + 8 + elementSize + n*(8+elementSize))
+	b := int64(recLen + n*(queueKeyLen+elementSize))
 	if n > 1 {
-		b += 16 + elementSize
+		b += 8 + elementSize + 16 + elementSize // messages and refs
 	}
 	return b + b/4
 }
@@ -166,31 +171,27 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
 	s.mu.Lock()
-	var pos [NumPriorities]uint64
-	if st := s.eps[endpoint]; st != nil {
-		pos = st.readPos
+	st := s.eps[endpoint]
+	if st == nil {
+		s.mu.Unlock()
+		return nil, nil
 	}
+	id, pos := st.id, st.readPos
 	s.mu.Unlock()
 	ex := s.expiry()
 	var items []Item
 	err := s.db.View(func(tx *bolt.Tx) error {
-		eb := tx.Bucket(bucketQueues).Bucket([]byte(endpoint))
-		if eb == nil {
-			return nil
-		}
+		c := tx.Bucket(bucketQueues).Cursor()
 		msgs := tx.Bucket(bucketMessages)
 		for p := 0; p < NumPriorities && len(items) < max; p++ {
-			qb := eb.Bucket(priorityKey(uint32(p)))
-			if qb == nil {
-				continue
-			}
-			c := qb.Cursor()
-			for k, _ := c.Seek(u64(pos[p] + 1)); k != nil && len(items) < max; k, _ = c.Next() {
-				seq := getU64(k)
+			prefix := queuePrefix(id, uint32(p))
+			for k, v := c.Seek(queueKey(id, uint32(p), pos[p]+1)); k != nil && bytes.HasPrefix(k, prefix) && len(items) < max; k, v = c.Next() {
+				_, _, seq, _ := parseQueueKey(k)
 				pos[p] = seq
-				v := msgs.Get(k)
-				if v == nil {
-					continue // released by a concurrent drop; nothing to deliver
+				if len(v) == 0 {
+					if v = msgs.Get(u64(seq)); v == nil {
+						continue // released by a concurrent drop; nothing to deliver
+					}
 				}
 				rec, err := decodeMessage(v)
 				if err != nil {
@@ -220,7 +221,7 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	s.endpoint(endpoint).readPos = pos
+	st.readPos = pos
 	s.mu.Unlock()
 	return items, nil
 }
@@ -259,20 +260,17 @@ func (s *Store) Ack(endpoint string, seqs ...uint64) error {
 	}
 	defer s.closeMu.RUnlock()
 	return s.submit(context.Background(), &op{name: "ack", fn: func(w *wtx) error {
-		eb, err := w.endpointBucket(endpoint, false)
-		if eb == nil || err != nil {
+		id, err := w.endpointID(endpoint, false)
+		if id == 0 || err != nil {
 			return err
 		}
-		var qbs [NumPriorities]*bolt.Bucket
-		for p := range qbs {
-			qbs[p], _ = w.queue(endpoint, uint32(p), false)
-		}
+		// Consumers acknowledge what they read, mostly of one priority:
+		// try the priority of the previous hit first.
+		last := uint32(0)
 		for _, seq := range seqs {
-			for p, qb := range qbs {
-				if qb == nil {
-					continue
-				}
-				ok, _, err := w.unqueue(qb, endpoint, uint32(p), seq)
+			for i := uint32(0); i < NumPriorities; i++ {
+				p := (last + i) % NumPriorities
+				ok, _, err := w.unqueue(endpoint, id, p, seq)
 				if err != nil {
 					return fmt.Errorf("endpoint %q seq %d: %w", endpoint, seq, err)
 				}
@@ -280,6 +278,7 @@ func (s *Store) Ack(endpoint string, seqs ...uint64) error {
 					if seq > w.ckpt[endpoint] {
 						w.ckpt[endpoint] = seq
 					}
+					last = p
 					break
 				}
 			}
@@ -382,43 +381,42 @@ func (s *Store) sweepPass() (removed int, more bool, err error) {
 	if !ex.trustedNow {
 		return 0, false, nil
 	}
+	s.mu.Lock()
+	names := make(map[uint32]string, len(s.eps))
+	for n, st := range s.eps {
+		names[st.id] = n
+	}
+	s.mu.Unlock()
 	var found []sweepRef
-	var firstSeq uint64
+	firstSeq := uint64(math.MaxUint64)
 	err = s.db.View(func(tx *bolt.Tx) error {
-		if k, _ := tx.Bucket(bucketMessages).Cursor().First(); k != nil {
-			firstSeq = getU64(k)
-		}
 		msgs := tx.Bucket(bucketMessages)
-		return tx.Bucket(bucketQueues).ForEachBucket(func(name []byte) error {
-			eb := tx.Bucket(bucketQueues).Bucket(name)
-			for p := uint32(0); p < NumPriorities; p++ {
-				qb := eb.Bucket(priorityKey(p))
-				if qb == nil {
+		c := tx.Bucket(bucketQueues).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			id, p, seq, _ := parseQueueKey(k)
+			firstSeq = min(firstSeq, seq)
+			name, ok := names[id]
+			if !ok {
+				continue // created after the snapshot of names
+			}
+			if len(v) == 0 {
+				if v = msgs.Get(u64(seq)); v == nil {
 					continue
 				}
-				if err := qb.ForEach(func(k, _ []byte) error {
-					v := msgs.Get(k)
-					if v == nil {
-						return nil
-					}
-					h, err := decodeHeader(v)
-					if err != nil {
-						return fmt.Errorf("store: sweep %q seq %d: %w", name, getU64(k), err)
-					}
-					ttl, _ := ttlFor(h.Targets, string(name))
-					if ex.expired(getU64(k), h.Enqueued, h.Trusted, ttl) {
-						found = append(found, sweepRef{string(name), p, getU64(k)})
-						if len(found) == sweepPassMax {
-							return errSweepFull
-						}
-					}
-					return nil
-				}); err != nil {
-					return err
+			}
+			h, err := decodeHeader(v)
+			if err != nil {
+				return fmt.Errorf("store: sweep %q seq %d: %w", name, seq, err)
+			}
+			ttl, _ := ttlFor(h.Targets, name)
+			if ex.expired(seq, h.Enqueued, h.Trusted, ttl) {
+				found = append(found, sweepRef{name, p, seq})
+				if len(found) == sweepPassMax {
+					return errSweepFull
 				}
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	if errors.Is(err, errSweepFull) {
 		more, err = true, nil
@@ -433,14 +431,11 @@ func (s *Store) sweepPass() (removed int, more bool, err error) {
 		err := s.submit(context.Background(), &op{name: "sweep", fn: func(w *wtx) error {
 			n = 0
 			for _, r := range chunk {
-				qb, err := w.queue(r.ep, r.prio, false)
-				if err != nil {
+				id, err := w.endpointID(r.ep, false)
+				if id == 0 || err != nil {
 					return err
 				}
-				if qb == nil {
-					continue
-				}
-				ok, _, err := w.unqueue(qb, r.ep, r.prio, r.seq)
+				ok, _, err := w.unqueue(r.ep, id, r.prio, r.seq)
 				if err != nil {
 					return err
 				}
@@ -456,8 +451,11 @@ func (s *Store) sweepPass() (removed int, more bool, err error) {
 		}
 		removed += n
 	}
-	if firstSeq == 0 {
-		firstSeq = math.MaxUint64 // no messages: no mark is needed but the last
+	// A pass that stopped early has not seen the oldest message of every
+	// queue; only a complete pass may prune. With no messages, firstSeq is
+	// MaxUint64: no mark is needed but the last.
+	if more {
+		return removed, more, nil
 	}
 	return removed, more, s.pruneTrust(firstSeq)
 }
@@ -475,7 +473,7 @@ func (s *Store) pruneTrust(firstSeq uint64) error {
 		return nil
 	}
 	err := s.submit(context.Background(), &op{name: "sweep", fn: func(w *wtx) error {
-		tb := w.tx.Bucket(bucketMeta).Bucket(bucketTrust)
+		tb := w.tx.Bucket(bucketTrust)
 		for _, seq := range old {
 			if err := tb.Delete(u64(seq)); err != nil {
 				return err

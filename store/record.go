@@ -13,13 +13,17 @@ const (
 	// understands. A record with a larger "v" is refused.
 	recordVersion = 1
 	// formatVersion is the newest file layout this binary understands,
-	// kept in the meta bucket under "format".
-	formatVersion = 1
+	// kept in the meta bucket under "format". Open converts files of
+	// format 1 (see convert.go).
+	formatVersion = 2
 )
 
-// messageRecord is the value stored once per message in the messages
-// bucket. The targets list makes each record self-describing: which
-// endpoints it was routed to, at which priority and with which TTL.
+// messageRecord is the value stored once per message: in the messages
+// bucket for a message routed to several endpoints, where the targets
+// list says which, at which priority and with which TTL; as the value of
+// its queue key for a message routed to one endpoint, where the one
+// target has only its TTL (the key names the endpoint and the priority;
+// records converted from format 1 also keep the name).
 type messageRecord struct {
 	V        uint64         `cbor:"v"`
 	Enqueued int64          `cbor:"t"`           // Unix nanoseconds
@@ -43,9 +47,11 @@ type targetRecord struct {
 	TTL      int64  `cbor:"l"` // nanoseconds; negative: never expires
 }
 
-// endpointRecord is the per-endpoint state kept beside its queues.
+// endpointRecord is the per-endpoint state, in the endpoints bucket
+// under the endpoint's name.
 type endpointRecord struct {
 	V          uint64 `cbor:"v"`
+	ID         uint32 `cbor:"i,omitempty"` // prefix of its keys in queues (format 2)
 	Checkpoint uint64 `cbor:"c,omitempty"` // highest acknowledged seq
 	Expired    uint64 `cbor:"x,omitempty"` // dropped: expired
 	SizeLimit  uint64 `cbor:"s,omitempty"` // dropped: size_limit
@@ -63,6 +69,21 @@ type patchRecord struct {
 	V      uint64 `cbor:"v"`
 	Patch  []byte `cbor:"p,omitempty"`
 	Queued int64  `cbor:"t,omitempty"`
+}
+
+// cleanRecord is written by Close in its last transaction, together with
+// bbolt's freelist, and deleted by the first transaction of Open: when
+// Open finds it, the file was closed cleanly and the counts in it are
+// those of the file.
+type cleanRecord struct {
+	V        uint64          `cbor:"v"`
+	Messages int64           `cbor:"m,omitempty"`
+	Depths   []endpointDepth `cbor:"d,omitempty"`
+}
+
+type endpointDepth struct {
+	ID    uint32  `cbor:"i"`
+	Depth []int64 `cbor:"d"`
 }
 
 type formatRecord struct {
@@ -135,7 +156,7 @@ func decodeMessage(data []byte) (*messageRecord, error) {
 		return nil, fmt.Errorf("%w: message without targets", ErrCorrupt)
 	}
 	for _, t := range r.Targets {
-		if t.Endpoint == "" {
+		if t.Endpoint == "" && len(r.Targets) > 1 {
 			return nil, fmt.Errorf("%w: target without endpoint", ErrCorrupt)
 		}
 	}
@@ -151,14 +172,44 @@ func decodeHeader(data []byte) (*messageHeader, error) {
 }
 
 // ttlFor returns the TTL of the message for endpoint, and whether the
-// message was routed there.
+// message was routed there. A record with one target without a name is
+// stored in the queue of its endpoint, and that target is the
+// endpoint's.
 func ttlFor(targets []targetRecord, endpoint string) (time.Duration, bool) {
+	if len(targets) == 1 && targets[0].Endpoint == "" {
+		return time.Duration(targets[0].TTL), true
+	}
 	for _, t := range targets {
 		if t.Endpoint == endpoint {
 			return time.Duration(t.TTL), true
 		}
 	}
 	return 0, false
+}
+
+// queueKeyLen is the length of a key in the queues bucket: endpoint id
+// (4 bytes), priority (1), seq (8).
+const queueKeyLen = 13
+
+func queueKey(id uint32, prio uint32, seq uint64) []byte {
+	var b [queueKeyLen]byte
+	binary.BigEndian.PutUint32(b[0:], id)
+	b[4] = byte(prio)
+	binary.BigEndian.PutUint64(b[5:], seq)
+	return b[:]
+}
+
+// queuePrefix is the prefix of the keys of one endpoint's queue of one
+// priority.
+func queuePrefix(id uint32, prio uint32) []byte { return queueKey(id, prio, 0)[:5] }
+
+// parseQueueKey splits a key of the queues bucket; ok is false for a key
+// of the wrong length.
+func parseQueueKey(k []byte) (id uint32, prio uint32, seq uint64, ok bool) {
+	if len(k) != queueKeyLen {
+		return 0, 0, 0, false
+	}
+	return binary.BigEndian.Uint32(k), uint32(k[4]), binary.BigEndian.Uint64(k[5:]), true
 }
 
 // Keys are big-endian so that bbolt's byte order is numeric order.

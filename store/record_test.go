@@ -10,6 +10,9 @@ var recordTests = []messageRecord{
 	{V: 1, Enqueued: 1717243200000000000, Trusted: true, Payload: []byte(`{"t":21.5}`), Props: []byte("$.ct=application%2Fjson"), Targets: []targetRecord{{Endpoint: "$upstream", TTL: 7200e9}}},
 	{V: 1, Enqueued: 60e9, Targets: []targetRecord{{Endpoint: "a", Priority: 3, TTL: -1}, {Endpoint: "BrokeredEndpoint(\"/modules/m/inputs/i\")", Priority: 10, TTL: 1}}},
 	{V: 1, Enqueued: -5, Payload: bytes.Repeat([]byte{0}, 300), Targets: []targetRecord{{Endpoint: "x"}}},
+	// Format 2 keeps a message for one endpoint in that endpoint's queue,
+	// with a nameless target.
+	{V: 1, Enqueued: 1717243200000000000, Trusted: true, Payload: []byte("q"), Targets: []targetRecord{{TTL: 7200e9}}},
 }
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -29,6 +32,10 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := decodeMessage([]byte{0xa0}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("record without version: %v", err)
+	}
+	two, _ := encodeRecord(messageRecord{V: 1, Targets: []targetRecord{{Endpoint: "a"}, {TTL: 1}}})
+	if _, err := decodeMessage(two); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("nameless target among two: %v, want ErrCorrupt", err)
 	}
 }
 

@@ -109,8 +109,10 @@ func (s *Store) EndpointStats(endpoint string) (EndpointStats, error) {
 
 func (s *Store) endpointStats(tx *bolt.Tx, name string, ex *expiry) (EndpointStats, error) {
 	es := EndpointStats{Endpoint: name, Dropped: map[DropReason]uint64{ReasonExpired: 0, ReasonSizeLimit: 0}}
+	var id uint32
 	s.mu.Lock()
 	if st := s.eps[name]; st != nil {
+		id = st.id
 		es.Depth = st.depth
 		es.Checkpoint = st.checkpoint
 		es.Dropped[ReasonExpired] = st.expired
@@ -120,22 +122,24 @@ func (s *Store) endpointStats(tx *bolt.Tx, name string, ex *expiry) (EndpointSta
 	for _, d := range es.Depth {
 		es.Queued += d
 	}
-	eb := tx.Bucket(bucketQueues).Bucket([]byte(name))
-	if eb == nil {
+	if id == 0 {
 		return es, nil
 	}
+	c := tx.Bucket(bucketQueues).Cursor()
 	var oldest uint64
-	for p := uint32(0); p < NumPriorities; p++ {
-		if qb := eb.Bucket(priorityKey(p)); qb != nil {
-			if k, _ := qb.Cursor().First(); k != nil && (oldest == 0 || getU64(k) < oldest) {
-				oldest = getU64(k)
-			}
+	var p uint32
+	for q := uint32(0); q < NumPriorities; q++ {
+		if seq, ok := firstSeq(c, id, q); ok && (oldest == 0 || seq < oldest) {
+			oldest, p = seq, q
 		}
 	}
 	if oldest == 0 {
 		return es, nil
 	}
-	v := tx.Bucket(bucketMessages).Get(u64(oldest))
+	v := tx.Bucket(bucketQueues).Get(queueKey(id, p, oldest))
+	if len(v) == 0 {
+		v = tx.Bucket(bucketMessages).Get(u64(oldest))
+	}
 	if v == nil {
 		return es, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,17 +16,18 @@ import (
 
 // Bucket names of the on-disk layout (see doc.go).
 var (
-	bucketMeta     = []byte("meta")
-	bucketMessages = []byte("messages")
-	bucketRefs     = []byte("refs")
-	bucketQueues   = []byte("queues")
-	bucketTwins    = []byte("twins")
-	bucketPatches  = []byte("patches")
+	bucketMeta      = []byte("meta")
+	bucketTrust     = []byte("trust") // seq -> first trusted time after it
+	bucketEndpoints = []byte("endpoints")
+	bucketQueues    = []byte("queues")
+	bucketMessages  = []byte("messages")
+	bucketRefs      = []byte("refs")
+	bucketTwins     = []byte("twins")
+	bucketPatches   = []byte("patches")
 
 	keyFormat    = []byte("format")
 	keyUntrusted = []byte("untrusted") // highest seq enqueued on an untrusted clock
-	bucketTrust  = []byte("trust")     // in meta: seq -> first trusted time after it
-	keyState     = []byte("state")     // in an endpoint bucket: endpointRecord
+	keyClean     = []byte("clean")     // cleanRecord, present only while closed cleanly
 )
 
 // lockTimeout bounds the wait for bbolt's file lock, so that a second
@@ -74,6 +76,7 @@ type trustMark struct {
 }
 
 type endpointState struct {
+	id         uint32 // key prefix in the queues bucket
 	depth      [NumPriorities]int64
 	readPos    [NumPriorities]uint64 // highest seq handed out by Read
 	checkpoint uint64
@@ -93,7 +96,15 @@ func Open(path string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	var recovered *RecoveredError
-	if err := precheck(path); err != nil {
+	format, err := precheck(path)
+	if err == nil && format == 1 {
+		// A format 1 file that cannot be converted because of a damaged
+		// record is as unreadable as a damaged page.
+		if err = convertV1(path); errors.Is(err, ErrCorrupt) {
+			err = &corruptError{err}
+		}
+	}
+	if err != nil {
 		var ce *corruptError
 		if !errors.As(err, &ce) {
 			return nil, err
@@ -119,14 +130,15 @@ func Open(path string, opts *Options) (*Store, error) {
 		quit:    make(chan struct{}),
 		eps:     make(map[string]*endpointState),
 	}
-	if err := s.init(); err != nil {
+	var size int64
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		size = tx.Size()
+		return s.init(tx)
+	}); err != nil {
 		db.Close()
 		return nil, err
 	}
-	if err := s.load(); err != nil {
-		db.Close()
-		return nil, err
-	}
+	dropCache(db, path, size)
 	s.wg.Add(1)
 	go s.writer()
 	if o.SweepInterval > 0 {
@@ -143,9 +155,9 @@ func Open(path string, opts *Options) (*Store, error) {
 //
 // NoFreelistSync: bbolt does not write its freelist on every commit. On a
 // store with churn the freelist grows to several pages and would be
-// rewritten by every transaction, which is pure SD card wear; without it
-// bbolt rebuilds the freelist at open by walking the file once, which
-// costs a read of the file at boot and nothing at run time. The map
+// rewritten by every transaction, which is pure SD card wear. Close
+// writes it once (see markClean), so a cleanly closed file opens without
+// a walk; after a crash bbolt rebuilds it by walking the file. The map
 // freelist keeps allocation fast when the freelist is large.
 func openBolt(path string, noSync, readOnly bool) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
@@ -170,17 +182,19 @@ type corruptError struct{ err error }
 
 func (e *corruptError) Error() string { return e.err.Error() }
 
-// precheck validates an existing file before it is opened for writing.
-func precheck(path string) error {
+// precheck validates an existing file before it is opened for writing
+// (see check.go) and returns its format version, 0 for a new or empty
+// file.
+func precheck(path string) (uint64, error) {
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("store: open %s: %w", path, err)
+		return 0, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	if st.Size() == 0 {
-		return nil // bbolt initialises an empty file
+		return 0, nil // bbolt initialises an empty file
 	}
 	// A shared lock keeps a running writer from changing the file while
 	// it is checked, and makes a busy file ErrInUse rather than "corrupt".
@@ -188,53 +202,56 @@ func precheck(path string) error {
 	if err != nil {
 		switch {
 		case errors.Is(err, berrors.ErrTimeout):
-			return fmt.Errorf("store: open %s: %w", path, ErrInUse)
+			return 0, fmt.Errorf("store: open %s: %w", path, ErrInUse)
 		case errors.Is(err, fs.ErrPermission), errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("store: open %s: %w", path, err)
+			return 0, fmt.Errorf("store: open %s: %w", path, err)
 		}
-		return &corruptError{err}
+		return 0, &corruptError{err}
 	}
 	defer db.Close()
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("store: open %s: %w", path, err)
+		return 0, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	defer f.Close()
 	if err := checkBoltFile(f); err != nil {
-		return &corruptError{err}
+		return 0, &corruptError{err}
 	}
-	return db.View(func(tx *bolt.Tx) error { return checkFormat(tx, path) })
+	var format uint64
+	err = db.View(func(tx *bolt.Tx) error {
+		var err error
+		format, err = checkFormat(tx, path)
+		return err
+	})
+	return format, err
 }
 
-// checkFormat checks the store's own format record.
-func checkFormat(tx *bolt.Tx, path string) error {
+// checkFormat checks the store's own format record and returns the
+// file's format version, 0 for a file without buckets.
+func checkFormat(tx *bolt.Tx, path string) (uint64, error) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		empty := true
 		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
 		if empty {
-			return nil
+			return 0, nil
 		}
-		return fmt.Errorf("store: open %s: %w: it holds other buckets and no tinyedge meta bucket; give the store its own file", path, ErrNotStore)
+		return 0, fmt.Errorf("store: open %s: %w: it holds other buckets and no tinyedge meta bucket; give the store its own file", path, ErrNotStore)
 	}
 	v := meta.Get(keyFormat)
 	if v == nil {
-		return &corruptError{errors.New("meta bucket without a format version")}
+		return 0, &corruptError{errors.New("meta bucket without a format version")}
 	}
+	// The format record's "v" is the format version itself, checked
+	// against formatVersion rather than recordVersion.
 	var f formatRecord
-	if err := decodeRecord(v, &f); err != nil {
-		var ve *VersionError
-		if errors.As(err, &ve) {
-			ve.What = "file format"
-			ve.Known = formatVersion
-			return fmt.Errorf("store: open %s: %w", path, ve)
-		}
-		return &corruptError{fmt.Errorf("format record: %w", err)}
+	if err := decMode.Unmarshal(v, &f); err != nil || f.V == 0 {
+		return 0, &corruptError{fmt.Errorf("format record: %w: %x", ErrCorrupt, v)}
 	}
 	if f.V > formatVersion {
-		return fmt.Errorf("store: open %s: %w", path, &VersionError{What: "file format", Got: f.V, Known: formatVersion})
+		return 0, fmt.Errorf("store: open %s: %w", path, &VersionError{What: "file format", Got: f.V, Known: formatVersion})
 	}
-	return nil
+	return f.V, nil
 }
 
 // moveAside renames a damaged file to <path>.corrupt-<UTC timestamp>.
@@ -253,70 +270,108 @@ func moveAside(path string, now time.Time) (string, error) {
 	return dst, nil
 }
 
-// init creates the buckets of a new file and checks the format of an
-// existing one.
-func (s *Store) init() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		if err := checkFormat(tx, s.path); err != nil {
-			return err
-		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+// init creates the buckets of a new file, checks the format of an
+// existing one and loads the in-memory state: endpoints, queue depths,
+// drop counters and the clock-trust marks. It deletes the clean record,
+// so that a crash from now on is seen by the next Open.
+func (s *Store) init(tx *bolt.Tx) error {
+	format, err := checkFormat(tx, s.path)
+	if err != nil {
+		return err
+	}
+	if format != 0 && format != formatVersion {
+		return fmt.Errorf("store: open %s: format %d was not converted to %d", s.path, format, formatVersion)
+	}
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	if meta.Get(keyFormat) == nil {
+		rec, err := encodeRecord(formatRecord{V: formatVersion})
 		if err != nil {
 			return err
 		}
-		if meta.Get(keyFormat) == nil {
-			rec, err := encodeRecord(formatRecord{V: formatVersion})
-			if err != nil {
-				return err
-			}
-			if err := meta.Put(keyFormat, rec); err != nil {
-				return err
-			}
-		}
-		if _, err := meta.CreateBucketIfNotExists(bucketTrust); err != nil {
+		if err := meta.Put(keyFormat, rec); err != nil {
 			return err
 		}
-		for _, name := range [][]byte{bucketMessages, bucketRefs, bucketQueues, bucketTwins, bucketPatches} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
+	}
+	for _, name := range [][]byte{bucketTrust, bucketEndpoints, bucketQueues, bucketMessages, bucketRefs, bucketTwins, bucketPatches} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	s.untrusted = getU64(meta.Get(keyUntrusted))
+	if err := tx.Bucket(bucketTrust).ForEach(func(k, v []byte) error {
+		s.trust = append(s.trust, trustMark{seq: getU64(k), at: time.Unix(0, int64(getU64(v)))})
+		return nil
+	}); err != nil {
+		return err
+	}
+	byID := map[uint32]*endpointState{}
+	if err := tx.Bucket(bucketEndpoints).ForEach(func(name, v []byte) error {
+		var r endpointRecord
+		if err := decodeRecord(v, &r); err != nil {
+			return fmt.Errorf("store: open %s: endpoint %q: %w", s.path, name, err)
+		}
+		if r.ID == 0 || byID[r.ID] != nil {
+			return fmt.Errorf("store: open %s: endpoint %q: %w: id %d missing or used twice", s.path, name, ErrCorrupt, r.ID)
+		}
+		st := &endpointState{id: r.ID, checkpoint: r.Checkpoint, expired: r.Expired, sizeLimit: r.SizeLimit}
+		s.eps[string(name)] = st
+		byID[r.ID] = st
+		return nil
+	}); err != nil {
+		return err
+	}
+	if v := meta.Get(keyClean); v != nil {
+		var c cleanRecord
+		if err := decodeRecord(v, &c); err != nil {
+			return fmt.Errorf("store: open %s: clean record: %w", s.path, err)
+		}
+		s.messages = c.Messages
+		for _, d := range c.Depths {
+			if st := byID[d.ID]; st != nil {
+				copy(st.depth[:], d.Depth)
 			}
 		}
-		return nil
-	})
+		return meta.Delete(keyClean)
+	}
+	// Not closed cleanly: count what is queued. This reads the whole
+	// queues bucket, which the page check has just read anyway.
+	c := tx.Bucket(bucketQueues).Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		id, prio, _, ok := parseQueueKey(k)
+		st := byID[id]
+		if !ok || st == nil || prio >= NumPriorities {
+			return fmt.Errorf("store: open %s: %w: queue key %x of no endpoint", s.path, ErrCorrupt, k)
+		}
+		st.depth[prio]++
+		if len(v) > 0 {
+			s.messages++
+		}
+	}
+	s.messages += int64(tx.Bucket(bucketMessages).Stats().KeyN)
+	return nil
 }
 
-// load reads the in-memory state: queue depths, checkpoints, drop
-// counters and the clock-trust marks.
-func (s *Store) load() error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		s.messages = int64(tx.Bucket(bucketMessages).Stats().KeyN)
-		meta := tx.Bucket(bucketMeta)
-		s.untrusted = getU64(meta.Get(keyUntrusted))
-		if err := meta.Bucket(bucketTrust).ForEach(func(k, v []byte) error {
-			s.trust = append(s.trust, trustMark{seq: getU64(k), at: time.Unix(0, int64(getU64(v)))})
-			return nil
-		}); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketQueues).ForEachBucket(func(name []byte) error {
-			eb := tx.Bucket(bucketQueues).Bucket(name)
-			st := &endpointState{}
-			if v := eb.Get(keyState); v != nil {
-				var r endpointRecord
-				if err := decodeRecord(v, &r); err != nil {
-					return fmt.Errorf("store: open %s: endpoint %q: %w", s.path, name, err)
-				}
-				st.checkpoint, st.expired, st.sizeLimit = r.Checkpoint, r.Expired, r.SizeLimit
-			}
-			for p := 0; p < NumPriorities; p++ {
-				if qb := eb.Bucket(priorityKey(uint32(p))); qb != nil {
-					st.depth[p] = int64(qb.Stats().KeyN)
-				}
-			}
-			s.eps[string(name)] = st
-			return nil
-		})
-	})
+// markClean writes the clean record and bbolt's freelist in one last
+// transaction, so that the next Open need not walk the file. It is best
+// effort: if it fails (a full disk), the next Open walks the file.
+func (s *Store) markClean() {
+	s.mu.Lock()
+	c := cleanRecord{V: recordVersion, Messages: s.messages}
+	for _, st := range s.eps {
+		c.Depths = append(c.Depths, endpointDepth{ID: st.id, Depth: append([]int64(nil), st.depth[:]...)})
+	}
+	s.mu.Unlock()
+	sort.Slice(c.Depths, func(i, j int) bool { return c.Depths[i].ID < c.Depths[j].ID })
+	rec, err := encodeRecord(c)
+	if err != nil {
+		return
+	}
+	s.db.NoFreelistSync = false
+	_ = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyClean, rec) })
+	s.db.NoFreelistSync = true
 }
 
 // cowReserve is the part of the limit kept free for bbolt's copy-on-write:
@@ -345,6 +400,7 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	close(s.quit)
 	s.wg.Wait()
+	s.markClean()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close %s: %w", s.path, err)
 	}
@@ -365,12 +421,6 @@ func (s *Store) enter() error {
 	return nil
 }
 
-// endpoint returns the state of an endpoint, creating it. s.mu is held.
-func (s *Store) endpoint(name string) *endpointState {
-	st := s.eps[name]
-	if st == nil {
-		st = &endpointState{}
-		s.eps[name] = st
-	}
-	return st
-}
+// endpoint returns the state of an endpoint, nil for one that was never
+// given an id. s.mu is held.
+func (s *Store) endpoint(name string) *endpointState { return s.eps[name] }

@@ -192,9 +192,16 @@ func TestSharedMessageStoredOnce(t *testing.T) {
 	s := openT(t, filepath.Join(t.TempDir(), "s.db"), testOptions(nil))
 	seq := appendT(t, s, "both", Target{Endpoint: "$upstream", Priority: 0}, Target{Endpoint: "mod/inputs/in1", Priority: 3})
 	appendT(t, s, "one", up(0))
+	// Bodies: shared ones in messages, the others as queue values.
 	count := func() (msgs, refs int) {
 		s.db.View(func(tx *bolt.Tx) error {
 			msgs = tx.Bucket(bucketMessages).Stats().KeyN
+			tx.Bucket(bucketQueues).ForEach(func(_, v []byte) error {
+				if len(v) > 0 {
+					msgs++
+				}
+				return nil
+			})
 			refs = tx.Bucket(bucketRefs).Stats().KeyN
 			return nil
 		})
@@ -521,7 +528,7 @@ func TestVersionRefusal(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := s.db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketMessages).Put(u64(seq), future)
+			return tx.Bucket(bucketQueues).Put(queueKey(s.eps["$upstream"].id, 0, seq), future)
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -538,7 +545,7 @@ func TestVersionRefusal(t *testing.T) {
 			t.Fatal(err)
 		}
 		appendT(t, s, "kept", up(0))
-		future, _ := encMode.Marshal(formatRecord{V: 2})
+		future, _ := encMode.Marshal(formatRecord{V: formatVersion + 1})
 		if err := s.db.Update(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketMeta).Put(keyFormat, future)
 		}); err != nil {
@@ -546,7 +553,7 @@ func TestVersionRefusal(t *testing.T) {
 		}
 		s.Close()
 		_, err = Open(path, testOptions(nil))
-		want := "file format version 2 is newer than this binary understands (1); upgrade tinyedge"
+		want := "file format version 3 is newer than this binary understands (2); upgrade tinyedge"
 		if !errors.Is(err, ErrNewerVersion) || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Open of a future file: %v, want %q", err, want)
 		}
@@ -655,6 +662,30 @@ func TestCorruptFileRecovery(t *testing.T) {
 			defer f.Close()
 			// Overwrite pages 2.. with junk, leaving the meta pages valid.
 			f.WriteAt(bytes.Repeat([]byte{0xA5}, 64<<10), 2*4096)
+		}},
+		{"damaged freelist", func(t *testing.T, path string) {
+			// A clean close leaves bbolt's freelist in the file, and the
+			// next Open reads it instead of walking the file.
+			writeStore(t, path, 200)
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var metas [2]boltMeta
+			for i := range metas {
+				p := make([]byte, 4096)
+				f.ReadAt(p, int64(i)*4096)
+				metas[i], _ = parseMeta(p)
+			}
+			m := metas[0]
+			if metas[1].txid > m.txid {
+				m = metas[1]
+			}
+			if m.freelist == noFreelist {
+				t.Fatal("a clean close left no freelist")
+			}
+			f.WriteAt(bytes.Repeat([]byte{0x5A}, 4096), int64(m.freelist)*4096)
 		}},
 		{"garbage meta record", func(t *testing.T, path string) {
 			writeStore(t, path, 1)

@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -39,8 +41,9 @@ type wtx struct {
 	tx  *bolt.Tx
 	now time.Time
 
-	msgs, refs, queues *bolt.Bucket
-	epb                map[string]*bolt.Bucket
+	msgs, refs, queues, endpoints *bolt.Bucket
+	ids                           map[string]uint32 // endpoints the batch used
+	newEps                        map[string]uint32 // endpoints the batch created
 
 	depth     map[string]*[NumPriorities]int64
 	ckpt      map[string]uint64
@@ -234,17 +237,21 @@ func (s *Store) newWtx(tx *bolt.Tx, now time.Time) *wtx {
 		msgs:      tx.Bucket(bucketMessages),
 		refs:      tx.Bucket(bucketRefs),
 		queues:    tx.Bucket(bucketQueues),
-		epb:       make(map[string]*bolt.Bucket),
+		endpoints: tx.Bucket(bucketEndpoints),
+		ids:       make(map[string]uint32),
+		newEps:    make(map[string]uint32),
 		depth:     make(map[string]*[NumPriorities]int64),
 		ckpt:      make(map[string]uint64),
 		expired:   make(map[string]uint64),
 		sizeLimit: make(map[string]uint64),
 		dirty:     make(map[string]bool),
 	}
-	// Keys only ever grow at the end of these buckets, so full pages
-	// waste nothing and halve the pages a backlog needs.
+	// Keys grow at the end of these buckets (in queues, at the end of
+	// each endpoint's and priority's range), so full pages waste nothing
+	// and halve the pages a backlog needs and a commit writes.
 	w.msgs.FillPercent = 1.0
 	w.refs.FillPercent = 1.0
+	w.queues.FillPercent = 1.0
 	return w
 }
 
@@ -252,6 +259,9 @@ func (s *Store) newWtx(tx *bolt.Tx, now time.Time) *wtx {
 func (s *Store) apply(w *wtx) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for ep, id := range w.newEps {
+		s.eps[ep] = &endpointState{id: id}
+	}
 	for ep, d := range w.depth {
 		st := s.endpoint(ep)
 		for p := range d {
@@ -278,40 +288,34 @@ func (s *Store) apply(w *wtx) {
 	}
 }
 
-// endpointBucket returns the bucket of endpoint name, creating it when
-// create is set; nil when it does not exist.
-func (w *wtx) endpointBucket(name string, create bool) (*bolt.Bucket, error) {
-	if b := w.epb[name]; b != nil {
-		return b, nil
+// endpointID returns the id of endpoint name, giving it one when create
+// is set; 0 when it has none.
+func (w *wtx) endpointID(name string, create bool) (uint32, error) {
+	if id, ok := w.ids[name]; ok {
+		return id, nil
 	}
-	b := w.queues.Bucket([]byte(name))
-	if b == nil && create {
-		var err error
-		if b, err = w.queues.CreateBucket([]byte(name)); err != nil {
-			return nil, fmt.Errorf("create queue %q: %w", name, err)
+	w.s.mu.Lock()
+	var id uint32
+	if st := w.s.eps[name]; st != nil {
+		id = st.id
+	}
+	w.s.mu.Unlock()
+	if id == 0 && create {
+		n, err := w.endpoints.NextSequence()
+		if err != nil {
+			return 0, err
 		}
-	}
-	if b != nil {
-		w.epb[name] = b
-	}
-	return b, nil
-}
-
-func (w *wtx) queue(name string, prio uint32, create bool) (*bolt.Bucket, error) {
-	eb, err := w.endpointBucket(name, create)
-	if eb == nil || err != nil {
-		return nil, err
-	}
-	qb := eb.Bucket(priorityKey(prio))
-	if qb == nil && create {
-		if qb, err = eb.CreateBucket(priorityKey(prio)); err != nil {
-			return nil, fmt.Errorf("create queue %q priority %d: %w", name, prio, err)
+		if n > math.MaxUint32 {
+			return 0, fmt.Errorf("create queue %q: out of endpoint ids", name)
 		}
+		id = uint32(n)
+		w.newEps[name] = id
+		w.dirty[name] = true
 	}
-	if qb != nil {
-		qb.FillPercent = 1.0
+	if id != 0 {
+		w.ids[name] = id
 	}
-	return qb, nil
+	return id, nil
 }
 
 func (w *wtx) addDepth(ep string, prio uint32, n int64) {
@@ -323,35 +327,47 @@ func (w *wtx) addDepth(ep string, prio uint32, n int64) {
 	d[prio] += n
 }
 
-// append stores one message and a reference to it in each target queue.
+// append stores one message. A message for one endpoint is stored in
+// that endpoint's queue, as the value of its queue key: one bucket, one
+// run of pages per commit. A message for several endpoints is stored once
+// in messages, with a reference count in refs, and each queue key has an
+// empty value.
 func (w *wtx) append(a *appendReq) error {
 	seq, err := w.msgs.NextSequence()
 	if err != nil {
 		return err
 	}
-	key := u64(seq)
-	if err := w.msgs.Put(key, a.rec); err != nil {
-		return fmt.Errorf("put message %d: %w", seq, err)
-	}
-	for _, t := range a.targets {
-		qb, err := w.queue(t.Endpoint, t.Priority, true)
+	if len(a.targets) == 1 {
+		t := a.targets[0]
+		id, err := w.endpointID(t.Endpoint, true)
 		if err != nil {
 			return err
 		}
-		if err := qb.Put(key, []byte{}); err != nil {
+		if err := w.queues.Put(queueKey(id, t.Priority, seq), a.rec); err != nil {
 			return fmt.Errorf("queue %q: put %d: %w", t.Endpoint, seq, err)
 		}
 		w.addDepth(t.Endpoint, t.Priority, 1)
-	}
-	// The common case, one target, needs no reference count: a message
-	// without an entry in refs has exactly one reference left.
-	if len(a.targets) > 1 {
+	} else {
+		key := u64(seq)
+		if err := w.msgs.Put(key, a.rec); err != nil {
+			return fmt.Errorf("put message %d: %w", seq, err)
+		}
+		for _, t := range a.targets {
+			id, err := w.endpointID(t.Endpoint, true)
+			if err != nil {
+				return err
+			}
+			if err := w.queues.Put(queueKey(id, t.Priority, seq), []byte{}); err != nil {
+				return fmt.Errorf("queue %q: put %d: %w", t.Endpoint, seq, err)
+			}
+			w.addDepth(t.Endpoint, t.Priority, 1)
+		}
 		if err := w.refs.Put(key, u64(uint64(len(a.targets)))); err != nil {
 			return err
 		}
 	}
 	if !a.trusted {
-		if err := w.tx.Bucket(bucketMeta).Put(keyUntrusted, key); err != nil {
+		if err := w.tx.Bucket(bucketMeta).Put(keyUntrusted, u64(seq)); err != nil {
 			return err
 		}
 		w.untrusted = seq
@@ -361,14 +377,14 @@ func (w *wtx) append(a *appendReq) error {
 	return nil
 }
 
-// release drops one reference to message seq and deletes the message with
-// its last reference. It returns the bytes the message occupied when it
-// was deleted.
+// release drops one reference to the shared message seq and deletes the
+// message with its last reference. refs holds the count only while it is
+// above one: a shared message without an entry has one reference left.
+// It returns the bytes the message occupied when it was deleted.
 func (w *wtx) release(seq uint64) (int64, error) {
 	key := u64(seq)
 	if v := w.refs.Get(key); v != nil {
-		n := getU64(v)
-		if n > 2 {
+		if n := getU64(v); n > 2 {
 			return 0, w.refs.Put(key, u64(n-1))
 		}
 		return 0, w.refs.Delete(key)
@@ -385,47 +401,61 @@ func (w *wtx) release(seq uint64) (int64, error) {
 	return size, nil
 }
 
-// unqueue removes the reference to seq from endpoint's queue of priority
-// prio, if it is there, and releases the message.
-func (w *wtx) unqueue(qb *bolt.Bucket, ep string, prio uint32, seq uint64) (bool, int64, error) {
-	key := u64(seq)
-	if k, _ := qb.Cursor().Seek(key); k == nil || getU64(k) != seq {
+// unqueue removes the key of seq from endpoint ep's queue of priority
+// prio, if it is there, and the message with it (its last reference). It
+// returns the bytes freed.
+func (w *wtx) unqueue(ep string, id, prio uint32, seq uint64) (bool, int64, error) {
+	key := queueKey(id, prio, seq)
+	v := w.queues.Get(key)
+	if v == nil {
 		return false, 0, nil
 	}
-	if err := qb.Delete(key); err != nil {
+	inline := int64(len(v))
+	if err := w.queues.Delete(key); err != nil {
 		return false, 0, err
 	}
 	w.addDepth(ep, prio, -1)
 	w.dirty[ep] = true
-	freed, err := w.release(seq)
-	return true, freed + int64(len(key)) + elementSize, err
+	freed := inline + queueKeyLen + elementSize
+	if inline > 0 {
+		w.messages--
+		return true, freed, nil
+	}
+	n, err := w.release(seq)
+	return true, freed + n, err
 }
 
-// flushState rewrites the state record of every endpoint whose checkpoint
-// or drop counters changed.
+// flushState rewrites the state record of every endpoint that is new or
+// whose checkpoint or drop counters changed. The endpoints bucket is small
+// and bbolt keeps it inline in the root page, which every commit writes
+// anyway.
 func (w *wtx) flushState() error {
 	for ep := range w.dirty {
-		eb, err := w.endpointBucket(ep, false)
-		if err != nil || eb == nil {
-			return err
+		id := w.ids[ep]
+		if id == 0 {
+			continue
 		}
-		var r endpointRecord
-		if v := eb.Get(keyState); v != nil {
+		r := endpointRecord{ID: id}
+		if v := w.endpoints.Get([]byte(ep)); v != nil {
 			if err := decodeRecord(v, &r); err != nil {
 				return fmt.Errorf("endpoint %q state: %w", ep, err)
 			}
 		}
-		r.V = recordVersion
-		if c := w.ckpt[ep]; c > r.Checkpoint {
-			r.Checkpoint = c
+		c := r.Checkpoint
+		if n := w.ckpt[ep]; n > c {
+			c = n
 		}
+		if w.newEps[ep] == 0 && c == r.Checkpoint && w.expired[ep] == 0 && w.sizeLimit[ep] == 0 {
+			continue
+		}
+		r.V, r.Checkpoint = recordVersion, c
 		r.Expired += w.expired[ep]
 		r.SizeLimit += w.sizeLimit[ep]
 		b, err := encodeRecord(r)
 		if err != nil {
 			return err
 		}
-		if err := eb.Put(keyState, b); err != nil {
+		if err := w.endpoints.Put([]byte(ep), b); err != nil {
 			return err
 		}
 	}
@@ -445,8 +475,7 @@ func (w *wtx) noteTrust() error {
 	if hw == 0 || hw <= last {
 		return nil
 	}
-	tb := w.tx.Bucket(bucketMeta).Bucket(bucketTrust)
-	if err := tb.Put(u64(hw), u64(uint64(w.now.UnixNano()))); err != nil {
+	if err := w.tx.Bucket(bucketTrust).Put(u64(hw), u64(uint64(w.now.UnixNano()))); err != nil {
 		return err
 	}
 	w.mark = &trustMark{seq: hw, at: w.now}
@@ -508,30 +537,29 @@ func (w *wtx) dropOldest(want int64) (int64, error) {
 	var freed int64
 	type head struct {
 		ep string
-		qb *bolt.Bucket
+		id uint32
+	}
+	var all []head
+	w.s.mu.Lock()
+	for ep, st := range w.s.eps {
+		all = append(all, head{ep, st.id})
+	}
+	w.s.mu.Unlock()
+	for ep, id := range w.newEps {
+		all = append(all, head{ep, id})
 	}
 	for p := NumPriorities - 1; p >= 0 && freed < want; p-- {
-		var heads []head
-		err := w.queues.ForEachBucket(func(name []byte) error {
-			qb, err := w.queue(string(name), uint32(p), false)
-			if qb != nil {
-				heads = append(heads, head{string(name), qb})
-			}
-			return err
-		})
-		if err != nil {
-			return freed, err
-		}
+		heads := append([]head(nil), all...)
 		for freed < want && len(heads) > 0 {
 			best, bestSeq := -1, uint64(0)
 			for i := 0; i < len(heads); i++ {
-				k, _ := heads[i].qb.Cursor().First()
-				if k == nil {
+				seq, ok := w.first(heads[i].id, uint32(p))
+				if !ok {
 					heads = append(heads[:i], heads[i+1:]...)
 					i--
 					continue
 				}
-				if seq := getU64(k); best < 0 || seq < bestSeq {
+				if best < 0 || seq < bestSeq {
 					best, bestSeq = i, seq
 				}
 			}
@@ -539,7 +567,8 @@ func (w *wtx) dropOldest(want int64) (int64, error) {
 				break
 			}
 			h := heads[best]
-			_, n, err := w.unqueue(h.qb, h.ep, uint32(p), bestSeq)
+			w.ids[h.ep] = h.id
+			_, n, err := w.unqueue(h.ep, h.id, uint32(p), bestSeq)
 			if err != nil {
 				return freed, err
 			}
@@ -548,4 +577,19 @@ func (w *wtx) dropOldest(want int64) (int64, error) {
 		}
 	}
 	return freed, nil
+}
+
+// first returns the oldest seq in the queue of endpoint id and priority p.
+func (w *wtx) first(id, p uint32) (uint64, bool) {
+	return firstSeq(w.queues.Cursor(), id, p)
+}
+
+func firstSeq(c *bolt.Cursor, id, p uint32) (uint64, bool) {
+	prefix := queuePrefix(id, p)
+	k, _ := c.Seek(prefix)
+	if k == nil || !bytes.HasPrefix(k, prefix) {
+		return 0, false
+	}
+	_, _, seq, ok := parseQueueKey(k)
+	return seq, ok
 }

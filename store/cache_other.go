@@ -1,0 +1,9 @@
+//go:build !linux
+
+package store
+
+import bolt "go.etcd.io/bbolt"
+
+// dropCache is a no-op where the page cache is not known to use large
+// folios (see cache_linux.go).
+func dropCache(*bolt.DB, string, int64) {}
