@@ -79,7 +79,7 @@ func Apply(ctx context.Context, dataDir string, r io.Reader, opts ApplyOpts) (Re
 		return Result{}, invalid("ApplyOpts.Tries is %d; give 1 to %d", opts.Tries, maxTries)
 	}
 	if opts.GOARCH == "" {
-		opts.GOARCH, opts.GOARM = runtime.GOARCH, buildGOARM()
+		opts.GOARCH, opts.GOARM = runtime.GOARCH, BuildGOARM()
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -293,9 +293,9 @@ func (a *applier) stream(ctx context.Context, path string, pr io.Reader, total i
 	return hit(a.dir, "apply: new file synced")
 }
 
-// buildGOARM returns the GOARM the running binary was built with, "" if
+// BuildGOARM returns the GOARM the running binary was built with, "" if
 // unknown or not arm.
-func buildGOARM() string {
+func BuildGOARM() string {
 	if runtime.GOARCH != "arm" {
 		return ""
 	}

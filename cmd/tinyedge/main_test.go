@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tinyedge/tinyedge/build/ota"
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/message"
@@ -491,7 +492,7 @@ func otaDevice(t *testing.T) (dir string, bundleOf func(binary, version string) 
 		out := filepath.Join(keys, version+".bundle")
 		args := []string{"bundle", "create", "--key", filepath.Join(keys, "release.key"), "--version", version, "--binary", binary, "-o", out}
 		if runtime.GOARCH == "arm" {
-			args = append(args, "--goarm", goarm())
+			args = append(args, "--goarm", ota.BuildGOARM())
 		}
 		if o, e, code := runCLI(t, args...); code != 0 {
 			t.Fatalf("bundle create: %s%s", o, e)

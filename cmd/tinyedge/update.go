@@ -12,8 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,21 +49,6 @@ func currentVersion() string {
 	return "0.0.0-dev"
 }
 
-// goarm is the GOARM the running binary was built with, "" off arm.
-func goarm() string {
-	if runtime.GOARCH != "arm" {
-		return ""
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "GOARM" {
-				return s.Value
-			}
-		}
-	}
-	return ""
-}
-
 // deviceUpdater installs bundles into the data directory's slots; it is
 // what the ota module and `tinyedge update apply` use.
 type deviceUpdater struct {
@@ -82,7 +65,7 @@ func (u *deviceUpdater) Apply(ctx context.Context, r io.Reader, progress func(do
 		return "", err
 	}
 	a, err := ota.Apply(ctx, u.dataDir, r, ota.ApplyOpts{
-		TrustedKeys: keys, GOARCH: runtime.GOARCH, GOARM: goarm(),
+		TrustedKeys:    keys, // GOARCH/GOARM: the running binary's
 		CurrentVersion: currentVersion(), AllowDowngrade: u.allowDowngrade, Progress: progress,
 	})
 	if err != nil {
