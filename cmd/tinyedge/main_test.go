@@ -518,7 +518,7 @@ func TestUpdateConfirmsHealthyVersion(t *testing.T) {
 	if o, e, code := runCLI(t, "update", "apply", b, "--data-dir", dir); code != 0 || !strings.Contains(o, "installed 2.0.0 on trial") {
 		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)
 	}
-	cmd := startTinyedge(t, dir, "--health-window", "3s")
+	cmd := startTinyedge(t, dir, "--health-window", "8s")
 	var errOut syncBuffer
 	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
 	if err := cmd.Start(); err != nil {
