@@ -62,14 +62,14 @@ type Client struct {
 	seen     map[string]any // the desired document as the module last saw it
 	wake     chan struct{}  // a handler was registered or a patch queued
 	healthy  bool
-	health   string
 	stopping bool
 
-	started time.Time               // when the run began
-	runCtx  context.Context         // ends with the run
-	cancel  context.CancelCauseFunc // ends the run, with the reason
-	calls   sync.WaitGroup          // running method handlers
-	restart func(reason string)     // asks the supervisor for a restart when unhealthy
+	started time.Time                    // when the run began
+	runCtx  context.Context              // ends with the run
+	cancel  context.CancelCauseFunc      // ends the run, with the reason
+	calls   sync.WaitGroup               // running method handlers
+	restart func(reason string)          // asks the supervisor for a restart when unhealthy
+	status  func(ok bool, reason string) // records the health in the module's status
 }
 
 type patchNote struct {
@@ -177,9 +177,12 @@ func (c *Client) UpdateReported(ctx context.Context, patch map[string]any) (int6
 func (c *Client) SetHealthy(ok bool, reason string) {
 	c.mu.Lock()
 	changed := c.healthy != ok
-	c.healthy, c.health = ok, reason
-	restart := c.restart
+	c.healthy = ok
+	restart, status := c.restart, c.status
 	c.mu.Unlock()
+	if changed && status != nil {
+		status(ok, reason)
+	}
 	if changed && !ok {
 		c.log.Warn("module reports itself unhealthy", "reason", reason)
 		if restart != nil {

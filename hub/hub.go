@@ -331,17 +331,6 @@ func (h *Hub) accept(ctx context.Context, moduleID, output string, m *message.Me
 	return h.route(ctx, m, keys)
 }
 
-// Notify routes a hub-made message such as a twin change notification;
-// its system properties are taken as they are.
-func (h *Hub) Notify(ctx context.Context, m *message.Message) error {
-	m.Seq = h.seq.Add(1)
-	if m.System.MessageID == "" {
-		m.System.MessageID = h.newMessageID()
-	}
-	m.System.EnqueuedTime = h.now()
-	return h.route(ctx, m, m.Keys())
-}
-
 // twinFor returns the module's twin, for code outside the module (the CLI,
 // tests, and later the upstream link).
 func (h *Hub) twinFor(moduleID string) (*module, error) {

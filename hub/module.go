@@ -171,10 +171,3 @@ func (b *inbox) take(spare []*message.Message) []*message.Message {
 	}
 	return out
 }
-
-// Len is the number of messages waiting.
-func (b *inbox) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.q)
-}

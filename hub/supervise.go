@@ -118,8 +118,9 @@ type ModuleStatus struct {
 	Name         string
 	State        ModuleState
 	RestartCount int
-	LastExit     string // the last run's error, "" for a clean exit
-	Healthy      bool
+	LastExit     string    // the last run's error, "" for a clean exit
+	Healthy      bool      // as the module last reported (Client.SetHealthy); true at each start
+	Health       string    // the reason it gave for being unhealthy
 	Since        time.Time // when the module entered State (for running: when this run started)
 }
 
@@ -371,9 +372,9 @@ func (h *Hub) supervise(ctx context.Context, md *module, spec ModuleSpec, s *sup
 	attempt := 0
 	for {
 		start := time.Now()
-		s.set(func(st *ModuleStatus) { st.State, st.Healthy, st.Since = StateRunning, true, time.Now() })
+		s.set(func(st *ModuleStatus) { st.State, st.Healthy, st.Health, st.Since = StateRunning, true, "", time.Now() })
 		log.Info("module starting", "image", spec.Image, "restarts", attempt)
-		err := h.runOnce(ctx, md, spec)
+		err := h.runOnce(ctx, md, spec, s)
 		if ctx.Err() != nil {
 			s.set(func(st *ModuleStatus) { st.State = StateStopped })
 			log.Info("module stopped")
@@ -430,11 +431,14 @@ func (h *Hub) supervise(ctx context.Context, md *module, spec ModuleSpec, s *sup
 
 // runOnce runs the module once with a fresh client and returns why it
 // ended: its own error, a recovered panic, or errUnhealthy.
-func (h *Hub) runOnce(parent context.Context, md *module, spec ModuleSpec) (err error) {
+func (h *Hub) runOnce(parent context.Context, md *module, spec ModuleSpec, s *supervisor) (err error) {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	c := newClient(h, md, maps.Clone(spec.Env))
 	c.cancel = cancel
+	c.status = func(ok bool, reason string) {
+		s.set(func(st *ModuleStatus) { st.Healthy, st.Health = ok, reason })
+	}
 	c.runCtx = ctx
 	c.started = time.Now()
 	if spec.RestartPolicy == RestartOnUnhealthy || spec.RestartPolicy == RestartAlways {

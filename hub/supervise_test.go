@@ -95,6 +95,9 @@ func TestRestartPolicies(t *testing.T) {
 				if st := status(h, "m"); st.State != hub.StateRunning || runs.Load() != 1 {
 					t.Errorf("state %s after %d runs, want still running once", st.State, runs.Load())
 				}
+				if st := status(h, "m"); st.Healthy || st.Health != "sensor stuck" {
+					t.Errorf("status healthy=%v %q, want unhealthy with the module's reason", st.Healthy, st.Health)
+				}
 				return
 			}
 			want := hub.StateStopped

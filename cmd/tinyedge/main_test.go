@@ -469,6 +469,15 @@ func TestRunRecoversFromCorruptStore(t *testing.T) {
 	}
 }
 
+// skipUnlessExecSelf skips tests that run the test binary as tinyedge
+// where it cannot be started again (under qemu-user).
+func skipUnlessExecSelf(t *testing.T) {
+	t.Helper()
+	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
+		t.Skipf("cannot exec the test binary here (emulated?): %v", err)
+	}
+}
+
 // otaDevice prepares a data dir that trusts a fresh key, and returns a
 // function making a signed bundle of binary at version.
 func otaDevice(t *testing.T) (dir string, bundleOf func(binary, version string) string) {
@@ -545,9 +554,7 @@ func TestUpdateConfirmsHealthyVersion(t *testing.T) {
 func TestUpdateRollsBackBrokenVersion(t *testing.T) {
 	// The test binary plays tinyedge; it must be able to start itself
 	// (not so under qemu-user), and /bin/false must be of its kind.
-	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
-		t.Skipf("cannot exec the test binary here (emulated?): %v", err)
-	}
+	skipUnlessExecSelf(t)
 	broken := "/bin/false"
 	if _, err := os.Stat(broken); err != nil {
 		t.Skip("no /bin/false to play a broken version")
@@ -587,9 +594,7 @@ func TestUpdateRollsBackBrokenVersion(t *testing.T) {
 // the installed binary, watching the trial, kills it after the health
 // window and its grace, rolls back and runs the previous version.
 func TestUpdateRollsBackHungVersion(t *testing.T) {
-	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
-		t.Skipf("cannot exec the test binary here (emulated?): %v", err)
-	}
+	skipUnlessExecSelf(t)
 	dir, bundleOf := otaDevice(t)
 	if o, e, code := runCLI(t, "update", "apply", bundleOf(os.Args[0], "2.0.0"), "--data-dir", dir); code != 0 {
 		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)
@@ -618,9 +623,7 @@ func TestUpdateRollsBackHungVersion(t *testing.T) {
 // never becomes healthy (a module keeps failing): it rolls itself back at
 // the end of the health window and the previous version runs.
 func TestUpdateRollsBackUnhealthyVersion(t *testing.T) {
-	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
-		t.Skipf("cannot exec the test binary here (emulated?): %v", err)
-	}
+	skipUnlessExecSelf(t)
 	dir, bundleOf := otaDevice(t)
 	if o, e, code := runCLI(t, "update", "apply", bundleOf(os.Args[0], "2.0.0"), "--data-dir", dir); code != 0 {
 		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)

@@ -350,7 +350,8 @@ func superviseTrial(ctx context.Context, dataDir string, d ota.Decision, window 
 }
 
 // confirmWhenHealthy waits for the hub to be healthy — the deployment
-// applied and every module whose restartPolicy is always running — and
+// applied and every module whose restartPolicy is always running and not
+// reporting itself unhealthy — and
 // confirms the trial version; if it is not within the window it rolls
 // back and ends the run so the previous version boots.
 func confirmWhenHealthy(ctx context.Context, dataDir string, h *hub.Hub, m *deploy.Manifest, window time.Duration, log *slog.Logger, stop func(error)) {
@@ -368,6 +369,9 @@ func confirmWhenHealthy(ctx context.Context, dataDir string, h *hub.Hub, m *depl
 			}
 			if st.State != hub.StateRunning {
 				return fmt.Errorf("module %s is %s %s", st.Name, st.State, st.LastExit)
+			}
+			if !st.Healthy {
+				return fmt.Errorf("module %s reports itself unhealthy: %s", st.Name, st.Health)
 			}
 			if up := time.Since(st.Since); up < stable {
 				return fmt.Errorf("module %s has been running only %s (restarts: %d, last exit: %s)", st.Name, up.Round(time.Millisecond), st.RestartCount, st.LastExit)

@@ -108,8 +108,13 @@ func body(t *testing.T, b []byte) Reading {
 
 func TestTelemetryWithUnits(t *testing.T) {
 	o := &opener{dev: &fakeDevice{temps: []float64{21.5}}}
-	_, rec := start(t, o, map[string]string{"CHIP": "bme280", "BUS": "sim"}, map[string]any{"interval": 0.01})
+	h, rec := start(t, o, map[string]string{"CHIP": "bme280", "BUS": "sim"}, map[string]any{"interval": 0.01})
 	hubtest.WaitFor(t, "a reading", func() bool { return rec.Len() >= 1 })
+	hubtest.WaitFor(t, "the reported reading time", func() bool {
+		tw, _ := h.Twin("climate")
+		last, _ := tw.Reported.Doc["lastReading"].(string)
+		return last != "" && tw.Reported.Doc["chip"] == "bme280"
+	})
 	m := rec.Messages()[0]
 	if m.System.ContentType != "application/json" || m.System.ContentEncoding != "utf-8" || m.System.OutputName != Output {
 		t.Errorf("system properties = %+v", m.System)
