@@ -356,7 +356,7 @@ func (h *Hub) Close() error {
 
 func (h *Hub) startSupervisor(md *module, spec ModuleSpec) *supervisor {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &supervisor{cancel: cancel, done: make(chan struct{}), status: ModuleStatus{Name: md.id, State: StateRunning, Healthy: true}}
+	s := &supervisor{cancel: cancel, done: make(chan struct{}), status: ModuleStatus{Name: md.id, State: StateRunning, Healthy: true, Since: time.Now()}}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()

@@ -458,3 +458,16 @@ func TestCloseGivesUpOnStuckModule(t *testing.T) {
 	// Let the abandoned goroutine finish so goleak stays quiet.
 	hubtest.WaitFor(t, "the stuck module to return", func() bool { return status(h, "stuck").State != hub.StateRunning })
 }
+
+// A module just deployed has been up for no time at all: a health check
+// that asks how long it has been running must not see the zero time.
+func TestStatusSinceIsSetAtDeploy(t *testing.T) {
+	h := newHub(t, &hubtest.Recorder{})
+	before := time.Now()
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "m", Module: idle}}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(h, "m"); st.Since.Before(before) {
+		t.Errorf("status right after Deploy: since %v, before the deploy at %v", st.Since, before)
+	}
+}

@@ -363,10 +363,15 @@ func confirmWhenHealthy(ctx context.Context, dataDir string, h *hub.Hub, m *depl
 	// fails and restarts is "running" for moments in between.
 	stable := min(10*time.Second, window/3)
 	check := func() error {
+		// Every module that must run has to be there: right after
+		// start-up the hub may not list them all yet, and an empty list
+		// is not a healthy one.
+		seen := 0
 		for _, st := range h.ModuleStatus() {
 			if !always[st.Name] {
 				continue
 			}
+			seen++
 			if st.State != hub.StateRunning {
 				return fmt.Errorf("module %s is %s %s", st.Name, st.State, st.LastExit)
 			}
@@ -376,6 +381,9 @@ func confirmWhenHealthy(ctx context.Context, dataDir string, h *hub.Hub, m *depl
 			if up := time.Since(st.Since); up < stable {
 				return fmt.Errorf("module %s has been running only %s (restarts: %d, last exit: %s)", st.Name, up.Round(time.Millisecond), st.RestartCount, st.LastExit)
 			}
+		}
+		if want := countTrue(always); seen < want {
+			return fmt.Errorf("%d of %d modules started", seen, want)
 		}
 		return nil
 	}
@@ -397,4 +405,14 @@ func confirmWhenHealthy(ctx context.Context, dataDir string, h *hub.Hub, m *depl
 		}
 		stop(errRestartForUpdate)
 	}
+}
+
+func countTrue(m map[string]bool) int {
+	n := 0
+	for _, v := range m {
+		if v {
+			n++
+		}
+	}
+	return n
 }
