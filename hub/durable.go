@@ -21,8 +21,9 @@ const UpstreamQueue = "$upstream"
 // before Send returns, so a send's success means "on disk". A pump owned
 // by the hub reads the queue in priority order, hands each message to
 // Options.Upstream and acknowledges it in the store only after that
-// endpoint took it; what was not acknowledged when the process died is
-// delivered again after a restart.
+// endpoint took it (for an Uplink: after its ack, see uplink.go); what was
+// not acknowledged when the process died is delivered again after a
+// restart.
 
 // durable reports whether $upstream goes through the store.
 func (h *Hub) durable() bool { return h.opts.Store != nil }
@@ -59,8 +60,14 @@ func (h *Hub) ttlFor(route time.Duration) time.Duration {
 // pumpBatch is how many messages the pump reads from the store at a time.
 const pumpBatch = 64
 
-// pump delivers the $upstream queue to Options.Upstream until ctx ends.
+// pump delivers the $upstream queue to Options.Upstream until ctx ends:
+// with a window of messages in flight when it is an Uplink, else one
+// message at a time.
 func (h *Hub) pump(ctx context.Context) {
+	if up, ok := h.opts.Upstream.(Uplink); ok {
+		h.pumpUplink(ctx, up)
+		return
+	}
 	st, sink := h.opts.Store, h.opts.Upstream
 	log := h.log.With("queue", UpstreamQueue, "endpoint", sink.Name())
 	backoff := time.Duration(0)
