@@ -13,7 +13,7 @@
 // (paho keeps a memory store, clean sessions): the hub's store is the only
 // copy that counts.
 //
-// Caveats
+// # Caveats
 //
 // Delivery is at least once. A message whose PUBACK was lost with the
 // connection is sent again, so the receiver may see it twice; duplicates
