@@ -159,6 +159,10 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 type twinBlob struct {
 	Doc      map[string]any `json:"doc"`
 	Deployed map[string]any `json:"deployed"`
+	// Cloud is the cloud's desired document as last fetched or patched,
+	// and CloudVersion its $version (see cloud.go).
+	Cloud        map[string]any `json:"cloud,omitempty"`
+	CloudVersion int64          `json:"cloudVersion,omitempty"`
 }
 
 // loadTwin returns the module's cached twin and the desired properties of
@@ -205,7 +209,7 @@ func (h *Hub) saveTwin(md *module) {
 	if !h.durable() {
 		return
 	}
-	d, err := json.Marshal(twinBlob{Doc: md.tw.Desired.Doc, Deployed: md.deployed})
+	d, err := json.Marshal(twinBlob{Doc: md.tw.Desired.Doc, Deployed: md.deployed, Cloud: md.cloud, CloudVersion: md.cloudVersion})
 	if err == nil {
 		var r []byte
 		r, err = json.Marshal(md.tw.Reported.Doc)

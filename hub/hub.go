@@ -62,6 +62,10 @@ type Options struct {
 	StopTimeout time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// CloudModules are the modules whose twins are synced with the cloud
+	// by the upstream link (they have their own identity there): with a
+	// Store, their reported patches are queued durably for the link.
+	CloudModules []string
 }
 
 // Stats are the hub's counters, named after edgeHub's metrics.
@@ -101,6 +105,9 @@ type Hub struct {
 	pumpWake   chan struct{} // an append happened; capacity 1
 	pumpStop   context.CancelFunc
 	pumpDone   chan struct{}
+
+	repMu sync.Mutex
+	repCh chan struct{} // closed when a reported patch is queued for the cloud
 }
 
 // New returns a hub with no routes and no modules.

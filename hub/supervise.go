@@ -236,6 +236,7 @@ func (h *Hub) Deploy(d Deployment) error {
 				deployed = twin.Clone(s.Desired)
 			}
 			md = &module{id: s.Name, hub: h, inbox: newInbox(s.Name, h.opts.InputCapacity), tw: tw, deployed: deployed}
+			h.loadCloudTwin(md)
 			h.modules[s.Name] = md
 		}
 		if err := md.applyDeployment(s.Desired); err != nil {
