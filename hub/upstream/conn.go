@@ -157,6 +157,7 @@ func (id *identity) connect(ctx context.Context) (*session, error) {
 		id.log.Warn("TLS SERVER VERIFICATION IS OFF (upstream.insecure_skip_verify): anyone on the path can read and change this traffic", "broker", id.acct.broker)
 	}
 	s := &session{window: make(chan struct{}, id.l.opts.Window), lost: make(chan struct{}), idle: make(chan struct{}, 1)}
+	s.ctx, s.cancel = context.WithCancel(ctx)
 	if !c.expires.IsZero() {
 		s.minted, s.expires = now, c.expires
 	}
@@ -287,6 +288,10 @@ type session struct {
 
 	minted, expires time.Time // the token's; zero without a token
 
+	ctx    context.Context // ends with the connection
+	cancel context.CancelFunc
+	tasks  sync.WaitGroup // goroutines of the connection (twin sync, methods)
+
 	mu       sync.Mutex
 	dead     bool
 	draining bool
@@ -304,6 +309,22 @@ func (s *session) lose(err error) {
 	}
 	s.dead, s.err = true, err
 	close(s.lost)
+	s.cancel()
+}
+
+// goTask runs fn in a goroutine that close waits for; fn's ctx ends with
+// the connection.
+func (s *session) goTask(fn func(ctx context.Context)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dead {
+		return
+	}
+	s.tasks.Add(1)
+	go func() {
+		defer s.tasks.Done()
+		fn(s.ctx)
+	}()
 }
 
 func (s *session) cause() error {
@@ -321,8 +342,9 @@ func (s *session) close(why error) {
 	if why == nil {
 		why = ErrDisconnected
 	}
-	s.cli.Disconnect(250)
 	s.lose(why)
+	s.tasks.Wait()
+	s.cli.Disconnect(250)
 	s.wg.Wait()
 }
 

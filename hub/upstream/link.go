@@ -108,6 +108,8 @@ type Link struct {
 	encode func(m *message.Message, d hub.Delivery) (topic string, payload []byte, err error)
 	rate   *limiter
 
+	cloud  Cloud // twins and methods; nil serves none
+
 	ids    []*identity
 	byMod  map[string]*identity // module identities by module id
 	device *identity
@@ -144,13 +146,15 @@ func newLink(mode string, accts []account, opts *Options) *Link {
 func (l *Link) Name() string { return hub.UpstreamQueue }
 
 // Start connects every identity; each reconnects by itself until Close.
-func (l *Link) Start() {
+// cloud (the hub) serves the twins and direct methods of module identities
+// in IoT Hub mode; it may be nil.
+func (l *Link) Start(cloud Cloud) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.start || l.ctx.Err() != nil {
 		return
 	}
-	l.start = true
+	l.start, l.cloud = true, cloud
 	for _, id := range l.ids {
 		l.wg.Add(1)
 		go func() {
@@ -185,6 +189,14 @@ func (l *Link) Publish(ctx context.Context, m *message.Message, d hub.Delivery, 
 	topic, payload, err := l.encode(m, d)
 	if err != nil {
 		return err
+	}
+	if n := len(topic) + len(payload); n > message.MaxSize {
+		// The hub refuses such messages; one that grew past the limit in
+		// encoding would make the broker drop the connection, again and
+		// again. It is acknowledged so that it does not block the queue.
+		l.log.Error("message too large for the upstream once encoded; dropped", "messageId", m.System.MessageID, "bytes", n, "limit", message.MaxSize)
+		ack(nil)
+		return nil
 	}
 	return l.identityFor(m).publish(ctx, topic, payload, ack)
 }
@@ -265,7 +277,7 @@ func (l *Link) newPahoClient(a *account, c credentials, lost func(error)) paho.C
 		SetPingTimeout(l.opts.ConnectTimeout).
 		SetConnectTimeout(l.opts.ConnectTimeout).
 		SetWriteTimeout(l.opts.ConnectTimeout).
-		SetOrderMatters(false).
+		SetOrderMatters(true). // twin answers and notifications in order; handlers never block
 		SetConnectionLostHandler(func(_ paho.Client, err error) { lost(err) })
 	if a.tls != nil {
 		o.SetTLSConfig(a.tls)

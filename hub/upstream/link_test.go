@@ -59,7 +59,7 @@ func newGateway(t testing.TB, link *upstream.Link, st *store.Store) *gateway {
 	lo := hubtest.MustRoute(t, "lo", "FROM /messages/* WHERE stream <> 's0' INTO $upstream")
 	lo.Priority = 5
 	h.SetRoutes([]*route.Route{hi, lo})
-	link.Start()
+	link.Start(nil)
 	g := &gateway{h: h, st: st, link: link}
 	t.Cleanup(g.close)
 	return g
