@@ -108,7 +108,7 @@ type Link struct {
 	encode func(m *message.Message, d hub.Delivery) (topic string, payload []byte, err error)
 	rate   *limiter
 
-	cloud  Cloud // twins and methods; nil serves none
+	cloud Cloud // twins and methods; nil serves none
 
 	ids    []*identity
 	byMod  map[string]*identity // module identities by module id
