@@ -5,7 +5,9 @@ GO        ?= go
 PKG       := github.com/tinyedge/tinyedge
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# buildTime: a clock reading earlier than it is not trusted (no SAS token is minted on it).
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildTime=$(BUILD_TIME)
 STATICCHECK_VERSION := v0.8.2
 DIST      := dist
 RUNFLAGS  ?=

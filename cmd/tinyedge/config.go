@@ -103,8 +103,13 @@ type MQTTConfig struct {
 	Username string `toml:"username"`
 	Password string `toml:"password"`
 	// Topic is the template messages are published on; {deviceId},
-	// {moduleId} and {outputName} are replaced.
+	// {moduleId}, {outputName}, {messageId}, {correlationId},
+	// {contentType}, {priority} and {property:NAME} are replaced.
 	Topic string `toml:"topic"`
+	// IdentityCert and IdentityPK are an optional X.509 client identity
+	// (file:// URIs or paths) for an ssl:// broker.
+	IdentityCert string `toml:"identity_cert"`
+	IdentityPK   string `toml:"identity_pk"`
 }
 
 // EdgeConfig configures the local MQTT endpoint for external modules

@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	tinyedge run [--manifest FILE] [--data-dir DIR] [--upstream console] [--log-format text|json]
+//	tinyedge run [--manifest FILE] [--data-dir DIR] [--config FILE] [--upstream iothub|mqtt|console] [--log-format text|json]
 //	tinyedge check --manifest FILE
 //	tinyedge route test --route 'FROM … INTO …' --message FILE
 //	tinyedge store stat|compact [--data-dir DIR]
@@ -48,7 +48,7 @@ var errUsage = errors.New("usage")
 const usage = `tinyedge — an IoT Edge runtime in one binary
 
 Usage:
-  tinyedge run [--manifest FILE] [--data-dir DIR] [--upstream console] [--log-format text|json]
+  tinyedge run [--manifest FILE] [--data-dir DIR] [--config FILE] [--upstream iothub|mqtt|console] [--log-format text|json]
       Run the hub and the modules of a deployment manifest (the quickstart
       deployment when no manifest is given) until SIGINT or SIGTERM.
       SIGHUP re-reads the manifest and applies it without a restart.

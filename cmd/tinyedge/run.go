@@ -127,9 +127,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	manifest := fs.String("manifest", "", "deployment manifest `FILE` (default: the built-in quickstart)")
 	dataDir := fs.String("data-dir", defaultDataDir(), "`DIR` for tinyedge's state; one tinyedge at a time may use it")
-	upstream := fs.String("upstream", "console", "where $upstream goes: console (print each message like `az iot hub monitor-events`)")
+	configPath := fs.String("config", defaultConfigPath, "device config `FILE` (TOML): identity and upstream settings")
+	var upf upstreamFlags
+	fs.StringVar(&upf.kind, "upstream", "", "where $upstream goes: iothub (the provisioned IoT Hub), mqtt (any MQTT broker, see --mqtt-broker) or console (print each message like `az iot hub monitor-events`); default: iothub when the config provisions the device, else console")
+	fs.StringVar(&upf.broker, "mqtt-broker", "", "broker `URL` for --upstream mqtt: tcp://host:1883 or ssl://host:8883 (default: upstream.mqtt.broker)")
+	fs.StringVar(&upf.topic, "mqtt-topic", "", "topic `TEMPLATE` for --upstream mqtt, e.g. 'tinyedge/{deviceId}/{moduleId}/{outputName}' (default: upstream.mqtt.topic)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
-	deviceID := fs.String("device-id", hostname(), "the edge device's id")
+	deviceID := fs.String("device-id", hostname(), "the edge device's id (default: the provisioned one, else the host name)")
 	healthWindow := fs.Duration("health-window", 120*time.Second, "how long an updated version has to become healthy before it is rolled back")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -141,12 +145,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	var up hub.Endpoint
-	switch *upstream {
-	case "console":
-		up = hub.NewConsole(stdout)
+	named := false
+	fs.Visit(func(f *flag.Flag) {
+		named = named || f.Name == "config"
+	})
+	cfg, err := loadConfig(*configPath, named)
+	if err != nil {
+		return err
+	}
+	switch k := upstreamKind(upf.kind, cfg); k {
+	case "console", "iothub", "mqtt":
 	default:
-		return fmt.Errorf("%w: --upstream %q: this build offers only console", errUsage, *upstream)
+		return fmt.Errorf("%w: --upstream %q: want console, iothub or mqtt", errUsage, k)
 	}
 
 	// The OTA start-up path, before anything else: run the binary of the
@@ -179,8 +189,27 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 
+	up, err := newUpstream(upf, cfg, *deviceID, st, stdout, log)
+	if err != nil {
+		return err
+	}
+	deviceSet := false
+	fs.Visit(func(f *flag.Flag) {
+		deviceSet = deviceSet || f.Name == "device-id"
+	})
+	if *deviceID, err = checkDeviceID(deviceSet, *deviceID, up); err != nil {
+		return err
+	}
 	initHardware(m, log)
-	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up, Store: st})
+	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up.endpoint, Store: st, CloudModules: up.modules})
+	if up.link != nil {
+		up.link.Start(h)
+		defer func() {
+			if err := up.link.Close(); err != nil {
+				log.Error("close the upstream link", "err", err)
+			}
+		}()
+	}
 	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
 		"modules", len(m.Modules), "routes", len(m.Routes))
 	ctx, stop := context.WithCancelCause(ctx)
