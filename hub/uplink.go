@@ -118,11 +118,14 @@ func (a *acks) wait(ctx context.Context, cond func() bool) bool {
 // pumpUplink is the pump for an Uplink: it keeps the window full from the
 // store, in priority order, and after any failure lets what is in flight
 // settle, rewinds and sends again everything not acknowledged.
+//
+// A reader goroutine reads and decodes the next batches from the store
+// while the pump publishes the current one, so the window does not run
+// dry while the store is read; it holds at most readAhead batches.
 func (h *Hub) pumpUplink(ctx context.Context, up Uplink) {
 	st := h.opts.Store
 	log := h.log.With("queue", UpstreamQueue, "endpoint", up.Name())
-	round, cancel := context.WithCancel(ctx)
-	a := &acks{cancel: cancel, commit: make(chan struct{}, 1), change: make(chan struct{}, 1)}
+	a := &acks{commit: make(chan struct{}, 1), change: make(chan struct{}, 1)}
 
 	// The committer writes acknowledgements until the pump is done with
 	// it; it stops after a last flush.
@@ -140,48 +143,26 @@ func (h *Hub) pumpUplink(ctx context.Context, up Uplink) {
 		wcancel()
 		close(commitStop)
 		<-commitDone
-		a.mu.Lock()
-		a.cancel()
-		a.mu.Unlock()
 	}()
 
 	backoff := time.Duration(0)
-	poll := time.NewTimer(time.Second)
-	defer poll.Stop()
 	for ctx.Err() == nil {
 		if backoff > 0 && !sleepCtx(ctx, backoff) {
 			return
 		}
-		if a.failure() == nil {
-			items, err := st.Read(UpstreamQueue, uplinkBatch)
-			if err != nil {
-				if ctx.Err() == nil {
-					log.Error("read the store", "err", err)
-				}
-				backoff = nextBackoff(backoff)
-				continue
-			}
-			if len(items) == 0 {
-				poll.Reset(time.Second)
-				select {
-				case <-h.pumpWake:
-				case <-poll.C:
-				case <-ctx.Done():
-					return
-				}
-				continue
-			}
-			for _, it := range items {
-				if err := h.publishItem(round, up, a, it, log); err != nil {
-					a.fail(err)
-					break
-				}
-			}
-			if a.failure() == nil {
-				backoff = 0
-				continue
-			}
-		}
+		round, cancel := context.WithCancel(ctx)
+		a.mu.Lock()
+		a.failed, a.progress, a.cancel = nil, false, cancel
+		a.mu.Unlock()
+		batches := make(chan []readItem, readAhead)
+		readerDone := make(chan struct{})
+		go func() {
+			defer close(readerDone)
+			h.readAhead(round, batches, log)
+		}()
+		h.publishRound(round, up, a, batches, log)
+		cancel()
+		<-readerDone
 		if ctx.Err() != nil {
 			return
 		}
@@ -195,13 +176,11 @@ func (h *Hub) pumpUplink(ctx context.Context, up Uplink) {
 		if err := st.Rewind(UpstreamQueue); err != nil {
 			log.Error("rewind", "err", err)
 		}
-		round, cancel = context.WithCancel(ctx)
-		a.mu.Lock()
-		progress := a.progress
-		a.failed, a.progress, a.cancel = nil, false, cancel
-		a.mu.Unlock()
 		// The uplink paces its own reconnects (Publish waits for them);
 		// the pump backs off only when nothing at all gets through.
+		a.mu.Lock()
+		progress := a.progress
+		a.mu.Unlock()
 		if progress {
 			backoff = 0
 		} else {
@@ -210,21 +189,102 @@ func (h *Hub) pumpUplink(ctx context.Context, up Uplink) {
 	}
 }
 
-// publishItem decodes one stored message and hands it to the uplink.
-func (h *Hub) publishItem(ctx context.Context, up Uplink, a *acks, it store.Item, log *slog.Logger) error {
-	m, err := message.Unmarshal(it.Payload)
-	if err != nil {
-		// A record this binary cannot read is not retried forever.
-		log.Error("dropping a stored message that cannot be decoded", "seq", it.Seq, "err", err)
-		h.drop("undecodable")
-		a.done(it.Seq, nil)
-		return nil
+// readAhead is how many decoded batches the reader keeps ready.
+const readAhead = 2
+
+// readItem is a message read from the store and decoded; m is nil when
+// the record could not be decoded.
+type readItem struct {
+	seq uint64
+	m   *message.Message
+	d   Delivery
+}
+
+// publishRound publishes what the reader hands over until a failure or
+// the end of ctx.
+func (h *Hub) publishRound(ctx context.Context, up Uplink, a *acks, batches <-chan []readItem, log *slog.Logger) {
+	for {
+		var batch []readItem
+		select {
+		case batch = <-batches:
+		case <-ctx.Done():
+			return
+		}
+		for _, it := range batch {
+			if it.m == nil {
+				a.done(it.seq, nil) // acknowledged: never retried
+				continue
+			}
+			if err := h.publishItem(ctx, up, a, it, log); err != nil {
+				a.fail(err)
+				return
+			}
+		}
+		if a.failure() != nil {
+			return
+		}
 	}
+}
+
+// readAhead reads and decodes batches from the store, in priority order,
+// until ctx ends; it waits for appends when the queue is empty.
+func (h *Hub) readAhead(ctx context.Context, out chan<- []readItem, log *slog.Logger) {
+	st := h.opts.Store
+	backoff := time.Duration(0)
+	poll := time.NewTimer(time.Second)
+	defer poll.Stop()
+	for ctx.Err() == nil {
+		if backoff > 0 && !sleepCtx(ctx, backoff) {
+			return
+		}
+		items, err := st.Read(UpstreamQueue, uplinkBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("read the store", "err", err)
+			}
+			backoff = nextBackoff(backoff)
+			continue
+		}
+		backoff = 0
+		if len(items) == 0 {
+			// Woken by an append, or every second so messages that wait
+			// on a clock to become trusted, or on a sweep, are seen.
+			poll.Reset(time.Second)
+			select {
+			case <-h.pumpWake:
+			case <-poll.C:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		batch := make([]readItem, len(items))
+		for i, it := range items {
+			batch[i] = readItem{seq: it.Seq, d: Delivery{Priority: it.Priority, TimeToLive: it.Meta.TTL}}
+			m, err := message.Unmarshal(it.Payload)
+			if err != nil {
+				// A record this binary cannot read is not retried forever.
+				log.Error("dropping a stored message that cannot be decoded", "seq", it.Seq, "err", err)
+				h.drop("undecodable")
+				continue
+			}
+			batch[i].m = m
+		}
+		select {
+		case out <- batch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// publishItem hands one message to the uplink.
+func (h *Hub) publishItem(ctx context.Context, up Uplink, a *acks, it readItem, log *slog.Logger) error {
 	a.mu.Lock()
 	a.inflight++
 	a.mu.Unlock()
-	seq := it.Seq
-	err = up.Publish(ctx, m, Delivery{Priority: it.Priority, TimeToLive: it.Meta.TTL}, func(err error) { a.done(seq, err) })
+	seq := it.seq
+	err := up.Publish(ctx, it.m, it.d, func(err error) { a.done(seq, err) })
 	if err != nil {
 		a.mu.Lock()
 		a.inflight--
@@ -232,46 +292,72 @@ func (h *Hub) publishItem(ctx context.Context, up Uplink, a *acks, it store.Item
 		poke(a.change)
 		if !errors.Is(err, context.Canceled) {
 			// A cancel comes from a failed ack, which says why.
-			log.Warn("upstream refused a message; will retry", "messageId", m.System.MessageID, "err", err)
+			log.Warn("upstream refused a message; will retry", "messageId", it.m.System.MessageID, "err", err)
 		}
 		return err
 	}
 	return nil
 }
 
+// Acknowledgements are committed in batches: at least ackBatch of them,
+// or what came within ackLinger of the previous commit. Each commit is a
+// write transaction and an fsync; committing every few PUBACKs would cost
+// more than the publishing. What a crash loses of them is sent again.
+const (
+	ackBatch  = 256
+	ackLinger = 10 * time.Millisecond
+)
+
 // commitLoop writes collected acknowledgements to the store until stop,
 // then writes what is left. Acknowledgements are written in whatever
 // order they came: the store takes any sequence numbers.
 func (a *acks) commitLoop(st *store.Store, stop <-chan struct{}, log *slog.Logger) {
-	for {
+	take := func() []uint64 {
 		a.mu.Lock()
+		defer a.mu.Unlock()
 		seqs := a.seqs
 		a.seqs = nil
 		a.writing = len(seqs) > 0
+		return seqs
+	}
+	commit := func(seqs []uint64) {
+		if err := st.Ack(UpstreamQueue, seqs...); err != nil {
+			// Not acknowledged means sent again later: a duplicate,
+			// never a loss.
+			log.Error("acknowledge delivered messages", "n", len(seqs), "err", err)
+		}
+		a.mu.Lock()
+		a.writing = false
 		a.mu.Unlock()
-		if len(seqs) > 0 {
-			if err := st.Ack(UpstreamQueue, seqs...); err != nil {
-				// Not acknowledged means sent again later: a duplicate,
-				// never a loss.
-				log.Error("acknowledge delivered messages", "n", len(seqs), "err", err)
+		poke(a.change)
+	}
+	var last time.Time
+	for {
+		a.mu.Lock()
+		n := len(a.seqs)
+		a.mu.Unlock()
+		if wait := ackLinger - time.Since(last); n > 0 && n < ackBatch && wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-stop:
+				t.Stop()
+				if seqs := take(); len(seqs) > 0 {
+					commit(seqs)
+				}
+				return
 			}
-			a.mu.Lock()
-			a.writing = false
-			a.mu.Unlock()
-			poke(a.change)
+		}
+		if seqs := take(); len(seqs) > 0 {
+			commit(seqs)
+			last = time.Now()
 			continue
 		}
 		select {
 		case <-a.commit:
 		case <-stop:
-			a.mu.Lock()
-			seqs := a.seqs
-			a.seqs = nil
-			a.mu.Unlock()
-			if len(seqs) > 0 {
-				if err := st.Ack(UpstreamQueue, seqs...); err != nil {
-					log.Error("acknowledge delivered messages", "n", len(seqs), "err", err)
-				}
+			if seqs := take(); len(seqs) > 0 {
+				commit(seqs)
 			}
 			return
 		}
