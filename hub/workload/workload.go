@@ -17,7 +17,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub/identity"
@@ -76,9 +75,6 @@ type Server struct {
 	opts Options
 	log  *slog.Logger
 	srv  *http.Server
-
-	mu     sync.Mutex
-	closed bool
 }
 
 // New returns a Server; Serve starts it.
