@@ -69,9 +69,9 @@ const TypeProcess = "process"
 //
 //	"settings": {"path": "/usr/bin/node", "args": ["main.js"], "workingDir": "/opt/mod"}
 type Process struct {
-	Path       string   // settings.path: absolute, or a bare program name looked up in PATH
-	Args       []string // settings.args: the arguments after the program name
-	WorkingDir string   // settings.workingDir: absolute; "" for tinyedge's working directory
+	Path       string   `json:"path"`                 // settings.path: absolute, or a bare program name looked up in PATH
+	Args       []string `json:"args,omitempty"`       // settings.args: the arguments after the program name
+	WorkingDir string   `json:"workingDir,omitempty"` // settings.workingDir: absolute; "" for tinyedge's working directory
 }
 
 // StoreAndForward is $edgeHub's storeAndForwardConfiguration.

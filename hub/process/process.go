@@ -95,15 +95,9 @@ func NewHost(opts *Options) *Host {
 // Module returns a hub.Module that runs the program s describes.
 func (h *Host) Module(s Settings) hub.Module { return &module{host: h, s: s} }
 
-// Log returns a module's output log, if it ever wrote any.
-func (h *Host) Log(module string) (*Log, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	l, ok := h.logs[module]
-	return l, ok
-}
-
-func (h *Host) log(module string) *Log {
+// Log returns a module's output log, empty when the module has written
+// nothing yet (it is the log the module's next line goes to).
+func (h *Host) Log(module string) *Log {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	l, ok := h.logs[module]
@@ -282,7 +276,7 @@ func (m *module) Run(ctx context.Context, c *hub.Client) error {
 	defer m.host.unregister(pid)
 	log.Info("process started", "pid", pid, "path", m.s.Path)
 
-	out := m.host.log(name)
+	out := m.host.Log(name)
 	var readers sync.WaitGroup
 	readers.Add(2)
 	go func() { defer readers.Done(); capture(outR, "stdout", out, log) }()

@@ -92,12 +92,8 @@ func (f *fixture) status(name string) hub.ModuleStatus {
 }
 
 func (f *fixture) lines(module string) []string {
-	l, ok := f.host.Log(module)
-	if !ok {
-		return nil
-	}
 	var out []string
-	for _, ln := range l.Tail(0) {
+	for _, ln := range f.host.Log(module).Tail(0) {
 		out = append(out, ln.Stream+": "+ln.Text)
 	}
 	return out

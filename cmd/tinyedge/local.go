@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/deploy"
+	"github.com/tinyedge/tinyedge/hub/identity"
+	"github.com/tinyedge/tinyedge/hub/process"
+	"github.com/tinyedge/tinyedge/hub/workload"
+)
+
+// identitiesPath is the identity store's file in a data directory.
+func identitiesPath(dataDir string) string { return filepath.Join(dataDir, "identities.json") }
+
+// workloadSocket is the workload API's socket in a data directory.
+func workloadSocket(dataDir string) string { return filepath.Join(dataDir, "workload.sock") }
+
+// localOptions configure the local services.
+type localOptions struct {
+	dataDir  string
+	deviceID string
+	// hostname is what modules are told to connect to
+	// (IOTEDGE_GATEWAYHOSTNAME) and, without an IoT Hub, the audience
+	// of their tokens (IOTEDGE_IOTHUBHOSTNAME).
+	hostname       string
+	iotHubHostname string // default hostname
+	// ca issues the trust bundle and server certificates of the
+	// workload API; nil answers those requests with 503.
+	ca workload.CA
+}
+
+// localServices are what a running tinyedge offers on its own machine:
+// module identities, the process modules and their workload API, and the
+// control socket the CLI talks to.
+type localServices struct {
+	deviceID string
+	ids      *identity.Store
+	procs    *process.Host
+	workload *workload.Server
+	control  *control
+
+	wg sync.WaitGroup // the two servers
+}
+
+// startLocal opens the identity store and starts the workload API and
+// the control socket in the data directory.
+func startLocal(o localOptions, h *hub.Hub, log *slog.Logger) (*localServices, error) {
+	ids, err := identity.Open(identitiesPath(o.dataDir))
+	if rec, ok := errors.AsType[*identity.RecoveredError](err); ok {
+		log.Error("IDENTITY STORE WAS UNREADABLE: moved aside, started empty", "path", rec.Path, "movedTo", rec.MovedTo, "cause", rec.Cause.Error())
+	} else if err != nil {
+		return nil, err
+	}
+	if o.iotHubHostname == "" {
+		o.iotHubHostname = o.hostname
+	}
+	sock := workloadSocket(o.dataDir)
+	ls := &localServices{deviceID: o.deviceID, ids: ids}
+	ls.procs = process.NewHost(&process.Options{Edge: &process.Edge{
+		WorkloadURI:     "unix://" + sock,
+		IoTHubHostname:  o.iotHubHostname,
+		GatewayHostname: o.hostname,
+		GenerationID: func(deviceID, moduleID string) (string, error) {
+			id, err := ids.Module(deviceID, moduleID)
+			return id.GenerationID, err
+		},
+	}})
+	ls.workload = workload.New(workload.Options{DeviceID: o.deviceID, Identities: ids, Callers: ls.procs, CA: o.ca, Logger: log})
+	wl, err := workload.Listen(sock)
+	if err != nil {
+		return nil, err
+	}
+	ls.control = newControl(h, ls.procs, o.deviceID, log)
+	cl, err := listenControl(controlSocket(o.dataDir))
+	if err != nil {
+		wl.Close()
+		return nil, err
+	}
+	ls.wg.Add(2)
+	go func() {
+		defer ls.wg.Done()
+		if err := ls.workload.Serve(wl); err != nil {
+			log.Error("workload API stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer ls.wg.Done()
+		if err := ls.control.serve(cl); err != nil {
+			log.Error("control socket stopped", "err", err)
+		}
+	}()
+	return ls, nil
+}
+
+// syncIdentities gives every module of m an identity and removes those of
+// modules m no longer has.
+func (ls *localServices) syncIdentities(m *deploy.Manifest, log *slog.Logger) error {
+	names := make([]string, len(m.Modules))
+	for i, mod := range m.Modules {
+		names[i] = mod.Name
+	}
+	gone, err := ls.ids.Retain(ls.deviceID, names)
+	if err != nil {
+		return fmt.Errorf("module identities: %w", err)
+	}
+	for _, g := range gone {
+		log.Info("module identity removed", "module", g)
+	}
+	for _, n := range names {
+		if _, err := ls.ids.Module(ls.deviceID, n); err != nil {
+			return fmt.Errorf("module identities: %w", err)
+		}
+	}
+	return nil
+}
+
+// deployed records the deployment now in force.
+func (ls *localServices) deployed(m *deploy.Manifest) {
+	names := make([]string, len(m.Modules))
+	for i, mod := range m.Modules {
+		names[i] = mod.Name
+	}
+	ls.procs.Retain(names)
+	ls.control.setDeployment(m)
+}
+
+// close stops both servers; the hub, and with it every module process,
+// is closed before.
+func (ls *localServices) close(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ls.control.shutdown(ctx); err != nil {
+		log.Warn("control socket shutdown", "err", err)
+	}
+	if err := ls.workload.Shutdown(ctx); err != nil {
+		log.Warn("workload API shutdown", "err", err)
+	}
+	ls.wg.Wait()
+}
