@@ -91,10 +91,8 @@ func TestNodeSDKFromEnvironment(t *testing.T) {
 	hubtest.WaitFor(t, "the node module to finish", func() bool {
 		for _, st := range h.ModuleStatus() {
 			if st.State == hub.StateStopped || st.State == hub.StateFailed {
-				if l, ok := host.Log("nodemod"); ok {
-					for _, ln := range l.Tail(0) {
-						out = append(out, ln.Stream+": "+ln.Text)
-					}
+				for _, ln := range host.Log("nodemod").Tail(0) {
+					out = append(out, ln.Stream+": "+ln.Text)
 				}
 				if st.State == hub.StateFailed {
 					t.Fatalf("node module failed: %s\n%s\nlog:\n%s", st.LastExit, strings.Join(out, "\n"), log.String())
