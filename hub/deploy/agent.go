@@ -79,6 +79,8 @@ func (p *parser) module(name, path string, n *node) {
 			p.errorf(sp, "settings must be an object {\"image\": \"…\"}, not %s", s.kind)
 		default:
 			switch img := s.get("image"); {
+			case img == nil && s.get("path") != nil:
+				p.errorf(member(path, "type"), "type %q has no settings.path, it needs settings.image; to run a program, write \"type\": %q", m.Type, TypeProcess)
 			case img == nil:
 				p.errorf(sp, "settings.image is missing; add \"image\": \"…\"")
 			case img.kind != kString:

@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub/hubtest"
+	"github.com/tinyedge/tinyedge/hub/identity"
+)
+
+// processManifest deploys a ticking process module that also starts a
+// grandchild and reports its identity, a module that keeps failing, and a
+// built-in one.
+func processManifest(withTicker bool) string {
+	ticker := `"ticker": {"type": "process", "status": "running", "restartPolicy": "always",
+	  "settings": {"path": "/bin/sh", "args": ["-c", "sleep 1000 & echo grandchild $!; echo gen $IOTEDGE_MODULEGENERATIONID; echo to stderr >&2; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"]}},`
+	if !withTicker {
+		ticker = ""
+	}
+	return `{"modulesContent": {
+  "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {` + ticker + `
+    "crasher": {"type": "process", "status": "running", "restartPolicy": "on-failure",
+      "settings": {"path": "sh", "args": ["-c", "echo dying; exit 2"]}},
+    "filtermodule": {"type": "builtin", "status": "running", "settings": {"image": "builtin:filter"}}}}},
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}}}}`
+}
+
+// processAlive reports whether pid runs (and is not a zombie).
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// TestProcessModulesFromTheCLI runs the test binary as tinyedge with
+// process modules and drives it with `tinyedge list`, `logs` and
+// `status` over the control socket; a module dropped by a deployment and
+// added back is a new identity; SIGTERM leaves no process behind.
+func TestProcessModulesFromTheCLI(t *testing.T) {
+	skipUnlessExecSelf(t)
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skipf("no sh: %v", err)
+	}
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "m.json")
+	if err := os.WriteFile(manifest, []byte(processManifest(true)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, code := runCLI(t, "check", "--manifest", manifest); code != 0 {
+		t.Fatalf("check: %d %s", code, out)
+	}
+	// Before tinyedge runs, the CLI says so.
+	if _, errOut, code := runCLI(t, "list", "--data-dir", dir); code != 1 || !strings.Contains(errOut, "tinyedge is not running on this data directory") {
+		t.Errorf("list without tinyedge: exit %d, %q", code, errOut)
+	}
+
+	cmd := startTinyedge(t, dir, "--manifest", manifest, "--device-id", "gw1")
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	logs := func(args ...string) (string, string) {
+		o, e, code := runCLI(t, append([]string{"logs", "--data-dir", dir}, args...)...)
+		if code != 0 {
+			t.Fatalf("logs %v: exit %d: %s", args, code, e)
+		}
+		return o, e
+	}
+	hubtest.WaitFor(t, "ticks in `tinyedge logs`", func() bool {
+		o, _, _ := runCLI(t, "logs", "--data-dir", dir, "ticker")
+		return strings.Contains(o, "tick 3\n")
+	})
+	o, e := logs("ticker")
+	if !strings.Contains(e, "to stderr") || strings.Contains(o, "to stderr") {
+		t.Errorf("stderr lines should go to stderr: stdout %q, stderr %q", o, e)
+	}
+	var grandchild int
+	var gen string
+	for _, l := range strings.Split(o, "\n") {
+		if v, ok := strings.CutPrefix(l, "grandchild "); ok {
+			grandchild, _ = strconv.Atoi(v)
+		}
+		if v, ok := strings.CutPrefix(l, "gen "); ok {
+			gen = v
+		}
+	}
+	id, ok := mustOpenIdentities(t, dir).Lookup("gw1", "ticker")
+	if !ok || gen != id.GenerationID {
+		t.Errorf("the module got IOTEDGE_MODULEGENERATIONID %q; the identity store has %+v, %v", gen, id.GenerationID, ok)
+	}
+	if !processAlive(grandchild) {
+		t.Fatalf("grandchild %d is not running", grandchild)
+	}
+
+	// --tail, and the name after the flags.
+	if o, _ := logs("--tail", "2", "ticker"); strings.Count(o, "\n") > 2 || !strings.Contains(o, "tick") {
+		t.Errorf("logs --tail 2: %q", o)
+	}
+
+	// --follow prints new lines until interrupted.
+	ctx, cancel := context.WithCancel(context.Background())
+	var fout, ferr syncBuffer
+	followed := make(chan error, 1)
+	go func() {
+		followed <- run(ctx, []string{"logs", "ticker", "--follow", "--tail", "0", "--data-dir", dir}, &fout, &ferr)
+	}()
+	hubtest.WaitFor(t, "followed lines", func() bool { return strings.Count(fout.String(), "tick") >= 5 })
+	cancel()
+	select {
+	case err := <-followed:
+		if err != nil {
+			t.Errorf("logs --follow after interrupt: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("logs --follow did not stop when interrupted")
+	}
+	if strings.Contains(fout.String(), "grandchild") {
+		t.Errorf("--tail 0 --follow printed old lines: %q", fout.String())
+	}
+
+	// list: every module with its type, state and restarts.
+	hubtest.WaitFor(t, "the crasher's restarts", func() bool {
+		o, _, _ := runCLI(t, "list", "--data-dir", dir)
+		return strings.Contains(o, "crasher") && !strings.Contains(o, "crasher       process  running")
+	})
+	var mods []moduleInfo
+	lo, _, code := runCLI(t, "list", "--json", "--data-dir", dir)
+	if code != 0 || json.Unmarshal([]byte(lo), &mods) != nil || len(mods) != 3 {
+		t.Fatalf("list --json: exit %d\n%s", code, lo)
+	}
+	byName := map[string]moduleInfo{}
+	for _, m := range mods {
+		byName[m.Name] = m
+	}
+	if m := byName["ticker"]; m.Type != "process" || m.State != "running" || m.PID == 0 || !strings.HasPrefix(m.Description, "/bin/sh -c") {
+		t.Errorf("ticker: %+v", m)
+	}
+	if m := byName["crasher"]; m.Type != "process" || m.Restarts == 0 || !strings.Contains(m.LastExit, "exit status 2") {
+		t.Errorf("crasher: %+v", m)
+	}
+	if m := byName["filtermodule"]; m.Type != "builtin" || m.State != "running" {
+		t.Errorf("filtermodule: %+v", m)
+	}
+	table, _, _ := runCLI(t, "list", "--data-dir", dir)
+	if !strings.HasPrefix(table, "NAME ") || !strings.Contains(table, "RESTARTS") || !strings.Contains(table, "filtermodule  builtin  running") {
+		t.Errorf("list table:\n%s", table)
+	}
+
+	// status, and the errors for modules without logs.
+	so, _, code := runCLI(t, "status", "--data-dir", dir)
+	if code != 0 || !strings.Contains(so, `"deviceId": "gw1"`) {
+		t.Errorf("status: exit %d\n%s", code, so)
+	}
+	if _, e, code := runCLI(t, "logs", "filtermodule", "--data-dir", dir); code != 1 || !strings.Contains(e, "built-in module") {
+		t.Errorf("logs of a built-in module: exit %d %q", code, e)
+	}
+	if _, e, code := runCLI(t, "logs", "nosuch", "--data-dir", dir); code != 1 || !strings.Contains(e, `no module "nosuch"`) {
+		t.Errorf("logs of an unknown module: exit %d %q", code, e)
+	}
+
+	// Drop the ticker: its processes end and its identity goes; add it
+	// back: a new generation.
+	if err := os.WriteFile(manifest, []byte(processManifest(false)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	hubtest.WaitFor(t, "the ticker to go", func() bool {
+		_, e, _ := runCLI(t, "logs", "ticker", "--data-dir", dir)
+		return strings.Contains(e, `no module "ticker"`)
+	})
+	if _, ok := mustOpenIdentities(t, dir).Lookup("gw1", "ticker"); ok {
+		t.Error("the dropped module's identity is still there")
+	}
+	if processAlive(grandchild) {
+		t.Errorf("grandchild %d survived its module's removal", grandchild)
+	}
+	if err := os.WriteFile(manifest, []byte(processManifest(true)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	var gen2 string
+	hubtest.WaitFor(t, "the ticker's new generation", func() bool {
+		o, _, _ := runCLI(t, "logs", "ticker", "--data-dir", dir)
+		for _, l := range strings.Split(o, "\n") {
+			if v, ok := strings.CutPrefix(l, "gen "); ok {
+				gen2 = v
+			}
+		}
+		return gen2 != ""
+	})
+	if gen2 == gen {
+		t.Errorf("the re-added module kept generation %s", gen)
+	}
+	o, _ = logs("ticker")
+	for _, l := range strings.Split(o, "\n") {
+		if v, ok := strings.CutPrefix(l, "grandchild "); ok {
+			grandchild, _ = strconv.Atoi(v)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tinyedge exited with %v\n%s", err, errOut.String())
+	}
+	if processAlive(grandchild) {
+		t.Errorf("grandchild %d survived tinyedge", grandchild)
+	}
+	for _, sock := range []string{controlSocket(dir), workloadSocket(dir)} {
+		if _, err := os.Stat(sock); err == nil {
+			t.Errorf("%s left behind", sock)
+		}
+	}
+	if !strings.Contains(errOut.String(), `"msg":"tick 1","module":"ticker","stream":"stdout"`) {
+		t.Errorf("module output is not in tinyedge's log:\n%.2000s", errOut.String())
+	}
+}
+
+func TestCheckProcessModules(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "m.json")
+	bad := `{"modulesContent": {
+  "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {
+    "a": {"type": "process", "status": "running", "settings": {"path": "bin/app"}},
+    "b": {"type": "process", "status": "running", "settings": {"path": "/bin/app", "args": "-v"}},
+    "c": {"type": "proces", "status": "running", "settings": {"path": "/bin/app"}}}}},
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}}}}`
+	if err := os.WriteFile(f, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runCLI(t, "check", "--manifest", f)
+	if code != 1 || !strings.Contains(errOut, "3 problem(s)") {
+		t.Errorf("check: exit %d, %s, want 1 and 3 problems\n%s", code, errOut, out)
+	}
+	for _, want := range []string{
+		`modules.a.settings.path: path "bin/app" is relative`,
+		`modules.b.settings.args: args must be an array of strings`,
+		`modules.c.type: type "proces" has no settings.path, it needs settings.image; to run a program, write "type": "process"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func mustOpenIdentities(t *testing.T, dir string) *identity.Store {
+	t.Helper()
+	ids, err := identity.Open(identitiesPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
