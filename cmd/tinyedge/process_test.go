@@ -212,11 +212,32 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 		}
 	}
 
+	// A follower does not hold tinyedge up: stopping ends the follow.
+	var fout2 syncBuffer
+	followed = make(chan error, 1)
+	go func() {
+		followed <- run(context.Background(), []string{"logs", "ticker", "-f", "--data-dir", dir}, &fout2, &syncBuffer{})
+	}()
+	hubtest.WaitFor(t, "a follower", func() bool { return strings.Contains(fout2.String(), "tick") })
+	stopping := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("tinyedge exited with %v\n%s", err, errOut.String())
+	}
+	select {
+	case err := <-followed:
+		if err != nil {
+			t.Errorf("logs --follow when tinyedge stopped: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("logs --follow went on after tinyedge stopped")
+	}
+	// The control socket's shutdown waits 5 s for requests; a follow
+	// must not have used that up.
+	if strings.Contains(errOut.String(), "control socket shutdown") {
+		t.Errorf("the follower delayed the stop (%v):\n%s", time.Since(stopping), errOut.String())
 	}
 	if processAlive(grandchild) {
 		t.Errorf("grandchild %d survived tinyedge", grandchild)
