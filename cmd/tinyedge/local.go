@@ -144,3 +144,35 @@ func (ls *localServices) close(log *slog.Logger) {
 	}
 	ls.wg.Wait()
 }
+
+// leafIdentities gives each leaf device the config declares without a
+// key or certificate thumbprint an identity with a generated key (kept
+// across restarts; `tinyedge identities --show-keys` prints it), and
+// removes the generated identities of devices no longer declared or now
+// given their own key. It returns the devices that have a generated key.
+func leafIdentities(ids *identity.Store, deviceID string, leaves []LeafDeviceConfig) ([]string, error) {
+	want := map[string]bool{}
+	for _, l := range leaves {
+		if l.SharedAccessKey == "" && l.Thumbprint == "" {
+			want[l.ID] = true
+		}
+	}
+	for _, id := range ids.List() {
+		if id.ModuleID == "" && id.DeviceID != deviceID && !want[id.DeviceID] {
+			if err := ids.Remove(id.DeviceID, ""); err != nil {
+				return nil, fmt.Errorf("leaf device identities: %w", err)
+			}
+		}
+	}
+	var out []string
+	for _, l := range leaves {
+		if !want[l.ID] {
+			continue
+		}
+		if _, err := ids.Device(l.ID); err != nil {
+			return nil, fmt.Errorf("leaf device %q: %w", l.ID, err)
+		}
+		out = append(out, l.ID)
+	}
+	return out, nil
+}

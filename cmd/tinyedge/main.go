@@ -10,6 +10,7 @@
 //	tinyedge store stat|compact [--data-dir DIR]
 //	tinyedge list|status [--data-dir DIR]
 //	tinyedge logs MODULE [--follow] [--tail N] [--data-dir DIR]
+//	tinyedge identities [--show-keys] [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
 //	tinyedge update apply|status|rollback …
 //	tinyedge version
@@ -67,6 +68,9 @@ Usage:
       --follow, keep printing new lines until interrupted.
   tinyedge status [--data-dir DIR]
       Print the running tinyedge's status as JSON.
+  tinyedge identities [--show-keys] [--data-dir DIR]
+      List the module and leaf device identities tinyedge generated; with
+      --show-keys, their keys and the leaf devices' connection strings.
   tinyedge store stat|compact [--data-dir DIR]
       With tinyedge stopped: show each queue's depth by priority, its
       oldest message and what was dropped; or compact the store file.
@@ -150,6 +154,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdLogs(ctx, args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, args[1:], stdout, stderr)
+	case "identities":
+		return cmdIdentities(args[1:], stdout, stderr)
 	case "bundle":
 		return cmdBundle(args[1:], stdout, stderr)
 	case "update":

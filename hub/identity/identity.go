@@ -110,6 +110,22 @@ func Open(path string) (*Store, error) {
 	return s, nil
 }
 
+// Read returns the identities in the file at path without opening a
+// Store: it changes nothing, not even a corrupt file. For tools that
+// look while tinyedge runs.
+func Read(path string) ([]Identity, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read identity store: %w", err)
+	}
+	ids, err := decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("read identity store %s: %w", path, err)
+	}
+	sortIDs(ids)
+	return ids, nil
+}
+
 // Path is the file the store lives in.
 func (s *Store) Path() string { return s.path }
 

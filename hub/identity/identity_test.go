@@ -51,6 +51,12 @@ func TestPersist(t *testing.T) {
 		t.Errorf("file mode %v, want 0600", fi.Mode().Perm())
 	}
 
+	// Read sees the same, sorted.
+	list, err := Read(path)
+	if err != nil || len(list) != 2 || list[0].DeviceID != "gw1" || !bytes.Equal(list[1].Key, leaf.Key) {
+		t.Errorf("Read = %+v, %v", list, err)
+	}
+
 	// A new Store on the same file has the same keys.
 	s2 := open(t, path)
 	k, ok := s2.Key("gw1", "sensor")
@@ -137,6 +143,13 @@ func TestCorruptFile(t *testing.T) {
 	path := filepath.Join(dir, "identities.json")
 	if err := os.WriteFile(path, []byte(`{"version":1,"identities":[{"deviceId":"gw1"`), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// Read reports the problem and leaves the file alone.
+	if _, err := Read(path); err == nil {
+		t.Error("Read accepted a corrupt file")
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("Read moved the corrupt file: %v", err)
 	}
 	s, err := Open(path)
 	var re *RecoveredError
