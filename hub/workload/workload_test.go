@@ -110,6 +110,11 @@ type fixture struct {
 // process is the module me.
 func serve(t *testing.T, me string, opts Options) *fixture {
 	t.Helper()
+	return serveTB(t, me, opts)
+}
+
+func serveTB(t testing.TB, me string, opts Options) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	ids, err := identity.Open(filepath.Join(dir, "identities.json"))
 	if err != nil {
