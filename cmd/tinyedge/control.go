@@ -124,6 +124,9 @@ func (c *control) setDeployment(m *deploy.Manifest) {
 // listenControl makes the control socket. tinyedge holds the data
 // directory's lock, so a socket already there is a crash's leftover.
 func listenControl(path string) (net.Listener, error) {
+	if len(path) > 107 {
+		return nil, fmt.Errorf("control socket %s: the path is %d bytes long, a unix socket's may be 107; use a shorter --data-dir", path, len(path))
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("control socket %s: a file that is not a socket is in the way; remove it", path)

@@ -31,6 +31,9 @@ type localOptions struct {
 	// of their tokens (IOTEDGE_IOTHUBHOSTNAME).
 	hostname       string
 	iotHubHostname string // default hostname
+	// workloadSocket is the workload API's socket (the config's
+	// [workload] socket); default <data-dir>/workload.sock.
+	workloadSocket string
 	// ca issues the trust bundle and server certificates of the
 	// workload API; nil answers those requests with 503.
 	ca workload.CA
@@ -61,7 +64,10 @@ func startLocal(o localOptions, h *hub.Hub, log *slog.Logger) (*localServices, e
 	if o.iotHubHostname == "" {
 		o.iotHubHostname = o.hostname
 	}
-	sock := workloadSocket(o.dataDir)
+	sock := o.workloadSocket
+	if sock == "" {
+		sock = workloadSocket(o.dataDir)
+	}
 	ls := &localServices{deviceID: o.deviceID, ids: ids}
 	ls.procs = process.NewHost(&process.Options{Edge: &process.Edge{
 		WorkloadURI:     "unix://" + sock,

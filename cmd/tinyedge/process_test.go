@@ -287,3 +287,42 @@ func mustOpenIdentities(t *testing.T, dir string) *identity.Store {
 	}
 	return ids
 }
+
+// TestProcessModuleChangeRestarts checks what the hub compares to decide
+// on a restart: a process module's program, arguments and directory are
+// its image.
+func TestProcessModuleChangeRestarts(t *testing.T) {
+	image := func(manifest string) string {
+		t.Helper()
+		dir := t.TempDir()
+		f := filepath.Join(dir, "m.json")
+		if err := os.WriteFile(f, []byte(manifest), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := loadManifest(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range deployment(m, nil).Modules {
+			if s.Name == "crasher" {
+				return s.Image
+			}
+		}
+		t.Fatal("no crasher module")
+		return ""
+	}
+	base := processManifest(false)
+	a := image(base)
+	if a != `process:{"path":"sh","args":["-c","echo dying; exit 2"]}` {
+		t.Errorf("image = %s", a)
+	}
+	for _, change := range []struct{ from, to string }{
+		{`"path": "sh"`, `"path": "/bin/sh"`},
+		{`exit 2`, `exit 3`},
+		{`"args": [`, `"workingDir": "/tmp", "args": [`},
+	} {
+		if b := image(strings.Replace(base, change.from, change.to, 1)); b == a {
+			t.Errorf("changing %s to %s keeps the image %s: no restart", change.from, change.to, a)
+		}
+	}
+}

@@ -24,7 +24,10 @@
 //     only the variables in Inherited come from tinyedge's environment.
 //   - If tinyedge itself is killed (kill -9, a crash), the kernel kills
 //     each module program (Pdeathsig), but not what the program started:
-//     those processes are left running.
+//     those processes are left running. The kernel ties that signal to
+//     the thread that started the program, so code in tinyedge must not
+//     end a locked OS thread (runtime.LockOSThread without unlocking)
+//     while modules run.
 //   - Output lines are cut at MaxLineBytes; the ring keeps LogLines lines
 //     per module in memory, from tinyedge's start only.
 package process

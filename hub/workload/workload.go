@@ -98,10 +98,17 @@ func New(opts Options) *Server {
 	return s
 }
 
+// maxSocketPath is the longest unix socket path Linux takes (sun_path
+// holds 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
 // Listen makes the unix socket at path, readable and writable by its
 // owner only, replacing a stale socket left by a crash. It refuses to
 // replace a socket another server answers on.
 func Listen(path string) (net.Listener, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("workload socket %s: the path is %d bytes long, a unix socket's may be %d; choose a shorter one", path, len(path), maxSocketPath)
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("workload socket %s: a file that is not a socket is in the way; remove it", path)

@@ -358,6 +358,10 @@ func TestListenReplacesStaleSocket(t *testing.T) {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
 	l2.Close()
+	// A path too long for a unix socket is refused with a reason.
+	if _, err := Listen("/" + strings.Repeat("d", 120) + "/w.sock"); err == nil || !strings.Contains(err.Error(), "a unix socket's may be 107") {
+		t.Errorf("Listen on a long path: %v", err)
+	}
 	// A regular file is not removed.
 	os.WriteFile(path, []byte("x"), 0o600)
 	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
