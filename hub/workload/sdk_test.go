@@ -18,6 +18,7 @@ import (
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/identity"
+	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/hub/process"
 )
 
@@ -119,6 +120,16 @@ func TestNodeSDKFromEnvironment(t *testing.T) {
 		t.Fatal("no identity for nodemod")
 	}
 	checkToken(t, token, "hub.example.net/devices/gw1/modules/nodemod", id.Key)
+	// The local MQTT endpoint checks tokens with package iothub and the
+	// identity store's Key: the SDK's token passes there too.
+	tok, err := iothub.ParseToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ids.Key("gw1", "nodemod")
+	if err := tok.Verify(key, time.Now()); err != nil || tok.Resource != iothub.Resource("hub.example.net", "gw1", "nodemod") {
+		t.Errorf("iothub.Verify = %v, resource %q", err, tok.Resource)
+	}
 }
 
 // checkToken verifies a SAS token as IoT Hub would: its resource and its
