@@ -30,7 +30,9 @@ import (
 //
 //	GET /v1/modules                          → [moduleInfo, …]
 //	GET /v1/modules/{name}/logs?tail=N&follow=true
-//	                                         → process.Line per line (NDJSON)
+//	                                         → process.Line per line (NDJSON): a process
+//	                                           module's output (stream stdout or stderr), a
+//	                                           built-in module's log lines (stream log)
 //	GET /v1/status                           → {"version", "deviceId", "started", <provider>: …}
 //
 // Errors are {"message": "…"}.
@@ -193,13 +195,13 @@ func (c *control) modules(w http.ResponseWriter, _ *http.Request) {
 
 func (c *control) logs(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	d, ok := (*c.mods.Load())[name]
+	_, ok := (*c.mods.Load())[name]
 	switch {
 	case !ok:
 		replyError(w, http.StatusNotFound, fmt.Sprintf("no module %q in the deployment", name))
 		return
-	case d.typ != deploy.TypeProcess || c.procs == nil:
-		replyError(w, http.StatusNotFound, fmt.Sprintf("module %q is a built-in module: its log lines are in tinyedge's own log, tagged module=%s", name, name))
+	case c.procs == nil:
+		replyError(w, http.StatusNotFound, fmt.Sprintf("this tinyedge keeps no module logs; module %q's lines are in tinyedge's own log, tagged module=%s", name, name))
 		return
 	}
 	q := r.URL.Query()

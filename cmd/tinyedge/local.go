@@ -48,13 +48,14 @@ type localServices struct {
 	procs    *process.Host
 	workload *workload.Server
 	control  *control
+	taps     *logTaps // keeps built-in modules' log lines; nil when the hub's logger is not tapped
 
 	wg sync.WaitGroup // the two servers
 }
 
 // startLocal opens the identity store and starts the workload API and
 // the control socket in the data directory.
-func startLocal(o localOptions, h *hub.Hub, log *slog.Logger) (*localServices, error) {
+func startLocal(o localOptions, h *hub.Hub, taps *logTaps, log *slog.Logger) (*localServices, error) {
 	ids, err := identity.Open(identitiesPath(o.dataDir))
 	if rec, ok := errors.AsType[*identity.RecoveredError](err); ok {
 		log.Error("IDENTITY STORE WAS UNREADABLE: moved aside, started empty", "path", rec.Path, "movedTo", rec.MovedTo, "cause", rec.Cause.Error())
@@ -68,7 +69,7 @@ func startLocal(o localOptions, h *hub.Hub, log *slog.Logger) (*localServices, e
 	if sock == "" {
 		sock = workloadSocket(o.dataDir)
 	}
-	ls := &localServices{deviceID: o.deviceID, ids: ids}
+	ls := &localServices{deviceID: o.deviceID, ids: ids, taps: taps}
 	ls.procs = process.NewHost(&process.Options{Edge: &process.Edge{
 		WorkloadURI:     "unix://" + sock,
 		IoTHubHostname:  o.iotHubHostname,
@@ -88,6 +89,9 @@ func startLocal(o localOptions, h *hub.Hub, log *slog.Logger) (*localServices, e
 	if err != nil {
 		wl.Close()
 		return nil, err
+	}
+	if taps != nil {
+		taps.procs.Store(ls.procs)
 	}
 	ls.wg.Add(2)
 	go func() {
@@ -130,10 +134,17 @@ func (ls *localServices) syncIdentities(m *deploy.Manifest, log *slog.Logger) er
 // deployed records the deployment now in force.
 func (ls *localServices) deployed(m *deploy.Manifest) {
 	names := make([]string, len(m.Modules))
+	var builtin []string
 	for i, mod := range m.Modules {
 		names[i] = mod.Name
+		if mod.Process == nil {
+			builtin = append(builtin, mod.Name)
+		}
 	}
 	ls.procs.Retain(names)
+	if ls.taps != nil {
+		ls.taps.setBuiltin(builtin)
+	}
 	ls.control.setDeployment(m)
 }
 

@@ -13,9 +13,10 @@ import (
 	"github.com/tinyedge/tinyedge/hub/process"
 )
 
-// cmdLogs prints a process module's recent output, as `iotedge logs`:
-// what it wrote to stdout on stdout, to stderr on stderr; with --follow,
-// new lines as they come until interrupted.
+// cmdLogs prints a module's recent output, as `iotedge logs`: what a
+// process module wrote to stdout on stdout, to stderr on stderr, and a
+// built-in module's log lines on stdout; with --follow, new lines as they
+// come until interrupted.
 func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("logs", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -64,8 +64,9 @@ Usage:
   tinyedge list [--json] [--data-dir DIR]
       Show the running tinyedge's modules: type, state, restarts, uptime.
   tinyedge logs MODULE [--follow] [--tail N] [--timestamps] [--data-dir DIR]
-      Print a process module's recent output (stdout and stderr); with
-      --follow, keep printing new lines until interrupted.
+      Print a module's recent output: a process module's stdout and
+      stderr, a built-in module's log lines; with --follow, keep printing
+      new lines until interrupted.
   tinyedge status [--data-dir DIR]
       Print the running tinyedge's status as JSON.
   tinyedge identities [--show-keys] [--data-dir DIR]

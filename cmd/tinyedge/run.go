@@ -215,12 +215,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}()
 
 	initHardware(m, log)
-	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up, Store: st})
+	// The hub's log, and with it every module's, is tapped so that
+	// `tinyedge logs` shows built-in modules' lines too.
+	tap, taps := newLogTap(log.Handler())
+	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: slog.New(tap), Upstream: up, Store: st})
 	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
 		"modules", len(m.Modules), "routes", len(m.Routes))
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	local, err := startLocal(localOptions{dataDir: *dataDir, deviceID: *deviceID, hostname: hostname()}, h, log)
+	local, err := startLocal(localOptions{dataDir: *dataDir, deviceID: *deviceID, hostname: hostname()}, h, taps, log)
 	if err != nil {
 		_ = h.Close()
 		return err

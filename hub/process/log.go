@@ -37,6 +37,10 @@ func newLog(capacity int) *Log {
 	return &Log{buf: make([]Line, 0, capacity), next: 1, changed: make(chan struct{})}
 }
 
+// Append adds a line that did not come from a module process's output,
+// e.g. a built-in module's log line (stream "log").
+func (l *Log) Append(stream, text string) Line { return l.add(stream, text) }
+
 func (l *Log) add(stream, text string) Line {
 	l.mu.Lock()
 	defer l.mu.Unlock()
