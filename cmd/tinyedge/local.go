@@ -22,6 +22,12 @@ func identitiesPath(dataDir string) string { return filepath.Join(dataDir, "iden
 // workloadSocket is the workload API's socket in a data directory.
 func workloadSocket(dataDir string) string { return filepath.Join(dataDir, "workload.sock") }
 
+// workloadCA makes the certificate authority of the workload API for a
+// data directory. While it is nil the workload API has none: it still
+// signs tokens, but trust-bundle and certificate requests get 503, and
+// the Azure IoT SDKs' fromEnvironment needs the trust bundle.
+var workloadCA func(dataDir string) (workload.CA, error)
+
 // localOptions configure the local services.
 type localOptions struct {
 	dataDir  string
@@ -64,6 +70,11 @@ func startLocal(o localOptions, h *hub.Hub, taps *logTaps, log *slog.Logger) (*l
 	}
 	if o.iotHubHostname == "" {
 		o.iotHubHostname = o.hostname
+	}
+	if o.ca == nil && workloadCA != nil {
+		if o.ca, err = workloadCA(o.dataDir); err != nil {
+			return nil, fmt.Errorf("workload API certificate authority: %w", err)
+		}
 	}
 	sock := o.workloadSocket
 	if sock == "" {

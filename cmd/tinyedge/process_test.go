@@ -2,7 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +22,8 @@ import (
 
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/identity"
+	"github.com/tinyedge/tinyedge/hub/iothub"
+	"github.com/tinyedge/tinyedge/hub/workload"
 )
 
 // processManifest deploys a ticking process module that also starts a
@@ -328,5 +338,106 @@ func TestProcessModuleChangeRestarts(t *testing.T) {
 		if b := image(strings.Replace(base, change.from, change.to, 1)); b == a {
 			t.Errorf("changing %s to %s keeps the image %s: no restart", change.from, change.to, a)
 		}
+	}
+}
+
+// testCA is a throwaway certificate authority for the workload API.
+type testCA struct{ pem []byte }
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test edge CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+func (ca *testCA) TrustBundle() []byte { return ca.pem }
+
+func (ca *testCA) IssueServerCert(string, []string, time.Time) ([]byte, []byte, error) {
+	return nil, nil, errors.New("the test CA issues no server certificates")
+}
+
+// TestNodeModuleUnderRun runs a Node program written with the official
+// Azure IoT SDK as a process module of `tinyedge run`:
+// ModuleClient.fromEnvironment(Mqtt) finds the workload socket in the
+// data directory, and the SAS token it has signed there verifies with the
+// key tinyedge keeps for the module.
+func TestNodeModuleUnderRun(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skipf("node is not installed: %v", err)
+	}
+	sdk, _ := filepath.Abs("../../scripts/sdk")
+	if _, err := os.Stat(filepath.Join(sdk, "node_modules", "azure-iot-device-mqtt")); err != nil {
+		t.Skipf("the Azure IoT Node SDK is not installed (run npm ci in scripts/sdk): %v", err)
+	}
+	ca := newTestCA(t)
+	workloadCA = func(string) (workload.CA, error) { return ca, nil }
+	defer func() { workloadCA = nil }()
+
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "m.json")
+	m := `{"modulesContent": {
+  "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {
+    "nodemod": {"type": "process", "status": "running", "restartPolicy": "never",
+      "settings": {"path": "` + node + `", "args": ["module-token.js"], "workingDir": "` + sdk + `"}}}}},
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}}}}`
+	if err := os.WriteFile(manifest, []byte(m), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1"}, &out, &errOut)
+	}()
+	var token string
+	hubtest.WaitFor(t, "the SDK's token in `tinyedge logs`", func() bool {
+		o, e, _ := runCLI(t, "logs", "nodemod", "--data-dir", dir)
+		if strings.Contains(e, "fromEnvironment") || strings.Contains(e, "getDeviceCredentials") {
+			t.Fatalf("the node module failed:\n%s", e)
+		}
+		for _, l := range strings.Split(o, "\n") {
+			if v, ok := strings.CutPrefix(l, "TOKEN "); ok {
+				token = v
+			}
+		}
+		return token != ""
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v\n%s", err, errOut.String())
+	}
+	list, err := identity.Read(identitiesPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key []byte
+	for _, id := range list {
+		if id.DeviceID == "gw1" && id.ModuleID == "nodemod" {
+			key = id.Key
+		}
+	}
+	tok, err := iothub.ParseToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.Verify(key, time.Now()); err != nil {
+		t.Errorf("the SDK's token does not verify with the module's key: %v", err)
+	}
+	if want := iothub.Resource(hostname(), "gw1", "nodemod"); tok.Resource != want {
+		t.Errorf("token resource %q, want %q", tok.Resource, want)
 	}
 }
