@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/deploy"
+	"github.com/tinyedge/tinyedge/hub/process"
 )
 
 // TestControlStatusProviders checks that a registered status provider
@@ -16,7 +18,12 @@ func TestControlStatusProviders(t *testing.T) {
 	dir := t.TempDir()
 	h := hub.New(hub.Options{DeviceID: "gw1"})
 	defer h.Close()
-	c := newControl(h, nil, "gw1", slog.New(slog.DiscardHandler))
+	procs := process.NewHost(nil)
+	c := newControl(h, procs, "gw1", slog.New(slog.DiscardHandler))
+	// A module name may hold characters that must be escaped in a path.
+	weird := "we?ird#name%2F"
+	c.setDeployment(&deploy.Manifest{Modules: []deploy.Module{{Name: weird, Type: deploy.TypeProcess, Process: &deploy.Process{Path: "/bin/true"}}}})
+	procs.Log(weird).Append("stdout", "hello")
 	c.Register("upstream", func() any { return map[string]any{"connected": true, "queued": 3} })
 	// A socket left by a crash is replaced: the data dir's lock keeps a
 	// second tinyedge away, so no live server can be behind it.
@@ -49,6 +56,10 @@ func TestControlStatusProviders(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %s:\n%s", want, out)
 		}
+	}
+
+	if out, errOut, code := runCLI(t, "logs", weird, "--data-dir", dir); code != 0 || out != "hello\n" {
+		t.Errorf("logs %s: exit %d, %q %q", weird, code, out, errOut)
 	}
 
 	cc := newControlClient(dir)
