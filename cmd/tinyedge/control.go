@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub"
@@ -311,6 +312,9 @@ func (cc *controlClient) get(ctx context.Context, path string) (*http.Response, 
 	if err != nil {
 		if _, serr := os.Stat(cc.sock); errors.Is(serr, os.ErrNotExist) {
 			return nil, fmt.Errorf("tinyedge is not running on this data directory (no control socket %s); give --data-dir", cc.sock)
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("tinyedge is not running on this data directory (nobody answers on %s, left by a tinyedge that was killed); give --data-dir", cc.sock)
 		}
 		return nil, fmt.Errorf("control socket %s: %w", cc.sock, err)
 	}

@@ -33,6 +33,9 @@ func TestControlStatusProviders(t *testing.T) {
 	}
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close()
+	if _, errOut, code := runCLI(t, "list", "--data-dir", dir); code != 1 || !strings.Contains(errOut, "tinyedge is not running on this data directory (nobody answers") {
+		t.Errorf("list on a stale socket: exit %d %q", code, errOut)
+	}
 	l, err := listenControl(controlSocket(dir))
 	if err != nil {
 		t.Fatal(err)
