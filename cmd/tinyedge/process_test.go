@@ -441,3 +441,66 @@ func TestNodeModuleUnderRun(t *testing.T) {
 		t.Errorf("token resource %q, want %q", tok.Resource, want)
 	}
 }
+
+// TestKilledTinyedge kills tinyedge with SIGKILL while a process module
+// runs: the kernel ends the module's program with it, and the next start
+// on the same data directory replaces the stale sockets and gives the
+// module the same identity.
+func TestKilledTinyedge(t *testing.T) {
+	skipUnlessExecSelf(t)
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skipf("no sh: %v", err)
+	}
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "m.json")
+	m := `{"modulesContent": {
+  "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {
+    "ticker": {"type": "process", "status": "running",
+      "settings": {"path": "/bin/sh", "args": ["-c", "echo pid $$ gen $IOTEDGE_MODULEGENERATIONID; while :; do sleep 0.05; done"]}}}}},
+  "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}}}}`
+	if err := os.WriteFile(manifest, []byte(m), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// started runs tinyedge and returns it with what the ticker printed.
+	started := func() (*exec.Cmd, *syncBuffer, int, string) {
+		t.Helper()
+		cmd := startTinyedge(t, dir, "--manifest", manifest, "--device-id", "gw1")
+		var errOut syncBuffer
+		cmd.Stderr = &errOut
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		var pid int
+		var gen string
+		hubtest.WaitFor(t, "the ticker's pid", func() bool {
+			o, _, _ := runCLI(t, "logs", "ticker", "--data-dir", dir)
+			for _, l := range strings.Split(o, "\n") {
+				if f := strings.Fields(l); len(f) == 4 && f[0] == "pid" {
+					pid, _ = strconv.Atoi(f[1])
+					gen = f[3]
+				}
+			}
+			return pid > 0
+		})
+		return cmd, &errOut, pid, gen
+	}
+	cmd, _, pid, gen := started()
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	hubtest.WaitFor(t, "the module's program to die with tinyedge", func() bool { return !processAlive(pid) })
+
+	cmd2, errOut, pid2, gen2 := started()
+	if pid2 == pid || gen2 != gen {
+		t.Errorf("after the restart: pid %d gen %s; before: pid %d gen %s (want a new process, the same generation)", pid2, gen2, pid, gen)
+	}
+	cmd2.Process.Signal(syscall.SIGTERM)
+	if err := cmd2.Wait(); err != nil {
+		t.Fatalf("tinyedge exited with %v\n%s", err, errOut.String())
+	}
+	if processAlive(pid2) {
+		t.Errorf("the module's program %d outlived tinyedge", pid2)
+	}
+}
