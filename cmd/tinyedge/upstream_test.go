@@ -201,8 +201,9 @@ func TestRunUpstreamMQTT(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var out, errOut syncBuffer
+	dataDir := t.TempDir()
 	go func() {
-		done <- run(ctx, []string{"run", "--config", writeConfig(t, ""), "--data-dir", t.TempDir(), "--manifest", manifest,
+		done <- run(ctx, []string{"run", "--config", writeConfig(t, ""), "--data-dir", dataDir, "--manifest", manifest,
 			"--device-id", "gw1", "--upstream", "mqtt", "--mqtt-broker", url, "--mqtt-topic", "te/{deviceId}/{moduleId}/{outputName}"}, &out, &errOut)
 	}()
 	hubtest.WaitFor(t, "telemetry at the broker", func() bool {
@@ -210,6 +211,29 @@ func TestRunUpstreamMQTT(t *testing.T) {
 		defer mu.Unlock()
 		return len(topics) >= 10
 	})
+	// `tinyedge status` shows the link.
+	var status struct {
+		Upstream struct {
+			Mode       string `json:"mode"`
+			Identities []struct {
+				Identity string `json:"identity"`
+				State    string `json:"state"`
+			} `json:"identities"`
+			QueueDepth   int64 `json:"queueDepth"`
+			ClockTrusted bool  `json:"clockTrusted"`
+		} `json:"upstream"`
+	}
+	stat, errStatus, code := runCLI(t, "status", "--data-dir", dataDir)
+	if code != 0 {
+		t.Fatalf("status: code %d: %s", code, errStatus)
+	}
+	if err := json.Unmarshal([]byte(stat), &status); err != nil {
+		t.Fatalf("status output %q: %v", stat, err)
+	}
+	if u := status.Upstream; u.Mode != "mqtt" || len(u.Identities) != 1 || u.Identities[0].Identity != "gw1" ||
+		u.Identities[0].State != "connected" || !u.ClockTrusted {
+		t.Errorf("status upstream %+v, want mqtt with gw1 connected on a trusted clock", u)
+	}
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("run: %v\n%s", err, errOut.String())
