@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,8 +42,8 @@ var benchBody = []byte(`{"machine":{"temperature":21.53,"pressure":1.05},"ambien
 // BenchmarkUpstreamDrain measures how fast the link drains a backlog of
 // messages from the store to mosquitto on loopback at QoS 1 with a window
 // of 16, against a bare paho client publishing the same messages with
-// the same window in the same run (the baseline), and the peak RSS of the
-// process during the drain. Run it with
+// the same window in the same run (the baseline), and the memory of the
+// process (RssAnon) before and during the drain. Run it with
 //
 //	go test -run '^$' -bench UpstreamDrain -benchtime 1x ./hub/upstream/
 //
@@ -52,10 +53,11 @@ func BenchmarkUpstreamDrain(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			br := startBroker(b, "")
 			n := benchBacklog()
-			var linkRate, baseRate, peakRSS float64
+			var linkRate, baseRate, startRSS, peakRSS float64
 			for range b.N {
-				l, p := drainOnce(b, br, mode, n)
+				l, s, p := drainOnce(b, br, mode, n)
 				linkRate += l
+				startRSS = max(startRSS, s)
 				peakRSS = max(peakRSS, p)
 				topics := benchTopics(b, br, mode)
 				baseRate += baseline(b, br, topics, n, 16)
@@ -65,7 +67,8 @@ func BenchmarkUpstreamDrain(b *testing.B) {
 			b.ReportMetric(linkRate, "msgs/s")
 			b.ReportMetric(baseRate, "baseline-msgs/s")
 			b.ReportMetric(linkRate/baseRate, "ratio")
-			b.ReportMetric(peakRSS, "peak-RSS-MiB")
+			b.ReportMetric(startRSS, "start-RssAnon-MiB")
+			b.ReportMetric(peakRSS, "peak-RssAnon-MiB")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -98,8 +101,9 @@ func benchMessage(i int) *message.Message {
 
 // drainOnce fills a store with n messages while the link is not
 // started, then starts it and times the drain; it returns messages per
-// second and the peak RSS in MiB during the drain.
-func drainOnce(b *testing.B, br *broker, mode string, n int) (rate, peakMiB float64) {
+// second, and the anonymous RSS in MiB when the drain starts and its
+// peak during the drain (of the whole test process, broker excluded).
+func drainOnce(b *testing.B, br *broker, mode string, n int) (rate, startMiB, peakMiB float64) {
 	b.StopTimer()
 	st, err := store.Open(filepath.Join(b.TempDir(), "store.db"), &store.Options{SweepInterval: -1})
 	if err != nil {
@@ -131,6 +135,8 @@ func drainOnce(b *testing.B, br *broker, mode string, n int) (rate, peakMiB floa
 		b.Fatalf("backlog %d, want %d", es.Queued, n)
 	}
 
+	runtime.GC()
+	startMiB = rssMiB()
 	stop := make(chan struct{})
 	peak := make(chan float64)
 	go func() {
@@ -167,7 +173,7 @@ func drainOnce(b *testing.B, br *broker, mode string, n int) (rate, peakMiB floa
 	took := time.Since(start)
 	b.StopTimer()
 	close(stop)
-	return float64(n) / took.Seconds(), <-peak
+	return float64(n) / took.Seconds(), startMiB, <-peak
 }
 
 // benchTopics returns the topic the link uses for the backlog's messages
@@ -220,7 +226,9 @@ func baseline(b *testing.B, br *broker, topic func(i int) string, n, window int)
 	return float64(n) / took.Seconds()
 }
 
-// rssMiB is the process's resident set size.
+// rssMiB is the process's resident anonymous memory (RssAnon): its heap
+// and stacks, without the store file's pages that bbolt maps, which the
+// kernel can drop at will.
 func rssMiB() float64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
@@ -229,7 +237,7 @@ func rssMiB() float64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), "RssAnon:"); ok {
 			var kb float64
 			fmt.Sscanf(strings.TrimSpace(rest), "%f", &kb)
 			return kb / 1024
