@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -54,13 +55,17 @@ func BenchmarkUpstreamDrain(b *testing.B) {
 			br := startBroker(b, "")
 			n := benchBacklog()
 			var linkRate, baseRate, startRSS, peakRSS float64
+			var linkCPU, baseCPU time.Duration
 			for range b.N {
 				l, s, p := drainOnce(b, br, mode, n)
+				c1 := cpuTime()
 				linkRate += l
 				startRSS = max(startRSS, s)
 				peakRSS = max(peakRSS, p)
 				topics := benchTopics(b, br, mode)
 				baseRate += baseline(b, br, topics, n, 16)
+				linkCPU += drainCPU
+				baseCPU += cpuTime() - c1
 			}
 			linkRate /= float64(b.N)
 			baseRate /= float64(b.N)
@@ -69,6 +74,8 @@ func BenchmarkUpstreamDrain(b *testing.B) {
 			b.ReportMetric(linkRate/baseRate, "ratio")
 			b.ReportMetric(startRSS, "start-RssAnon-MiB")
 			b.ReportMetric(peakRSS, "peak-RssAnon-MiB")
+			b.ReportMetric(float64(linkCPU.Microseconds())/float64(n*b.N), "cpu-µs/msg")
+			b.ReportMetric(float64(baseCPU.Microseconds())/float64(n*b.N), "baseline-cpu-µs/msg")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -155,6 +162,7 @@ func drainOnce(b *testing.B, br *broker, mode string, n int) (rate, startMiB, pe
 	}()
 	b.StartTimer()
 	start := time.Now()
+	cpu0 := cpuTime()
 	link.Start(nil)
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
@@ -171,6 +179,7 @@ func drainOnce(b *testing.B, br *broker, mode string, n int) (rate, startMiB, pe
 		time.Sleep(time.Millisecond)
 	}
 	took := time.Since(start)
+	drainCPU = cpuTime() - cpu0
 	b.StopTimer()
 	close(stop)
 	return float64(n) / took.Seconds(), startMiB, <-peak
@@ -224,6 +233,18 @@ func baseline(b *testing.B, br *broker, topic func(i int) string, n, window int)
 		b.Fatalf("baseline: %d publishes failed", f)
 	}
 	return float64(n) / took.Seconds()
+}
+
+// drainCPU is the CPU time the process spent in the last drain.
+var drainCPU time.Duration
+
+// cpuTime is the CPU time (user and system) the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rssMiB is the process's resident anonymous memory (RssAnon): its heap
