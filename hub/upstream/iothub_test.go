@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
@@ -22,10 +24,10 @@ import (
 // twinService plays IoT Hub's twin and method side over a broker: it
 // answers twin GETs and reported patches and records method answers.
 type twinService struct {
-	cli     paho.Client
-	desired string // the desired section GET answers with
+	cli paho.Client
 
 	mu       sync.Mutex
+	desired  string // the desired section GET answers with
 	reported []string
 	answers  map[string]string // method answers by topic
 	gets     int
@@ -34,7 +36,10 @@ type twinService struct {
 func startTwinService(t *testing.T, b *broker, desired string) *twinService {
 	t.Helper()
 	s := &twinService{desired: desired, answers: map[string]string{}}
-	s.cli = paho.NewClient(paho.NewClientOptions().AddBroker(b.url()).SetClientID("twin-service").SetOrderMatters(true))
+	// A persistent session, on a broker that queues QoS 0 too: requests
+	// made while the service reconnects after a broker restart wait for it.
+	s.cli = paho.NewClient(paho.NewClientOptions().AddBroker(b.url()).SetClientID("twin-service").SetOrderMatters(true).
+		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(50 * time.Millisecond))
 	if tok := s.cli.Connect(); !tok.WaitTimeout(hubtest.Patience) || tok.Error() != nil {
 		t.Fatalf("twin service connect: %v", tok.Error())
 	}
@@ -51,8 +56,9 @@ func startTwinService(t *testing.T, b *broker, desired string) *twinService {
 		}
 		s.mu.Lock()
 		s.gets++
+		desired := s.desired
 		s.mu.Unlock()
-		c.Publish(iothub.TwinResponseTopic(200, tp.RID, 0), 0, false, `{"desired":`+s.desired+`,"reported":{"$version":1}}`)
+		c.Publish(iothub.TwinResponseTopic(200, tp.RID, 0), 0, false, `{"desired":`+desired+`,"reported":{"$version":1}}`)
 	})
 	on("$iothub/twin/PATCH/properties/reported/#", func(c paho.Client, m paho.Message) {
 		tp, err := iothub.ParseTopic(m.Topic())
@@ -71,6 +77,12 @@ func startTwinService(t *testing.T, b *broker, desired string) *twinService {
 		s.mu.Unlock()
 	})
 	return s
+}
+
+func (s *twinService) setDesired(doc string) {
+	s.mu.Lock()
+	s.desired = doc
+	s.mu.Unlock()
 }
 
 func (s *twinService) answer(topic string) (string, bool) {
@@ -93,7 +105,7 @@ func (s *twinService) reports() []string {
 // the manifest's, reported patches go up in order, and a direct method
 // call is answered on its $rid.
 func TestIoTHubDialect(t *testing.T) {
-	b := startBroker(t, "")
+	b := startBroker(t, "queue_qos0_messages true\n")
 	events := subscribe(t, b, "devices/#")
 	svc := startTwinService(t, b, `{"threshold":30,"$version":3}`)
 
@@ -115,7 +127,9 @@ func TestIoTHubDialect(t *testing.T) {
 		_ = link.Close()
 		_ = st.Close()
 	}()
+	var filterClient atomic.Pointer[hub.Client]
 	filter := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		filterClient.Store(c)
 		c.OnMethod("reset", func(_ context.Context, req hub.MethodRequest) hub.MethodResponse {
 			return hub.MethodResponse{Status: 200, Payload: json.RawMessage(`{"was":` + string(req.Payload) + `}`)}
 		})
@@ -215,6 +229,29 @@ func TestIoTHubDialect(t *testing.T) {
 	if a, _ := svc.answer(want); a != `{"was":{"hard":true}}` {
 		t.Errorf("method answer %s, want the handler's payload", a)
 	}
+	// Offline: the cloud changes the twin and the module reports; after
+	// the reconnect the twin is fetched again and the patch goes up.
+	b.stop()
+	hubtest.WaitFor(t, "the link to notice", func() bool {
+		return link.Status().Identities[1].State != upstream.StateConnected
+	})
+	svc.setDesired(`{"threshold":40,"$version":6}`)
+	if _, err := filterClient.Load().UpdateReported(context.Background(), map[string]any{"offline": true}); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	hubtest.WaitFor(t, "the change made offline", func() bool {
+		tw, _ := h.Twin("filter")
+		return tw.Desired.Doc["threshold"] == 40.0
+	})
+	hubtest.WaitFor(t, "the patch made offline", func() bool { return len(svc.reports()) >= 4 })
+	if r := svc.reports(); r[3] != `{"offline":true}` {
+		t.Errorf("after reconnect reported %s, want the offline patch", r[3])
+	}
+	if tw, _ := h.Twin("filter"); tw.Desired.Doc["mode"] != "local" {
+		t.Errorf("desired %v after reconnect: the manifest's mode was wiped", tw.Desired.Doc)
+	}
+
 	ids := link.Status().Identities
 	if len(ids) != 2 || ids[0].Identity != "gw1" || ids[1].Identity != "gw1/filter" {
 		t.Errorf("status identities %+v, want gw1 and gw1/filter", ids)
