@@ -3,6 +3,7 @@ package upstream_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -141,6 +142,10 @@ func TestUntrustedClock(t *testing.T) {
 	st := link.Status()
 	if st.ClockTrusted || st.Identities[0].Attempts != 0 || !strings.Contains(st.Identities[0].LastError, "NTP") {
 		t.Errorf("status %+v, want an untrusted clock, no attempt, and a word about NTP", st)
+	}
+	b, err := json.Marshal(st)
+	if err != nil || !strings.Contains(string(b), `"state":"waiting for a trusted clock"`) || !strings.Contains(string(b), `"clockTrusted":false`) {
+		t.Errorf("status as JSON %s (%v), want the state and clock trust", b, err)
 	}
 	sane.Store(true)
 	hubtest.WaitFor(t, "the connection", func() bool { return link.Status().Identities[0].State == upstream.StateConnected })
