@@ -161,12 +161,15 @@ func (id *identity) connect(ctx context.Context) (*session, error) {
 	if !c.expires.IsZero() {
 		s.minted, s.expires = now, c.expires
 	}
+	s.pending = make(chan pendingPub, id.l.opts.Window)
 	s.cli = id.l.newPahoClient(&id.acct, c, s.lose)
 	tok := s.cli.Connect()
 	<-tok.Done() // bounded by ConnectTimeout
 	if err := tok.Error(); err != nil {
 		return nil, fmt.Errorf("connect to %s as %s: %s", id.acct.broker, id.acct.identity, explain(err, id.acct.broker))
 	}
+	s.wg.Add(1)
+	go s.acker()
 	if id.acct.ready != nil {
 		if err := id.acct.ready(ctx, s); err != nil {
 			s.close(err)
@@ -271,10 +274,17 @@ func (id *identity) publish(ctx context.Context, topic string, payload []byte, a
 			continue
 		}
 		s.inflight++
-		s.wg.Add(1)
 		s.mu.Unlock()
 		tok := s.cli.Publish(topic, 1, false, payload)
-		go s.await(tok, ack)
+		s.mu.Lock()
+		if s.dead {
+			// The acker is gone: answer here.
+			s.mu.Unlock()
+			s.answer(pendingPub{tok, ack})
+			return nil
+		}
+		s.pending <- pendingPub{tok, ack} // room: a window slot is held
+		s.mu.Unlock()
 		return nil
 	}
 }
@@ -297,7 +307,8 @@ type session struct {
 	draining bool
 	err      error
 	inflight int
-	wg       sync.WaitGroup // await goroutines
+	pending  chan pendingPub // publishes awaiting their PUBACK, in order
+	wg       sync.WaitGroup  // the acker
 }
 
 // lose marks the connection gone; paho's connection-lost handler calls it.
@@ -369,18 +380,51 @@ func (s *session) waitIdle(d time.Duration) {
 	}
 }
 
-// await answers ack when the PUBACK comes or the connection goes, and
-// only then frees the window slot.
-func (s *session) await(tok paho.Token, ack func(error)) {
+// pendingPub is a publish awaiting its PUBACK.
+type pendingPub struct {
+	tok paho.Token
+	ack func(error)
+}
+
+// acker answers the publishes of the connection in the order they were
+// made, until the connection is gone; then it fails what is left. PUBACKs
+// come in order on one connection, so waiting in order costs nothing.
+func (s *session) acker() {
 	defer s.wg.Done()
+	for {
+		select {
+		case p := <-s.pending:
+			s.answer(p)
+		case <-s.lost:
+			s.mu.Lock() // no publish adds to pending once dead is set
+			for {
+				select {
+				case p := <-s.pending:
+					s.mu.Unlock()
+					s.answer(p)
+					s.mu.Lock()
+					continue
+				default:
+				}
+				break
+			}
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// answer calls ack when the PUBACK comes or the connection goes, and only
+// then frees the window slot.
+func (s *session) answer(p pendingPub) {
 	var err error
 	select {
-	case <-tok.Done():
-		err = tok.Error()
+	case <-p.tok.Done():
+		err = p.tok.Error()
 	case <-s.lost:
 		select {
-		case <-tok.Done():
-			err = tok.Error()
+		case <-p.tok.Done():
+			err = p.tok.Error()
 		default:
 			err = ErrDisconnected
 		}
@@ -388,7 +432,7 @@ func (s *session) await(tok paho.Token, ack func(error)) {
 	if err != nil && !errors.Is(err, ErrDisconnected) {
 		err = fmt.Errorf("%w: %v", ErrDisconnected, err)
 	}
-	ack(err)
+	p.ack(err)
 	s.mu.Lock()
 	s.inflight--
 	s.mu.Unlock()
