@@ -22,6 +22,15 @@
 // only when the higher one arrives in the store after the pump read past
 // it.
 //
+// The pump sends in order, so a message waits while the connection of its
+// identity is down or its window is full, and so do the messages behind
+// it, even those of identities that are connected.
+//
+// IoT Hub does not tell a device the caller's timeout of a direct method;
+// the module's handler gets the longest IoT Hub allows (300 s) and IoT
+// Hub gives up on its own. The device twin's reported properties are not
+// synced; module twins are.
+//
 // Plain MQTT 3.1.1 has no message properties: in plain mode only the body
 // travels, and the topic template is the place to carry what the receiver
 // needs (device, module, output, message id).

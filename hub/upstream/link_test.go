@@ -234,3 +234,27 @@ func missing(t testing.TB, got []paho.Message, streams, n int) {
 		}
 	}
 }
+
+// TestDeliverWithoutStore: a hub without a store sends through the link
+// synchronously; Send returns once the broker has the message.
+func TestDeliverWithoutStore(t *testing.T) {
+	b := startBroker(t, "")
+	sub := subscribe(t, b, "t/#")
+	link := mqttLink(t, b, upstream.MQTTConfig{}, nil)
+	defer link.Close()
+	h := hub.New(hub.Options{DeviceID: "gw1", Upstream: link, Logger: testLogger(t)})
+	defer h.Close()
+	h.SetRoutes([]*route.Route{hubtest.MustRoute(t, "all", "FROM /* INTO $upstream")})
+	link.Start(nil)
+	m := message.New([]byte("s0:0"))
+	m.Properties["stream"] = "s0"
+	ctx, cancel := context.WithTimeout(context.Background(), hubtest.Patience)
+	defer cancel()
+	if err := h.SendDevice(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "the message", func() bool { return sub.len() == 1 })
+	if got := sub.messages()[0].Topic(); got != "t/gw1/10/s0" {
+		t.Errorf("topic %q, want t/gw1/10/s0 (no route priority: the lowest)", got)
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // DefaultTopic is the plain-MQTT topic template when none is configured.
@@ -28,6 +29,7 @@ const maxTopic = 65535
 //	{deviceId} {moduleId} {outputName} {messageId} {correlationId}
 //	{contentType} {priority} {property:NAME}
 //
+// {priority} is the route's, 0 (highest) to 10 (a route without one).
 // {property:NAME} is the application property NAME (empty when unset).
 // Values are escaped so that a message cannot add topic levels or
 // wildcards: '/', '+', '#', '%' and NUL are written as %2F, %2B, %23,
@@ -131,7 +133,9 @@ func (t *Template) Expand(m *message.Message, d hub.Delivery) string {
 		case "contentType":
 			escapeLevel(&b, m.System.ContentType)
 		case "priority":
-			b.WriteString(strconv.FormatUint(uint64(d.Priority), 10))
+			// A route without a priority is the lowest, as the store
+			// keeps it: 10.
+			b.WriteString(strconv.FormatUint(uint64(min(d.Priority, store.LowestPriority)), 10))
 		case "property":
 			escapeLevel(&b, m.Properties[p.prop])
 		}
