@@ -198,8 +198,8 @@ func benchTopics(b *testing.B, br *broker, mode string) func(i int) string {
 	}
 }
 
-// baseline publishes n messages with a bare paho client and a window of
-// in-flight publishes, and returns messages per second.
+// baseline publishes n messages with a bare paho client on the broker
+// and a window of in-flight publishes, and returns messages per second.
 func baseline(b *testing.B, br *broker, topic func(i int) string, n, window int) float64 {
 	b.StopTimer()
 	cli := paho.NewClient(paho.NewClientOptions().AddBroker(br.url()).SetClientID("test-baseline").
@@ -208,6 +208,12 @@ func baseline(b *testing.B, br *broker, topic func(i int) string, n, window int)
 		b.Fatalf("baseline connect: %v", tok.Error())
 	}
 	defer cli.Disconnect(100)
+	return publishWindowed(b, cli, topic, n, window)
+}
+
+// publishWindowed publishes n messages with QoS 1 on cli, at most window
+// awaiting their PUBACK, and returns messages per second.
+func publishWindowed(b *testing.B, cli paho.Client, topic func(i int) string, n, window int) float64 {
 	slots := make(chan struct{}, window)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
