@@ -166,6 +166,7 @@ func (id *identity) connect(ctx context.Context) (*session, error) {
 	tok := s.cli.Connect()
 	<-tok.Done() // bounded by ConnectTimeout
 	if err := tok.Error(); err != nil {
+		s.cancel()
 		return nil, fmt.Errorf("connect to %s as %s: %s", id.acct.broker, id.acct.identity, explain(err, id.acct.broker))
 	}
 	s.wg.Add(1)
