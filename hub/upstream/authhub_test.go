@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,6 +54,20 @@ func (h *authHook) Provides(b byte) bool {
 }
 
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	// An X.509 identity: a client certificate named after the client id,
+	// signed by the CA the listener trusts, and no password.
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && len(pk.Connect.Password) == 0 {
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			h.a.mu.Lock()
+			defer h.a.mu.Unlock()
+			if certs[0].Subject.CommonName == pk.Connect.ClientIdentifier {
+				h.a.accepted[pk.Connect.ClientIdentifier]++
+				return true
+			}
+			h.a.refused[pk.Connect.ClientIdentifier]++
+			return false
+		}
+	}
 	return h.a.check(pk.Connect.ClientIdentifier, string(pk.Connect.Username), string(pk.Connect.Password))
 }
 
@@ -127,6 +142,38 @@ type testPKI struct {
 	caPEM  []byte
 	caFile string
 	server tls.Certificate
+	ca     *x509.Certificate
+	caKey  *ecdsa.PrivateKey
+}
+
+// client issues a client certificate for cn and writes it and its key
+// as PEM files, returning their paths.
+func (p *testPKI) client(t testing.TB, cn string) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	name := strings.ReplaceAll(cn, "/", "_")
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 // newPKI makes a CA and a server certificate for the given DNS names and
@@ -157,6 +204,7 @@ func newPKI(t testing.TB, dns []string, ips []net.IP) *testPKI {
 	}
 	p := &testPKI{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})}
 	p.server = tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
+	p.ca, p.caKey = caCert, caKey
 	p.caFile = filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(p.caFile, p.caPEM, 0o600); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package upstream_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -120,6 +121,43 @@ func TestTLS(t *testing.T) {
 	hubtest.WaitFor(t, "a TLS connection", func() bool { return link.Status().Identities[0].State == upstream.StateConnected })
 	if _, err := upstream.TLSConfig(filepath.Join(t.TempDir(), "missing.pem"), "", "", false); err == nil {
 		t.Error("a missing CA file was accepted")
+	}
+}
+
+// TestX509Identity connects the device and a module with X.509
+// certificates instead of keys: no password, no token, no clock wait.
+func TestX509Identity(t *testing.T) {
+	pki := newPKI(t, nil, []net.IP{net.ParseIP("127.0.0.1")})
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pki.caPEM)
+	a := startAuthHub(t, hubHost, map[string][]byte{}, &tls.Config{Certificates: []tls.Certificate{pki.server},
+		MinVersion: tls.VersionTLS12, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
+	devCert, devKey := pki.client(t, "gw1")
+	modCert, modKey := pki.client(t, "gw1/filter")
+	tc, err := upstream.TLSConfig(pki.caFile, devCert, devKey, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := tls.LoadX509KeyPair(modCert, modKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := upstream.NewIoTHub(upstream.IoTHubConfig{HostName: hubHost, DeviceID: "gw1", Broker: "ssl://" + a.addr, TLS: tc,
+		Modules: []upstream.ModuleIdentity{{ModuleID: "filter", Certificate: &mc}}},
+		&upstream.Options{Logger: testLogger(t), Backoff: fast, Trusted: func(time.Time) bool { return false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.Close()
+	link.Start(nil)
+	hubtest.WaitFor(t, "both X.509 connections", func() bool {
+		ids := link.Status().Identities
+		return ids[0].State == upstream.StateConnected && ids[1].State == upstream.StateConnected
+	})
+	for _, id := range []string{"gw1", "gw1/filter"} {
+		if acc, ref := a.counts(id); acc != 1 || ref != 0 {
+			t.Errorf("%s: accepted %d, refused %d; want one X.509 connection", id, acc, ref)
+		}
 	}
 }
 
