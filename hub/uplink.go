@@ -212,7 +212,11 @@ func (h *Hub) publishRound(ctx context.Context, up Uplink, a *acks, batches <-ch
 		}
 		for _, it := range batch {
 			if it.m == nil {
-				a.done(it.seq, nil) // acknowledged: never retried
+				// Undecodable: acknowledged, so it is never retried.
+				a.mu.Lock()
+				a.seqs = append(a.seqs, it.seq)
+				a.mu.Unlock()
+				poke(a.commit)
 				continue
 			}
 			if err := h.publishItem(ctx, up, a, it, log); err != nil {

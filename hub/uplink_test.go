@@ -14,6 +14,7 @@ import (
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/message"
 	"github.com/tinyedge/tinyedge/hub/route"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // windowed is an Uplink with a window, acknowledging from its own
@@ -230,5 +231,33 @@ func TestUplinkPumpPriority(t *testing.T) {
 	}
 	if want := "[0 3 6 9 1 2 4 5 7 8]"; fmt.Sprint(got) != want {
 		t.Errorf("delivered %v, want %s", got, want)
+	}
+}
+
+// TestUplinkPumpDropsUndecodable: a stored record this binary cannot read
+// is dropped (and counted), and the messages behind it still go.
+func TestUplinkPumpDropsUndecodable(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "store.db"))
+	defer st.Close()
+	if _, err := st.Append(context.Background(), []store.Target{{Endpoint: hub.UpstreamQueue}}, []byte("not a message"), store.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	up := newWindowed(16, 0)
+	defer up.close()
+	h := hub.New(hub.Options{DeviceID: "gw1", Upstream: up, Store: st})
+	defer h.Close()
+	h.SetRoutes([]*route.Route{hubtest.MustRoute(t, "all", "FROM /* INTO $upstream")})
+	if err := h.SendDevice(context.Background(), message.New([]byte("0"))); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "the store to drain", func() bool {
+		es, err := st.EndpointStats(hub.UpstreamQueue)
+		return err == nil && es.Queued == 0
+	})
+	if got := up.received(); len(got) != 1 || string(got[0].Body) != "0" {
+		t.Errorf("received %d messages, want the one good message", len(got))
+	}
+	if d := h.Stats().Dropped["undecodable"]; d != 1 {
+		t.Errorf("undecodable drops %d, want 1", d)
 	}
 }
