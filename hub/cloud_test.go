@@ -10,34 +10,48 @@ import (
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/hubtest"
+	"github.com/tinyedge/tinyedge/hub/twin"
 )
 
-// patchLog is a module that records the desired patches it is told about.
+// patchLog is a module that keeps the desired properties as it has been
+// told them: its twin at start, then every patch merged in.
 type patchLog struct {
 	mu      sync.Mutex
-	patches []string
+	started bool
+	doc     twin.Properties
 }
 
 func (p *patchLog) module() hub.Module {
 	return hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
 		c.OnDesiredChange(func(_ context.Context, patch map[string]any, _ int64) {
-			b, _ := json.Marshal(patch)
 			p.mu.Lock()
-			p.patches = append(p.patches, string(b))
+			_, _ = p.doc.Apply(patch)
 			p.mu.Unlock()
 		})
+		tw, err := c.Twin(ctx)
+		if err != nil {
+			return err
+		}
 		p.mu.Lock()
-		p.patches = append(p.patches, "ready")
+		// Patches already merged are merged again: harmless.
+		base := twin.Properties{Doc: tw.Desired.Doc}
+		_, _ = base.Apply(p.doc.Doc)
+		p.doc, p.started = base, true
 		p.mu.Unlock()
 		<-ctx.Done()
 		return nil
 	})
 }
 
-func (p *patchLog) get() []string {
+// sees returns the desired properties the module knows, as JSON.
+func (p *patchLog) sees() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]string(nil), p.patches...)
+	if !p.started {
+		return ""
+	}
+	b, _ := json.Marshal(p.doc.Doc)
+	return string(b)
 }
 
 // TestCloudDesired follows a module twin through twin GETs and desired
@@ -92,10 +106,7 @@ func TestCloudDesired(t *testing.T) {
 			t.Errorf("%s: desired %s, want %s", s.name, got, s.desired)
 		}
 	}
-	hubtest.WaitFor(t, "the module to see the patches", func() bool {
-		ps := pl.get()
-		return len(ps) > 0 && ps[len(ps)-1] == `{"c":3}`
-	})
+	hubtest.WaitFor(t, "the module to see the patches", func() bool { return pl.sees() == `{"a":1,"c":3}` })
 	if _, err := h.ApplyCloudDesired("nope", nil, 1); err == nil {
 		t.Error("a twin for an unknown module was applied")
 	}
@@ -112,7 +123,7 @@ func TestCloudDesired(t *testing.T) {
 	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "m", Module: pl.module(), Desired: map[string]any{"a": 1.0}}}}); err != nil {
 		t.Fatal(err)
 	}
-	hubtest.WaitFor(t, "the module to start", func() bool { return len(pl.get()) > 0 })
+	hubtest.WaitFor(t, "the module to start", func() bool { return pl.sees() != "" })
 	if _, err := h.ApplyCloudDesired("m", map[string]any{"c": 3.0}, 5); err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +133,7 @@ func TestCloudDesired(t *testing.T) {
 	if _, err := h.ApplyCloudDesired("m", map[string]any{"c": 3.0, "d": 4.0}, 6); err != nil {
 		t.Fatal(err)
 	}
-	hubtest.WaitFor(t, "the patch after restart", func() bool {
-		ps := pl.get()
-		return len(ps) > 0 && ps[len(ps)-1] == `{"d":4}`
-	})
+	hubtest.WaitFor(t, "the patch after restart", func() bool { return pl.sees() == `{"a":1,"c":3,"d":4}` })
 }
 
 // TestCloudReportedQueue checks that reported patches of a cloud-synced
