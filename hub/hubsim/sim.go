@@ -1,0 +1,694 @@
+package hubsim
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/tinyedge/tinyedge/hub/iothub"
+	"github.com/tinyedge/tinyedge/hub/twin"
+)
+
+// Files in the data directory besides the certificates.
+const (
+	stateFileName  = "state.json"
+	eventsFileName = "events.jsonl"
+	tokenFileName  = "api-token"
+	infoFileName   = "hubsim.json"
+)
+
+// DefaultMQTTAddr is where IoT Hub listens for MQTT over TLS.
+const DefaultMQTTAddr = ":8883"
+
+// Options configure a Sim.
+type Options struct {
+	// DataDir holds the registry, twins, events, certificates and the API
+	// secret; it is created if missing. Required.
+	DataDir string
+	// MQTTAddr is the MQTT over TLS listen address; DefaultMQTTAddr when
+	// empty. Port 0 picks a free port (see MQTTAddr after Start).
+	MQTTAddr string
+	// HTTPAddr is the service API's listen address, which must be a
+	// loopback IP ("127.0.0.1:8080"); empty means no HTTP API.
+	HTTPAddr string
+	// Hostname is the IoT Hub host name: in connection strings, user names
+	// and SAS token resources, and in the server certificate. "localhost"
+	// when empty.
+	Hostname string
+	// Logger receives the connection and request log; slog.Default() when
+	// nil.
+	Logger *slog.Logger
+}
+
+// Sim is a running IoT Hub emulator. Its methods are safe for concurrent
+// use.
+type Sim struct {
+	opts     Options
+	log      *slog.Logger
+	pki      *pki
+	events   *eventLog
+	apiToken string
+
+	mu       sync.Mutex
+	reg      registry
+	broker   atomic.Pointer[mqtt.Server] // set under mu; read without it by deliveries
+	mqttAddr string                      // the bound address, reused by StartMQTT
+	httpSrv  *http.Server
+	httpAddr string
+	pending  map[string]*pendingCall
+	rid      uint64
+	started  bool
+	closed   bool
+
+	done chan struct{} // closed by Close: ends event streams
+	wg   sync.WaitGroup
+}
+
+// New opens (or creates) the data directory: the registry, the event log,
+// the CA and a server certificate for the host name, localhost, 127.0.0.1
+// and ::1. It does not listen yet: see Start.
+func New(opts Options) (*Sim, error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("hubsim: no data directory")
+	}
+	if opts.MQTTAddr == "" {
+		opts.MQTTAddr = DefaultMQTTAddr
+	}
+	if opts.Hostname == "" {
+		opts.Hostname = "localhost"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.HTTPAddr != "" {
+		if err := checkLoopback(opts.HTTPAddr); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("hubsim: data directory: %w", err)
+	}
+	s := &Sim{opts: opts, log: opts.Logger, pending: map[string]*pendingCall{}, done: make(chan struct{})}
+	var err error
+	if s.reg, err = loadState(filepath.Join(opts.DataDir, stateFileName)); err != nil {
+		return nil, err
+	}
+	hosts := []string{opts.Hostname}
+	for _, h := range []string{"localhost", "127.0.0.1", "::1"} {
+		if !strings.EqualFold(h, opts.Hostname) {
+			hosts = append(hosts, h)
+		}
+	}
+	if s.pki, err = loadPKI(opts.DataDir, hosts, time.Now()); err != nil {
+		return nil, fmt.Errorf("hubsim: certificates in %s: %w", opts.DataDir, err)
+	}
+	if s.apiToken, err = loadOrMakeToken(filepath.Join(opts.DataDir, tokenFileName)); err != nil {
+		return nil, err
+	}
+	if s.events, err = openEventLog(filepath.Join(opts.DataDir, eventsFileName)); err != nil {
+		return nil, fmt.Errorf("hubsim: %w", err)
+	}
+	return s, nil
+}
+
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("hubsim: HTTP address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("hubsim: HTTP address %q: the service API listens on a loopback IP only (127.0.0.1 or [::1])", addr)
+	}
+	return nil
+}
+
+func loadState(path string) (registry, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return registry{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hubsim: %w", err)
+	}
+	reg, err := decodeState(b)
+	if err != nil {
+		return nil, fmt.Errorf("hubsim: %s: %w", path, err)
+	}
+	return reg, nil
+}
+
+func loadOrMakeToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("hubsim: API token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	tok := base64.RawURLEncoding.EncodeToString(raw)
+	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("hubsim: API token: %w", err)
+	}
+	return tok, nil
+}
+
+// Start listens for MQTT and, when configured, HTTP, and writes
+// hubsim.json with the addresses for the CLI.
+func (s *Sim) Start() error {
+	s.mu.Lock()
+	if s.started || s.closed {
+		s.mu.Unlock()
+		return errors.New("hubsim: already started")
+	}
+	s.started = true
+	s.mu.Unlock()
+	if err := s.StartMQTT(); err != nil {
+		return err
+	}
+	if s.opts.HTTPAddr != "" {
+		if err := s.startHTTP(); err != nil {
+			s.StopMQTT()
+			return err
+		}
+	}
+	info, _ := json.MarshalIndent(serveInfo{MQTT: s.MQTTAddr(), HTTP: s.HTTPAddr(), Hostname: s.opts.Hostname, PID: os.Getpid()}, "", "  ")
+	if err := writeFileAtomic(filepath.Join(s.opts.DataDir, infoFileName), info, 0o600); err != nil {
+		s.Close()
+		return fmt.Errorf("hubsim: %w", err)
+	}
+	s.log.Info("hubsim listening", "mqtt", s.MQTTAddr(), "http", s.HTTPAddr(), "hostname", s.opts.Hostname, "data", s.opts.DataDir)
+	return nil
+}
+
+// serveInfo is hubsim.json: how the CLI finds a running hubsim.
+type serveInfo struct {
+	MQTT     string `json:"mqtt"`
+	HTTP     string `json:"http"`
+	Hostname string `json:"hostname"`
+	PID      int    `json:"pid"`
+}
+
+// StartMQTT starts the MQTT server, on the address the previous one had
+// when there was one, so clients reconnect to the same port.
+func (s *Sim) StartMQTT() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("hubsim: closed")
+	}
+	if s.broker.Load() != nil {
+		return nil
+	}
+	addr := s.opts.MQTTAddr
+	if s.mqttAddr != "" {
+		addr = s.mqttAddr
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{s.pki.server},
+		MinVersion:   tls.VersionTLS12,
+		// Client certificates are checked against the registry's
+		// thumbprints, not against a CA, as IoT Hub does for self-signed
+		// device certificates.
+		ClientAuth: tls.RequestClientCert,
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("hubsim: listen MQTT on %s: %w", addr, err)
+	}
+	s.mqttAddr = ln.Addr().String()
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumQos = 1                              // SUBACK grants 1 for 2; a QoS 2 PUBLISH closes the connection (hook)
+	caps.RetainAvailable = 0                         // IoT Hub does not keep retained messages
+	caps.MaximumPacketSize = iothubMaxPacket         // IoT Hub's limit
+	caps.Compatibilities.ObscureNotAuthorized = true // refused subscriptions get 0x80 in MQTT 3.1.1
+	// mochi's own log is warnings only: its debug lines dump whole packets.
+	mlog := slog.New(minLevel{slog.LevelWarn, s.log.Handler()}).With("component", "mqtt")
+	broker := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: mlog})
+	if err := broker.AddHook(&hook{sim: s}, nil); err != nil {
+		ln.Close()
+		return err
+	}
+	if err := broker.AddListener(listeners.NewNet("iothub", tls.NewListener(ln, cfg))); err != nil {
+		ln.Close()
+		return err
+	}
+	if err := broker.Serve(); err != nil {
+		broker.Close()
+		return fmt.Errorf("hubsim: serve MQTT: %w", err)
+	}
+	s.broker.Store(broker)
+	return nil
+}
+
+// iothubMaxPacket is the largest MQTT packet hubsim reads: IoT Hub's 256
+// KiB message limit (checked on body and properties) plus room for the
+// topic and header.
+const iothubMaxPacket = 256*1024 + 4096
+
+// StopMQTT closes the MQTT listener and every connection, as a hub outage
+// would; the registry, twins and events stay. StartMQTT brings it back on
+// the same port.
+func (s *Sim) StopMQTT() error {
+	s.mu.Lock()
+	b := s.broker.Swap(nil)
+	calls := s.pending
+	s.pending = map[string]*pendingCall{}
+	s.mu.Unlock()
+	for _, c := range calls {
+		c.fail(ErrNotConnected)
+	}
+	if b == nil {
+		return nil
+	}
+	// Outside the lock: Close waits for the client goroutines, whose hooks
+	// take it.
+	return b.Close()
+}
+
+// Close stops listening, disconnects everyone and closes the files. The
+// data directory keeps the state: New on it again continues where this
+// one stopped.
+func (s *Sim) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.done)
+	srv := s.httpSrv
+	s.mu.Unlock()
+	err := s.StopMQTT()
+	if srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if e := srv.Shutdown(ctx); e != nil {
+			srv.Close()
+		}
+		cancel()
+	}
+	s.wg.Wait()
+	os.Remove(filepath.Join(s.opts.DataDir, infoFileName))
+	if e := s.events.close(); err == nil {
+		err = e
+	}
+	return err
+}
+
+// MQTTAddr is the address the MQTT server listens on (after Start).
+func (s *Sim) MQTTAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mqttAddr
+}
+
+// HTTPAddr is the address of the service API ("" without one).
+func (s *Sim) HTTPAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.httpAddr
+}
+
+// Hostname is the IoT Hub host name identities use.
+func (s *Sim) Hostname() string { return s.opts.Hostname }
+
+// CAPEM is the PEM certificate of the CA that signed the server
+// certificate: what a client must trust.
+func (s *Sim) CAPEM() []byte { return s.pki.caPEM }
+
+// APIToken is the bearer secret of the service API.
+func (s *Sim) APIToken() string { return s.apiToken }
+
+// AddDevice registers a device with generated SAS keys.
+func (s *Sim) AddDevice(device string) (Identity, error) {
+	return s.AddIdentity(Identity{DeviceID: device})
+}
+
+// AddModule registers a module of an existing device with generated SAS
+// keys.
+func (s *Sim) AddModule(device, module string) (Identity, error) {
+	if module == "" {
+		return Identity{}, fmt.Errorf("%w: empty module id", ErrBadID)
+	}
+	return s.AddIdentity(Identity{DeviceID: device, ModuleID: module})
+}
+
+// AddIdentity registers id as given; an identity without keys or
+// thumbprints gets generated SAS keys. A module needs its device.
+func (s *Sim) AddIdentity(id Identity) (Identity, error) {
+	if id.PrimaryKey == "" && id.SecondaryKey == "" && len(id.X509Thumbprints) == 0 {
+		id.PrimaryKey, id.SecondaryKey = newKey(), newKey()
+	}
+	for i, tp := range id.X509Thumbprints {
+		id.X509Thumbprints[i] = strings.ToUpper(tp)
+	}
+	if err := validate(id); err != nil {
+		return Identity{}, fmt.Errorf("add identity: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.reg[id.ID()]; ok {
+		return Identity{}, fmt.Errorf("add identity %s: %w", id.ID(), ErrExists)
+	}
+	if id.ModuleID != "" && s.reg[id.DeviceID] == nil {
+		return Identity{}, fmt.Errorf("add module %s: %w: device %s", id.ID(), ErrNotFound, id.DeviceID)
+	}
+	t, err := twin.New(nil)
+	if err != nil {
+		return Identity{}, err
+	}
+	s.reg[id.ID()] = &entry{Identity: id, twin: t}
+	if err := s.saveLocked(); err != nil {
+		delete(s.reg, id.ID())
+		return Identity{}, err
+	}
+	s.log.Info("identity added", "id", id.ID())
+	return id, nil
+}
+
+// Identity returns a registered identity.
+func (s *Sim) Identity(device, module string) (Identity, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, err := s.entryLocked(device, module)
+	if err != nil {
+		return Identity{}, err
+	}
+	return e.Identity, nil
+}
+
+// Identities lists the registry, sorted by ID.
+func (s *Sim) Identities() []Identity {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Identity
+	for _, id := range s.reg.sortedIDs() {
+		out = append(out, s.reg[id].Identity)
+	}
+	return out
+}
+
+func (s *Sim) entryLocked(device, module string) (*entry, error) {
+	id := Identity{DeviceID: device, ModuleID: module}.ID()
+	e := s.reg[id]
+	if e == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return e, nil
+}
+
+// saveLocked writes state.json.
+func (s *Sim) saveLocked() error {
+	b, err := s.reg.encode()
+	if err != nil {
+		return fmt.Errorf("hubsim: encode state: %w", err)
+	}
+	return writeFileAtomic(filepath.Join(s.opts.DataDir, stateFileName), b, 0o600)
+}
+
+// ConnectionString is id's connection string with its primary key (or
+// x509=true). When the MQTT server is not on IoT Hub's port 8883 it
+// carries GatewayHostName=host:port, so SDKs reach it while signing for
+// the hub's host name.
+func (s *Sim) ConnectionString(id Identity) string {
+	c := iothub.ConnectionString{HostName: s.opts.Hostname, DeviceID: id.DeviceID, ModuleID: id.ModuleID}
+	if id.PrimaryKey != "" {
+		c.SharedAccessKey, _ = base64.StdEncoding.DecodeString(id.PrimaryKey)
+	} else {
+		c.X509 = true
+	}
+	if _, port, err := net.SplitHostPort(s.MQTTAddr()); err == nil && port != "8883" {
+		c.GatewayHostName = net.JoinHostPort(s.opts.Hostname, port)
+	}
+	return c.String()
+}
+
+// Connected reports whether the identity has a live MQTT connection.
+func (s *Sim) Connected(device, module string) bool {
+	cl := s.client(Identity{DeviceID: device, ModuleID: module}.ID())
+	return cl != nil && !cl.Closed()
+}
+
+// Disconnect drops the identity's MQTT connection, as IoT Hub does when
+// it throttles or fails over. It is not an error when there is none.
+func (s *Sim) Disconnect(device, module string) {
+	if cl := s.client(Identity{DeviceID: device, ModuleID: module}.ID()); cl != nil {
+		cl.Stop(errors.New("disconnected by hubsim"))
+	}
+}
+
+func (s *Sim) client(id string) *mqtt.Client {
+	b := s.broker.Load()
+	if b == nil {
+		return nil
+	}
+	cl, ok := b.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return nil
+	}
+	return cl
+}
+
+// Errors of deliveries and direct methods.
+var (
+	ErrNotConnected  = errors.New("identity not connected")
+	ErrNotSubscribed = errors.New("identity not subscribed")
+	ErrMethodTimeout = errors.New("direct method timed out")
+)
+
+// deliver sends a QoS 0 PUBLISH to the identity's connection when one of
+// its subscriptions matches topic.
+func (s *Sim) deliver(id, topic string, payload []byte) error {
+	cl := s.client(id)
+	if cl == nil {
+		return fmt.Errorf("%w: %s", ErrNotConnected, id)
+	}
+	subscribed := false
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if matchFilter(filter, topic) {
+			subscribed = true
+			break
+		}
+	}
+	if !subscribed {
+		return fmt.Errorf("%w: %s to %s", ErrNotSubscribed, id, topic)
+	}
+	return cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   topic,
+		Payload:     payload,
+	})
+}
+
+// matchFilter reports whether an MQTT topic filter matches topic.
+func matchFilter(filter, topic string) bool {
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fs {
+		if f == "#" {
+			return true
+		}
+		if i >= len(ts) || (f != "+" && f != ts[i]) {
+			return false
+		}
+	}
+	return len(fs) == len(ts)
+}
+
+// Events returns the events numbered from seq on (Event.Seq; 0 is the
+// first of the data directory, older than what memory keeps means the
+// oldest kept), the seq to ask for next, and a channel closed when more
+// arrive:
+//
+//	next := int64(0)
+//	for {
+//		evs, n, more := sim.Events(next)
+//		… use evs …
+//		next = n
+//		select { case <-more: case <-ctx.Done(): return }
+//	}
+func (s *Sim) Events(seq int64) ([]Event, int64, <-chan struct{}) {
+	return s.events.since(seq)
+}
+
+// Twin returns a copy of the identity's twin.
+func (s *Sim) Twin(device, module string) (twin.Twin, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, err := s.entryLocked(device, module)
+	if err != nil {
+		return twin.Twin{}, err
+	}
+	return e.twin.Clone(), nil
+}
+
+// PatchDesired merges patch into the identity's desired properties (null
+// deletes a member) and notifies its connection when it listens for
+// desired changes. It returns the new desired version.
+func (s *Sim) PatchDesired(device, module string, patch map[string]any) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, err := s.entryLocked(device, module)
+	if err != nil {
+		return 0, err
+	}
+	before := e.twin.Desired.Clone()
+	v, err := e.twin.Desired.Apply(patch)
+	if err != nil {
+		return 0, fmt.Errorf("patch desired of %s: %w", e.ID(), err)
+	}
+	if err := s.saveLocked(); err != nil {
+		e.twin.Desired = before
+		return 0, err
+	}
+	body, err := json.Marshal(twin.Properties{Version: v, Doc: patch})
+	if err != nil {
+		return v, err
+	}
+	// Under the lock, so notifications leave in version order.
+	if err := s.deliver(e.ID(), iothub.TwinDesiredTopic(v), body); err != nil && !errors.Is(err, ErrNotConnected) && !errors.Is(err, ErrNotSubscribed) {
+		s.log.Warn("desired notification not sent", "id", e.ID(), "version", v, "error", err)
+	}
+	return v, nil
+}
+
+// MethodResult is a direct method's answer.
+type MethodResult struct {
+	Status  int             `json:"status"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+type pendingCall struct {
+	client string
+	ch     chan methodReply // buffered 1
+}
+
+type methodReply struct {
+	res MethodResult
+	err error
+}
+
+func (c *pendingCall) fail(err error) {
+	select {
+	case c.ch <- methodReply{err: err}:
+	default:
+	}
+}
+
+// InvokeMethod calls a direct method on the identity's connection and
+// waits up to timeout for its answer. payload is JSON (nil means null).
+// It fails with ErrNotFound, ErrNotConnected (no connection, or not
+// subscribed to methods: IoT Hub's 404) or ErrMethodTimeout (IoT Hub's
+// 504).
+func (s *Sim) InvokeMethod(ctx context.Context, device, module, name string, payload json.RawMessage, timeout time.Duration) (MethodResult, error) {
+	if name == "" || strings.ContainsAny(name, "/?#+") {
+		return MethodResult{}, fmt.Errorf("method name %q: must be non-empty, without / ? # +", name)
+	}
+	if payload == nil {
+		payload = json.RawMessage("null")
+	}
+	if !json.Valid(payload) {
+		return MethodResult{}, fmt.Errorf("method %s payload is not JSON", name)
+	}
+	id := Identity{DeviceID: device, ModuleID: module}.ID()
+	s.mu.Lock()
+	if _, err := s.entryLocked(device, module); err != nil {
+		s.mu.Unlock()
+		return MethodResult{}, err
+	}
+	s.rid++
+	rid := strconv.FormatUint(s.rid, 10)
+	call := &pendingCall{client: id, ch: make(chan methodReply, 1)}
+	s.pending[rid] = call
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, rid)
+		s.mu.Unlock()
+	}()
+	if err := s.deliver(id, iothub.MethodRequestTopic(name, rid), payload); err != nil {
+		if errors.Is(err, ErrNotSubscribed) {
+			return MethodResult{}, fmt.Errorf("%w: %s does not listen for direct methods", ErrNotConnected, id)
+		}
+		if errors.Is(err, ErrNotConnected) {
+			return MethodResult{}, err
+		}
+		return MethodResult{}, fmt.Errorf("%w: %s: %v", ErrNotConnected, id, err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-call.ch:
+		return r.res, r.err
+	case <-t.C:
+		return MethodResult{}, fmt.Errorf("%w: %s did not answer %s within %s", ErrMethodTimeout, id, name, timeout)
+	case <-ctx.Done():
+		return MethodResult{}, ctx.Err()
+	}
+}
+
+// methodAnswered hands a method response from client to its caller.
+func (s *Sim) methodAnswered(client, rid string, status int, body []byte) {
+	s.mu.Lock()
+	call := s.pending[rid]
+	s.mu.Unlock()
+	if call == nil || call.client != client {
+		s.log.Info("method response without a pending call", "id", client, "rid", rid)
+		return
+	}
+	res := MethodResult{Status: status, Payload: json.RawMessage("null")}
+	switch {
+	case len(body) == 0:
+	case json.Valid(body):
+		res.Payload = append(json.RawMessage(nil), body...)
+	default:
+		res.Payload, _ = json.Marshal(string(body))
+	}
+	select {
+	case call.ch <- methodReply{res: res}:
+	default:
+	}
+}
+
+// authorized compares a bearer secret in constant time.
+func (s *Sim) authorized(got string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(s.apiToken)) == 1
+}
+
+var _ io.Closer = (*Sim)(nil)
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// minLevel drops records below a level.
+type minLevel struct {
+	min slog.Level
+	h   slog.Handler
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.h.Enabled(ctx, l)
+}
+func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler            { return minLevel{m.min, m.h.WithAttrs(a)} }
+func (m minLevel) WithGroup(g string) slog.Handler                 { return minLevel{m.min, m.h.WithGroup(g)} }
