@@ -451,6 +451,25 @@ func (s *Sim) Connected(device, module string) bool {
 	return cl != nil && !cl.Closed()
 }
 
+// Subscribed reports whether the identity's connection has a
+// subscription matching topic, that is whether a publish on topic (such as
+// iothub.TwinDesiredTopic(2) or iothub.MethodRequestTopic("reset", "1"))
+// would reach it. SDKs subscribe in the background; tests poll this before
+// they patch or call.
+func (s *Sim) Subscribed(device, module, topic string) bool {
+	cl := s.client(Identity{DeviceID: device, ModuleID: module}.ID())
+	return cl != nil && hasSubscription(cl, topic)
+}
+
+func hasSubscription(cl *mqtt.Client, topic string) bool {
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if matchFilter(filter, topic) {
+			return true
+		}
+	}
+	return false
+}
+
 // Disconnect drops the identity's MQTT connection, as IoT Hub does when
 // it throttles or fails over. It is not an error when there is none.
 func (s *Sim) Disconnect(device, module string) {
@@ -485,14 +504,7 @@ func (s *Sim) deliver(id, topic string, payload []byte) error {
 	if cl == nil {
 		return fmt.Errorf("%w: %s", ErrNotConnected, id)
 	}
-	subscribed := false
-	for filter := range cl.State.Subscriptions.GetAll() {
-		if matchFilter(filter, topic) {
-			subscribed = true
-			break
-		}
-	}
-	if !subscribed {
+	if !hasSubscription(cl, topic) {
 		return fmt.Errorf("%w: %s to %s", ErrNotSubscribed, id, topic)
 	}
 	return cl.WritePacket(packets.Packet{
