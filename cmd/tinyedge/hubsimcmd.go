@@ -218,7 +218,7 @@ func hubsimServe(ctx context.Context, dataDir, listen, httpAddr, hostname, logFo
 		return err
 	}
 	fmt.Fprintf(stdout, "hubsim: IoT Hub %s on mqtts://%s, service API on http://%s, CA %s\n",
-		hostname, s.MQTTAddr(), s.HTTPAddr(), filepath.Join(dataDir, "ca.pem"))
+		hostname, s.Addr(), s.HTTPAddr(), filepath.Join(dataDir, "ca.pem"))
 	<-ctx.Done()
 	return s.Close()
 }

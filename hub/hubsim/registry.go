@@ -27,6 +27,10 @@ type Identity struct {
 	X509Thumbprints []string `json:"x509Thumbprints,omitempty"`
 	// IoTEdge marks a device as an IoT Edge device (capabilities.iotEdge).
 	IoTEdge bool `json:"iotEdge,omitempty"`
+
+	// ConnectionString is filled in by the Sim methods that return an
+	// Identity (see Sim.ConnectionString); it is not stored.
+	ConnectionString string `json:"-"`
 }
 
 // ID is "device" or "device/module": the MQTT client id of the identity.

@@ -34,7 +34,7 @@ func TestRestartKeepsState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ca, addr := s1.CAPEM(), s1.MQTTAddr()
+	ca, addr := s1.CAPEM(), s1.Addr()
 	tw1, _ := s1.Twin("gw", "filter")
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
@@ -79,7 +79,7 @@ func TestRestartKeepsState(t *testing.T) {
 func TestStopStartMQTT(t *testing.T) {
 	s := startSim(t, "")
 	id := addModule(t, s, "gw", "filter")
-	addr := s.MQTTAddr()
+	addr := s.Addr()
 	for i := 0; i < 5; i++ {
 		c := mustDial(t, s, id)
 		c.subscribe(t, "$iothub/methods/POST/#")
@@ -106,8 +106,8 @@ func TestStopStartMQTT(t *testing.T) {
 		if err := s.StartMQTT(); err != nil {
 			t.Fatal(err)
 		}
-		if s.MQTTAddr() != addr {
-			t.Fatalf("address %s after restart, want %s", s.MQTTAddr(), addr)
+		if s.Addr() != addr {
+			t.Fatalf("address %s after restart, want %s", s.Addr(), addr)
 		}
 	}
 	if evs := waitEvents(t, s, 5); len(evs) != 5 {

@@ -90,8 +90,8 @@ func TestSDKConformance(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "conformance.js")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
-		"HUBSIM_DEVICE_CS="+s.ConnectionString(dev),
-		"HUBSIM_MODULE_CS="+s.ConnectionString(mod),
+		"HUBSIM_DEVICE_CS="+dev.ConnectionString,
+		"HUBSIM_MODULE_CS="+mod.ConnectionString,
 		"HUBSIM_CA="+filepath.Join(s.opts.DataDir, caFile),
 		"HUBSIM_TIMEOUT_MS=20000",
 	)

@@ -194,12 +194,12 @@ func (s *Sim) Start() error {
 			return err
 		}
 	}
-	info, _ := json.MarshalIndent(serveInfo{MQTT: s.MQTTAddr(), HTTP: s.HTTPAddr(), Hostname: s.opts.Hostname, PID: os.Getpid()}, "", "  ")
+	info, _ := json.MarshalIndent(serveInfo{MQTT: s.Addr(), HTTP: s.HTTPAddr(), Hostname: s.opts.Hostname, PID: os.Getpid()}, "", "  ")
 	if err := writeFileAtomic(filepath.Join(s.opts.DataDir, infoFileName), info, 0o600); err != nil {
 		s.Close()
 		return fmt.Errorf("hubsim: %w", err)
 	}
-	s.log.Info("hubsim listening", "mqtt", s.MQTTAddr(), "http", s.HTTPAddr(), "hostname", s.opts.Hostname, "data", s.opts.DataDir)
+	s.log.Info("hubsim listening", "mqtt", s.Addr(), "http", s.HTTPAddr(), "hostname", s.opts.Hostname, "data", s.opts.DataDir)
 	return nil
 }
 
@@ -317,8 +317,8 @@ func (s *Sim) Close() error {
 	return err
 }
 
-// MQTTAddr is the address the MQTT server listens on (after Start).
-func (s *Sim) MQTTAddr() string {
+// Addr is the address the MQTT server listens on (after Start).
+func (s *Sim) Addr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.mqttAddr
@@ -358,6 +358,7 @@ func (s *Sim) AddModule(device, module string) (Identity, error) {
 // AddIdentity registers id as given; an identity without keys or
 // thumbprints gets generated SAS keys. A module needs its device.
 func (s *Sim) AddIdentity(id Identity) (Identity, error) {
+	id.ConnectionString = ""
 	if id.PrimaryKey == "" && id.SecondaryKey == "" && len(id.X509Thumbprints) == 0 {
 		id.PrimaryKey, id.SecondaryKey = newKey(), newKey()
 	}
@@ -385,6 +386,7 @@ func (s *Sim) AddIdentity(id Identity) (Identity, error) {
 		return Identity{}, err
 	}
 	s.log.Info("identity added", "id", id.ID())
+	id.ConnectionString = s.connectionStringLocked(id)
 	return id, nil
 }
 
@@ -396,7 +398,9 @@ func (s *Sim) Identity(device, module string) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	return e.Identity, nil
+	id := e.Identity
+	id.ConnectionString = s.connectionStringLocked(id)
+	return id, nil
 }
 
 // Identities lists the registry, sorted by ID.
@@ -404,8 +408,10 @@ func (s *Sim) Identities() []Identity {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Identity
-	for _, id := range s.reg.sortedIDs() {
-		out = append(out, s.reg[id].Identity)
+	for _, name := range s.reg.sortedIDs() {
+		id := s.reg[name].Identity
+		id.ConnectionString = s.connectionStringLocked(id)
+		out = append(out, id)
 	}
 	return out
 }
@@ -433,13 +439,19 @@ func (s *Sim) saveLocked() error {
 // carries GatewayHostName=host:port, so SDKs reach it while signing for
 // the hub's host name.
 func (s *Sim) ConnectionString(id Identity) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connectionStringLocked(id)
+}
+
+func (s *Sim) connectionStringLocked(id Identity) string {
 	c := iothub.ConnectionString{HostName: s.opts.Hostname, DeviceID: id.DeviceID, ModuleID: id.ModuleID}
 	if id.PrimaryKey != "" {
 		c.SharedAccessKey, _ = base64.StdEncoding.DecodeString(id.PrimaryKey)
 	} else {
 		c.X509 = true
 	}
-	if _, port, err := net.SplitHostPort(s.MQTTAddr()); err == nil && port != "8883" {
+	if _, port, err := net.SplitHostPort(s.mqttAddr); err == nil && port != "8883" {
 		c.GatewayHostName = net.JoinHostPort(s.opts.Hostname, port)
 	}
 	return c.String()

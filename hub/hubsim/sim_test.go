@@ -76,7 +76,7 @@ func dial(t *testing.T, s *Sim, id Identity, o dialOpts) (*conn, error) {
 	t.Helper()
 	c := &conn{lost: make(chan error, 1)}
 	opts := paho.NewClientOptions()
-	opts.AddBroker("ssl://" + s.MQTTAddr())
+	opts.AddBroker("ssl://" + s.Addr())
 	opts.SetClientID(id.ID())
 	if o.clientID != "" {
 		opts.SetClientID(o.clientID)
