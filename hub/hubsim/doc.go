@@ -31,5 +31,13 @@
 //     module inputs are not sent: IoT Hub's part of those is not emulated.
 //   - Sessions (clean session false) last as long as the MQTT server runs;
 //     StopMQTT or a restart forgets them, like a hub failover.
-//   - At most MaxEvents events are kept in memory; events.jsonl keeps all.
+//   - At most 2×MaxEvents events are kept in memory; events.jsonl keeps
+//     all, and is not fsynced: a killed hubsim keeps every acknowledged
+//     event, a power cut may lose the last ones.
+//   - X.509 identities are matched by certificate thumbprint (IoT Hub's
+//     self-signed mode); CA-signed device certificates are not supported.
+//   - IoT Hub's limit of 16 unacknowledged QoS 1 publishes per connection
+//     is not enforced. MQTT packets may be 4 KiB over 256 KiB, for the
+//     topic; the 256 KiB message limit itself is checked on body and
+//     properties, as IoT Hub counts it.
 package hubsim

@@ -32,6 +32,17 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+func testLoggerB() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func mustKey(tb testing.TB, b64 string) []byte {
+	tb.Helper()
+	k, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
 // startSim starts a hubsim on free loopback ports in dir (a new temporary
 // directory when ""), closed at the end of the test.
 func startSim(t *testing.T, dir string) *Sim {
