@@ -143,7 +143,7 @@ type eventLog struct {
 // openEventLog reads path (if any) and opens it for appending. A torn last
 // line, left by a crash mid-write, is cut off.
 func openEventLog(path string) (*eventLog, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open events: %w", err)
 	}

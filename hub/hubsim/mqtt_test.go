@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 )
 
@@ -104,6 +105,25 @@ func TestAuthentication(t *testing.T) {
 				t.Error("Connected = false after connecting")
 			}
 		})
+	}
+}
+
+// IoT Hub speaks MQTT 3.1.1 only: a 3.1 CONNECT is refused.
+func TestProtocolVersion(t *testing.T) {
+	s := startSim(t, "")
+	dev, _ := s.AddDevice("dev1")
+	opts := paho.NewClientOptions().AddBroker("ssl://" + s.Addr()).SetClientID("dev1").
+		SetUsername(iothub.FormatUsername(s.Hostname(), "dev1", "", nil)).
+		SetPassword(iothub.SignToken(mustKey(t, dev.PrimaryKey), iothub.Resource(s.Hostname(), "dev1", ""), time.Now().Add(time.Hour), "")).
+		SetTLSConfig(tlsConfig(s)).SetProtocolVersion(3).SetAutoReconnect(false)
+	c := paho.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		t.Fatal("connect timed out")
+	}
+	if tok.Error() == nil {
+		c.Disconnect(0)
+		t.Fatal("an MQTT 3.1 client connected")
 	}
 }
 
@@ -357,6 +377,9 @@ func TestMethods(t *testing.T) {
 		t.Errorf("unanswered: %v, want ErrMethodTimeout (504)", err)
 	}
 	c.waitMsg(t, "$iothub/methods/POST/slow/")
+	if _, err := s.InvokeMethod(ctx, "gw", "sensor", "big", json.RawMessage(`"`+strings.Repeat("x", MaxMethodPayload)+`"`), time.Second); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Errorf("payload over 128 KiB: %v", err)
+	}
 	if _, err := s.InvokeMethod(ctx, "gw", "ghost", "reset", nil, time.Second); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown module: %v", err)
 	}

@@ -597,6 +597,12 @@ func (s *Sim) PatchDesired(device, module string, patch map[string]any) (int64, 
 	return v, nil
 }
 
+// Direct method limits, IoT Hub's.
+const (
+	MaxMethodPayload     = 128 * 1024
+	DefaultMethodTimeout = 30 * time.Second
+)
+
 // MethodResult is a direct method's answer.
 type MethodResult struct {
 	Status  int             `json:"status"`
@@ -621,7 +627,8 @@ func (c *pendingCall) fail(err error) {
 }
 
 // InvokeMethod calls a direct method on the identity's connection and
-// waits up to timeout for its answer. payload is JSON (nil means null).
+// waits up to timeout (DefaultMethodTimeout when 0) for its answer.
+// payload is JSON (nil means null), at most MaxMethodPayload bytes.
 // It fails with ErrNotFound, ErrNotConnected (no connection, or not
 // subscribed to methods: IoT Hub's 404) or ErrMethodTimeout (IoT Hub's
 // 504).
@@ -634,6 +641,12 @@ func (s *Sim) InvokeMethod(ctx context.Context, device, module, name string, pay
 	}
 	if !json.Valid(payload) {
 		return MethodResult{}, fmt.Errorf("method %s payload is not JSON", name)
+	}
+	if len(payload) > MaxMethodPayload {
+		return MethodResult{}, fmt.Errorf("method %s payload is %d bytes, IoT Hub's limit is %d", name, len(payload), MaxMethodPayload)
+	}
+	if timeout <= 0 {
+		timeout = DefaultMethodTimeout
 	}
 	id := Identity{DeviceID: device, ModuleID: module}.ID()
 	s.mu.Lock()
