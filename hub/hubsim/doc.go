@@ -13,6 +13,7 @@
 //	ca-key.pem, server.pem, server-key.pem
 //	api-token         the bearer secret of the HTTP API (mode 0600)
 //	hubsim.json       the addresses of the running server, for the CLI
+//	lock              flocked by the Sim using the directory
 //
 // What an identity may do is IoT Hub's rule: it authenticates with a SAS
 // token signed by its own key (or a TLS client certificate whose SHA-256 or

@@ -143,3 +143,16 @@ func TestTornEventLog(t *testing.T) {
 		t.Errorf("%d events, next %d; want 2, 2", len(evs), next)
 	}
 }
+
+func TestDataDirLocked(t *testing.T) {
+	s := startSim(t, "")
+	if _, err := New(Options{DataDir: s.opts.DataDir, MQTTAddr: "127.0.0.1:0"}); !errors.Is(err, ErrDataDirInUse) {
+		t.Errorf("second New on the same data directory: %v, want ErrDataDirInUse", err)
+	}
+	s.Close()
+	s2, err := New(Options{DataDir: s.opts.DataDir, MQTTAddr: "127.0.0.1:0", Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("New after Close: %v", err)
+	}
+	s2.Close()
+}

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -34,6 +35,7 @@ const (
 	eventsFileName = "events.jsonl"
 	tokenFileName  = "api-token"
 	infoFileName   = "hubsim.json"
+	lockFileName   = "lock"
 )
 
 // DefaultMQTTAddr is where IoT Hub listens for MQTT over TLS.
@@ -64,6 +66,7 @@ type Options struct {
 type Sim struct {
 	opts     Options
 	log      *slog.Logger
+	lock     *os.File // flock on the data directory, held until Close
 	pki      *pki
 	events   *eventLog
 	apiToken string
@@ -107,8 +110,16 @@ func New(opts Options) (*Sim, error) {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("hubsim: data directory: %w", err)
 	}
-	s := &Sim{opts: opts, log: opts.Logger, pending: map[string]*pendingCall{}, done: make(chan struct{})}
-	var err error
+	lock, err := lockDir(opts.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sim{opts: opts, log: opts.Logger, lock: lock, pending: map[string]*pendingCall{}, done: make(chan struct{})}
+	defer func() {
+		if s.events == nil { // New failed
+			lock.Close()
+		}
+	}()
 	if s.reg, err = loadState(filepath.Join(opts.DataDir, stateFileName)); err != nil {
 		return nil, err
 	}
@@ -314,7 +325,30 @@ func (s *Sim) Close() error {
 	if e := s.events.close(); err == nil {
 		err = e
 	}
+	s.lock.Close()
 	return err
+}
+
+// ErrDataDirInUse is returned (wrapped) by New when another Sim holds the
+// data directory.
+var ErrDataDirInUse = errors.New("hubsim data directory in use")
+
+// lockDir takes an exclusive flock on dir/lock, so two hubsims never write
+// the same state.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, lockFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("hubsim: lock data directory: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is locked by another hubsim (stop it, or give another --data-dir)", ErrDataDirInUse, dir)
+		}
+		return nil, fmt.Errorf("hubsim: lock %s: %w", path, err)
+	}
+	return f, nil
 }
 
 // Addr is the address the MQTT server listens on (after Start).
