@@ -590,6 +590,23 @@ func (s *Sim) Events(seq int64) ([]Event, int64, <-chan struct{}) {
 	return s.events.since(seq)
 }
 
+// WaitEvents waits until the data directory holds at least n events in
+// all and returns them (as Events(0) does), or ctx's error with the events
+// so far.
+func (s *Sim) WaitEvents(ctx context.Context, n int) ([]Event, error) {
+	for {
+		evs, _, more := s.Events(0)
+		if len(evs) >= n {
+			return evs, nil
+		}
+		select {
+		case <-more:
+		case <-ctx.Done():
+			return evs, fmt.Errorf("%d events, waiting for %d: %w", len(evs), n, ctx.Err())
+		}
+	}
+}
+
 // Twin returns a copy of the identity's twin.
 func (s *Sim) Twin(device, module string) (twin.Twin, error) {
 	s.mu.Lock()

@@ -195,17 +195,11 @@ func waitEvents(t *testing.T, s *Sim, n int) []Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for {
-		evs, _, more := s.Events(0)
-		if len(evs) >= n {
-			return evs
-		}
-		select {
-		case <-more:
-		case <-ctx.Done():
-			t.Fatalf("%d events after 10s, want %d", len(evs), n)
-		}
+	evs, err := s.WaitEvents(ctx, n)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return evs
 }
 
 func addModule(t *testing.T, s *Sim, device, module string) Identity {
