@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -26,6 +27,10 @@ import (
 type hook struct {
 	mqtt.HookBase
 	sim *Sim
+	// stopped is set before the server closes: mochi's Close can return
+	// while a connection accepted at that moment is still being set up,
+	// and that straggler must not authenticate or record anything.
+	stopped atomic.Bool
 }
 
 var _ mqtt.Hook = (*hook)(nil)
@@ -58,6 +63,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if h.stopped.Load() {
+		return false
+	}
 	if err := h.sim.authenticate(cl, pk); err != nil {
 		h.sim.log.Info("connection refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "error", err)
 		return false
@@ -177,6 +185,8 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
+var errServerStopped = errors.New("the MQTT server is stopping")
+
 // errQoS2 closes a connection that publishes with QoS 2, as IoT Hub does.
 var errQoS2 = errors.New("QoS 2 is not supported by IoT Hub")
 
@@ -194,7 +204,11 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 // without routing it to subscribers. A publish that breaks the rules
 // closes the connection, without a PUBACK.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if err := h.sim.handlePublish(cl.ID, pk.TopicName, pk.Payload); err != nil {
+	err := errServerStopped
+	if !h.stopped.Load() {
+		err = h.sim.handlePublish(cl.ID, pk.TopicName, pk.Payload)
+	}
+	if err != nil {
 		h.sim.log.Info("connection closed", "client", cl.ID, "topic", pk.TopicName, "error", err)
 		cl.Stop(err)
 		return pk, packets.ErrRejectPacket

@@ -74,6 +74,7 @@ type Sim struct {
 	mu       sync.Mutex
 	reg      registry
 	broker   atomic.Pointer[mqtt.Server] // set under mu; read without it by deliveries
+	hook     *hook                       // the running server's, under mu
 	mqttAddr string                      // the bound address, reused by StartMQTT
 	httpSrv  *http.Server
 	httpAddr string
@@ -258,7 +259,8 @@ func (s *Sim) StartMQTT() error {
 	// mochi's own log is warnings only: its debug lines dump whole packets.
 	mlog := slog.New(minLevel{slog.LevelWarn, s.log.Handler()}).With("component", "mqtt")
 	broker := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: mlog})
-	if err := broker.AddHook(&hook{sim: s}, nil); err != nil {
+	h := &hook{sim: s}
+	if err := broker.AddHook(h, nil); err != nil {
 		ln.Close()
 		return err
 	}
@@ -271,6 +273,7 @@ func (s *Sim) StartMQTT() error {
 		return fmt.Errorf("hubsim: serve MQTT: %w", err)
 	}
 	s.broker.Store(broker)
+	s.hook = h
 	return nil
 }
 
@@ -285,6 +288,10 @@ const iothubMaxPacket = 256*1024 + 4096
 func (s *Sim) StopMQTT() error {
 	s.mu.Lock()
 	b := s.broker.Swap(nil)
+	if s.hook != nil {
+		s.hook.stopped.Store(true)
+		s.hook = nil
+	}
 	calls := s.pending
 	s.pending = map[string]*pendingCall{}
 	s.mu.Unlock()
