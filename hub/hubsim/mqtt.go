@@ -18,7 +18,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/hub/message"
-	"github.com/tinyedge/tinyedge/hub/twin"
 )
 
 // hook makes the mochi server behave as IoT Hub: it authenticates,
@@ -265,72 +264,4 @@ func (s *Sim) receiveEvent(id string, t iothub.Topic, payload []byte) error {
 	}
 	s.log.Debug("event", "client", id, "seq", ev.Seq, "bytes", len(payload))
 	return nil
-}
-
-// twinGet answers a twin GET with the whole twin.
-func (s *Sim) twinGet(id, rid string) {
-	s.mu.Lock()
-	e := s.reg[id]
-	var body []byte
-	var err error
-	if e != nil {
-		body, err = e.twin.MarshalJSON()
-	}
-	s.mu.Unlock()
-	status := 200
-	switch {
-	case e == nil:
-		status, body = 404, []byte(`{"message":"identity deleted"}`)
-	case err != nil:
-		status, body = 500, nil
-	}
-	s.respondTwin(id, status, rid, 0, body)
-}
-
-// twinReported applies a reported-properties patch: 204 with the new
-// version, 400 for a body that is not a JSON object or nests too deep, 413
-// when reported properties would pass 32 KiB.
-func (s *Sim) twinReported(id, rid string, payload []byte) {
-	patch, err := twin.ParsePatch(payload)
-	if err != nil {
-		s.respondTwin(id, 400, rid, 0, errorBody(err))
-		return
-	}
-	s.mu.Lock()
-	e := s.reg[id]
-	if e == nil {
-		s.mu.Unlock()
-		s.respondTwin(id, 404, rid, 0, nil)
-		return
-	}
-	before := e.twin.Reported.Clone()
-	v, err := e.twin.Reported.Apply(patch)
-	if err == nil {
-		if err = s.saveLocked(); err != nil {
-			e.twin.Reported = before
-			s.log.Error("reported patch not saved", "client", id, "error", err)
-		}
-	}
-	s.mu.Unlock()
-	switch {
-	case errors.Is(err, twin.ErrTooLarge):
-		s.respondTwin(id, 413, rid, 0, errorBody(err))
-	case err != nil && (errors.Is(err, twin.ErrTooDeep) || errors.Is(err, twin.ErrBadPatch)):
-		s.respondTwin(id, 400, rid, 0, errorBody(err))
-	case err != nil:
-		s.respondTwin(id, 500, rid, 0, errorBody(err))
-	default:
-		s.respondTwin(id, 204, rid, v, nil)
-	}
-}
-
-func errorBody(err error) []byte {
-	b, _ := jsonMarshal(map[string]string{"message": err.Error()})
-	return b
-}
-
-func (s *Sim) respondTwin(id string, status int, rid string, version int64, body []byte) {
-	if err := s.deliver(id, iothub.TwinResponseTopic(status, rid, version), body); err != nil {
-		s.log.Info("twin response not sent", "client", id, "rid", rid, "error", err)
-	}
 }
