@@ -327,7 +327,7 @@ func simBaseline(b *testing.B, sim *hubsim.Sim, key []byte, n int) float64 {
 	b.StopTimer()
 	user := iothub.FormatUsername(sim.Hostname(), "gw1", "", nil)
 	pass := iothub.SignToken(key, iothub.Resource(sim.Hostname(), "gw1", ""), time.Now().Add(time.Hour), "")
-	cli := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://"+sim.Addr()).SetClientID("gw1").
+	cli := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://" + sim.Addr()).SetClientID("gw1").
 		SetUsername(user).SetPassword(pass).SetTLSConfig(simTLS(b, sim)).
 		SetCleanSession(true).SetAutoReconnect(false).SetStore(paho.NewMemoryStore()).SetProtocolVersion(4))
 	if tok := cli.Connect(); !tok.WaitTimeout(hubtest.Patience) || tok.Error() != nil {
