@@ -41,29 +41,30 @@ func benchBacklog() int {
 var benchBody = []byte(`{"machine":{"temperature":21.53,"pressure":1.05},"ambient":{"temperature":20.92,"humidity":25},"timeCreated":"2026-11-25T19:00:00.000Z"}`)
 
 // BenchmarkUpstreamDrain measures how fast the link drains a backlog of
-// messages from the store to mosquitto on loopback at QoS 1 with a window
-// of 16, against a bare paho client publishing the same messages with
-// the same window in the same run (the baseline), and the memory of the
-// process (RssAnon) before and during the drain. Run it with
+// messages from the store at QoS 1 with a window of 16, against a bare
+// paho client publishing the same messages with the same window in the
+// same run (the baseline), with the CPU time per message of each and the
+// memory of the process (RssAnon) before and during the drain; to
+// mosquitto on loopback in plain-MQTT and in IoT Hub dialect, and to
+// hubsim (TLS, SAS tokens). Run it with
 //
 //	go test -run '^$' -bench UpstreamDrain -benchtime 1x ./hub/upstream/
 //
 // (TINYEDGE_BENCH_BACKLOG=n changes the backlog from 100,000.)
 func BenchmarkUpstreamDrain(b *testing.B) {
-	for _, mode := range []string{"mqtt", "iothub"} {
+	for _, mode := range []string{"mqtt", "iothub", "hubsim"} {
 		b.Run(mode, func(b *testing.B) {
-			br := startBroker(b, "")
+			tg := newBenchTarget(b, mode)
 			n := benchBacklog()
 			var linkRate, baseRate, startRSS, peakRSS float64
 			var linkCPU, baseCPU time.Duration
 			for range b.N {
-				l, s, p := drainOnce(b, br, mode, n)
+				l, s, p := drainOnce(b, tg.link, n)
 				c1 := cpuTime()
 				linkRate += l
 				startRSS = max(startRSS, s)
 				peakRSS = max(peakRSS, p)
-				topics := benchTopics(b, br, mode)
-				baseRate += baseline(b, br, topics, n, 16)
+				baseRate += tg.baseline(b, n)
 				linkCPU += drainCPU
 				baseCPU += cpuTime() - c1
 			}
@@ -81,19 +82,62 @@ func BenchmarkUpstreamDrain(b *testing.B) {
 	}
 }
 
-func benchLink(b *testing.B, br *broker, mode string, st *store.Store) *upstream.Link {
-	opts := &upstream.Options{Backoff: fast, Store: st}
-	var link *upstream.Link
-	var err error
-	if mode == "mqtt" {
-		link, err = upstream.NewMQTT(upstream.MQTTConfig{Broker: br.url(), DeviceID: "gw1", Topic: upstream.DefaultTopic}, opts)
-	} else {
-		link, err = upstream.NewIoTHub(upstream.IoTHubConfig{HostName: hubHost, DeviceID: "gw1", SharedAccessKey: []byte("k"), Broker: br.url()}, opts)
+// benchTarget is where a benchmark drains to: how to make the link, and
+// the baseline publishing the same messages there.
+type benchTarget struct {
+	link     func(st *store.Store) *upstream.Link
+	baseline func(b *testing.B, n int) float64
+}
+
+// iothubTopic is the topic the link uses for the i-th message in IoT Hub
+// dialect (with a message id as long as the hub's).
+func iothubTopic(i int) string {
+	return "devices/gw1/messages/events/%24.mid=0123456789abcdef-0123-4567-89ab-0123456789ab&%24.ct=application%2Fjson&%24.ce=utf-8&%24.on=temperatureOutput&batchId=b1&sequenceNumber=" + strconv.Itoa(i)
+}
+
+func newBenchTarget(b *testing.B, mode string) benchTarget {
+	opts := func(st *store.Store) *upstream.Options { return &upstream.Options{Backoff: fast, Store: st} }
+	must := func(l *upstream.Link, err error) *upstream.Link {
+		if err != nil {
+			b.Fatal(err)
+		}
+		return l
 	}
-	if err != nil {
-		b.Fatal(err)
+	switch mode {
+	case "mqtt":
+		br := startBroker(b, "")
+		const topic = "tinyedge/gw1/SimulatedTemperatureSensor/temperatureOutput"
+		return benchTarget{
+			link: func(st *store.Store) *upstream.Link {
+				return must(upstream.NewMQTT(upstream.MQTTConfig{Broker: br.url(), DeviceID: "gw1", Topic: upstream.DefaultTopic}, opts(st)))
+			},
+			baseline: func(b *testing.B, n int) float64 {
+				return baseline(b, br, func(int) string { return topic }, n, 16)
+			},
+		}
+	case "iothub":
+		br := startBroker(b, "")
+		return benchTarget{
+			link: func(st *store.Store) *upstream.Link {
+				return must(upstream.NewIoTHub(upstream.IoTHubConfig{HostName: hubHost, DeviceID: "gw1", SharedAccessKey: []byte("k"), Broker: br.url()}, opts(st)))
+			},
+			baseline: func(b *testing.B, n int) float64 { return baseline(b, br, iothubTopic, n, 16) },
+		}
+	default:
+		sim := startSim(b)
+		dev, err := sim.AddDevice("gw1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		key := simKey(b, dev)
+		return benchTarget{
+			link: func(st *store.Store) *upstream.Link {
+				return must(upstream.NewIoTHub(upstream.IoTHubConfig{HostName: sim.Hostname(), DeviceID: "gw1", SharedAccessKey: key,
+					Broker: "ssl://" + sim.Addr(), TLS: simTLS(b, sim)}, opts(st)))
+			},
+			baseline: func(b *testing.B, n int) float64 { return simBaseline(b, sim, key, n) },
+		}
 	}
-	return link
 }
 
 // benchMessage is the i-th message of the backlog as a module sends it.
@@ -110,14 +154,14 @@ func benchMessage(i int) *message.Message {
 // started, then starts it and times the drain; it returns messages per
 // second, and the anonymous RSS in MiB when the drain starts and its
 // peak during the drain (of the whole test process, broker excluded).
-func drainOnce(b *testing.B, br *broker, mode string, n int) (rate, startMiB, peakMiB float64) {
+func drainOnce(b *testing.B, newLink func(*store.Store) *upstream.Link, n int) (rate, startMiB, peakMiB float64) {
 	b.StopTimer()
 	st, err := store.Open(filepath.Join(b.TempDir(), "store.db"), &store.Options{SweepInterval: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	link := benchLink(b, br, mode, st)
+	link := newLink(st)
 	defer link.Close()
 	h := hub.New(hub.Options{DeviceID: "gw1", Upstream: link, Store: st})
 	defer h.Close()
@@ -185,18 +229,6 @@ func drainOnce(b *testing.B, br *broker, mode string, n int) (rate, startMiB, pe
 	return float64(n) / took.Seconds(), startMiB, <-peak
 }
 
-// benchTopics returns the topic the link uses for the backlog's messages
-// in mode (the bag differs per message in iothub mode: it is rebuilt for
-// each by baseline from this prefix).
-func benchTopics(b *testing.B, br *broker, mode string) func(i int) string {
-	if mode == "mqtt" {
-		t := "tinyedge/gw1/SimulatedTemperatureSensor/temperatureOutput"
-		return func(int) string { return t }
-	}
-	return func(i int) string {
-		return "devices/gw1/messages/events/%24.mid=0123456789abcdef-0123-4567-89ab-0123456789ab&%24.ct=application%2Fjson&%24.ce=utf-8&%24.on=temperatureOutput&batchId=b1&sequenceNumber=" + strconv.Itoa(i)
-	}
-}
 
 // baseline publishes n messages with a bare paho client on the broker
 // and a window of in-flight publishes, and returns messages per second.

@@ -321,8 +321,8 @@ func ctxFor(t testing.TB) context.Context {
 	return ctx
 }
 
-// simBaselineTopic and simBaseline: a bare paho client on the emulator,
-// for BenchmarkUpstreamDrain/hubsim.
+// simBaseline publishes n messages from a bare paho client, connected to
+// the emulator as the device, for BenchmarkUpstreamDrain/hubsim.
 func simBaseline(b *testing.B, sim *hubsim.Sim, key []byte, n int) float64 {
 	b.StopTimer()
 	user := iothub.FormatUsername(sim.Hostname(), "gw1", "", nil)
@@ -334,8 +334,5 @@ func simBaseline(b *testing.B, sim *hubsim.Sim, key []byte, n int) float64 {
 		b.Fatalf("baseline connect: %v", tok.Error())
 	}
 	defer cli.Disconnect(100)
-	topic := func(i int) string {
-		return "devices/gw1/messages/events/%24.mid=0123456789abcdef-0123-4567-89ab-0123456789ab&%24.ct=application%2Fjson&%24.ce=utf-8&%24.on=temperatureOutput&batchId=b1&sequenceNumber=" + strconv.Itoa(i)
-	}
-	return publishWindowed(b, cli, topic, n, 16)
+	return publishWindowed(b, cli, iothubTopic, n, 16)
 }
