@@ -229,7 +229,6 @@ func drainOnce(b *testing.B, newLink func(*store.Store) *upstream.Link, n int) (
 	return float64(n) / took.Seconds(), startMiB, <-peak
 }
 
-
 // baseline publishes n messages with a bare paho client on the broker
 // and a window of in-flight publishes, and returns messages per second.
 func baseline(b *testing.B, br *broker, topic func(i int) string, n, window int) float64 {
