@@ -189,6 +189,9 @@ func iotHubConfig(c *Config, where string) (upstream.IoTHubConfig, error) {
 		if cfg.GatewayHostName != "" {
 			host = cfg.GatewayHostName
 		}
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h // upstream.port wins over a port in the connection string
+		}
 		cfg.Broker = "ssl://" + net.JoinHostPort(host, strconv.Itoa(u.Port))
 	}
 	names := make([]string, 0, len(u.Modules))

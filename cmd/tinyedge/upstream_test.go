@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/tinyedge/tinyedge/hub/hubsim"
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 )
 
@@ -247,5 +249,125 @@ func TestRunUpstreamMQTT(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "upstream connected") {
 		t.Errorf("no 'upstream connected' in the log:\n%s", errOut.String())
+	}
+}
+
+// TestRunUpstreamIoTHub runs `tinyedge run` provisioned with connection
+// strings from hubsim (the IoT Hub emulator): the quickstart's telemetry
+// reaches the hub from the right identities, `tinyedge status` shows
+// both connections, the cloud's desired properties reach the sensor and a
+// direct method from the cloud is answered.
+func TestRunUpstreamIoTHub(t *testing.T) {
+	sim, err := hubsim.New(hubsim.Options{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	dev, err := sim.AddDevice("gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sensor, err := sim.AddModule("gw1", "SimulatedTemperatureSensor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, sim.CAPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := writeConfig(t, fmt.Sprintf(`
+[provisioning]
+source = "manual"
+connection_string = %q
+[upstream]
+ca_file = %q
+[upstream.modules.SimulatedTemperatureSensor]
+shared_access_key = %q
+`, dev.ConnectionString, ca, sensor.PrimaryKey))
+
+	var man map[string]any
+	if err := json.Unmarshal(quickstartManifest, &man); err != nil {
+		t.Fatal(err)
+	}
+	mc := man["modulesContent"].(map[string]any)
+	mc["SimulatedTemperatureSensor"].(map[string]any)["properties.desired"].(map[string]any)["SendInterval"] = 0.01
+	mb, _ := json.Marshal(man)
+	manifest := filepath.Join(dir, "manifest.json")
+	if err := os.WriteFile(manifest, mb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var out, errOut syncBuffer
+	dataDir := t.TempDir()
+	go func() {
+		done <- run(ctx, []string{"run", "--config", config, "--data-dir", dataDir, "--manifest", manifest}, &out, &errOut)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("run: %v\n%s", err, errOut.String())
+		}
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), hubtest.Patience)
+	defer wcancel()
+	evs, err := sim.WaitEvents(wctx, 20)
+	if err != nil {
+		t.Fatalf("events: %v\n%s", err, errOut.String())
+	}
+	from := map[string]int{}
+	for _, e := range evs {
+		from[e.System.ConnectionModuleID]++
+		if e.DeviceID != "gw1" {
+			t.Errorf("event from device %q, want gw1", e.DeviceID)
+		}
+	}
+	// The sensor has its own identity; the filter has none and goes up
+	// on the device's connection.
+	if from["SimulatedTemperatureSensor"] == 0 || from["filtermodule"] != 0 {
+		t.Errorf("events by connection module %v, want the sensor's own and none stamped filtermodule", from)
+	}
+
+	var status struct {
+		Upstream struct {
+			Mode       string `json:"mode"`
+			Identities []struct {
+				Identity string `json:"identity"`
+				State    string `json:"state"`
+			} `json:"identities"`
+		} `json:"upstream"`
+	}
+	stat, errStatus, code := runCLI(t, "status", "--data-dir", dataDir)
+	if code != 0 {
+		t.Fatalf("status: code %d: %s", code, errStatus)
+	}
+	if err := json.Unmarshal([]byte(stat), &status); err != nil {
+		t.Fatalf("status output %q: %v", stat, err)
+	}
+	if u := status.Upstream; u.Mode != "iothub" || len(u.Identities) != 2 ||
+		u.Identities[0].State != "connected" || u.Identities[1].Identity != "gw1/SimulatedTemperatureSensor" || u.Identities[1].State != "connected" {
+		t.Errorf("status upstream %+v, want gw1 and gw1/SimulatedTemperatureSensor connected", u)
+	}
+
+	// From the cloud: a desired property the sensor reports back, and a
+	// direct method.
+	hubtest.WaitFor(t, "the sensor's twin subscription", func() bool {
+		return sim.Subscribed("gw1", "SimulatedTemperatureSensor", "$iothub/twin/PATCH/properties/desired/?$version=1")
+	})
+	if _, err := sim.PatchDesired("gw1", "SimulatedTemperatureSensor", map[string]any{"SendInterval": 0.02}); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "the sensor to report the new interval to the cloud", func() bool {
+		tw, err := sim.Twin("gw1", "SimulatedTemperatureSensor")
+		return err == nil && tw.Reported.Doc["SendInterval"] == 0.02
+	})
+	res, err := sim.InvokeMethod(context.Background(), "gw1", "SimulatedTemperatureSensor", "reset", nil, 10*time.Second)
+	if err != nil || res.Status != 200 {
+		t.Errorf("reset from the cloud: %+v, %v; want 200", res, err)
 	}
 }

@@ -38,10 +38,12 @@ type IoTHubConfig struct {
 	// identity, whose certificate is in TLS.Certificates.
 	SharedAccessKey []byte
 	// GatewayHostName, when set, is connected to instead of HostName (a
-	// parent gateway); HostName stays in the user name and the tokens.
+	// parent gateway, or an emulator; it may carry a port); HostName stays
+	// in the user name and the tokens.
 	GatewayHostName string
 	// Broker overrides the URL connected to; default
-	// ssl://{GatewayHostName or HostName}:8883.
+	// ssl://{GatewayHostName or HostName}:8883 (the port only when the
+	// name has none).
 	Broker string
 	// TLS verifies the server (RootCAs nil: the system roots) and holds
 	// the device's X.509 certificate; nil means system roots, TLS 1.2+.
@@ -78,7 +80,10 @@ func NewIoTHub(cfg IoTHubConfig, opts *Options) (*Link, error) {
 		if cfg.GatewayHostName != "" {
 			host = cfg.GatewayHostName
 		}
-		broker = "ssl://" + net.JoinHostPort(host, "8883")
+		if _, _, err := net.SplitHostPort(host); err != nil {
+			host = net.JoinHostPort(host, "8883") // no port given
+		}
+		broker = "ssl://" + host
 	}
 	broker, secure, err := brokerURL(broker)
 	if err != nil {
