@@ -241,7 +241,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	tap, taps := newLogTap(log.Handler())
 	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: slog.New(tap), Upstream: up.endpoint, Store: st, CloudModules: up.modules})
 	if up.link != nil {
-		up.link.Start(h)
+		// Started once the deployment is applied (below), so the first
+		// twin fetch finds the modules.
 		defer func() {
 			if err := up.link.Close(); err != nil {
 				log.Error("close the upstream link", "err", err)
@@ -268,6 +269,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := apply(h, m, rt, log); err != nil {
 		_ = h.Close()
 		return err
+	}
+	if up.link != nil {
+		up.link.Start(h)
 	}
 	var confirming sync.WaitGroup
 	if boot.Trial {

@@ -336,3 +336,36 @@ func simBaseline(b *testing.B, sim *hubsim.Sim, key []byte, n int) float64 {
 	defer cli.Disconnect(100)
 	return publishWindowed(b, cli, iothubTopic, n, 16)
 }
+
+// TestHubsimTwinBeforeDeploy: a link started before its module is
+// deployed fetches the twin again until the module is there, so the
+// cloud's desired properties are not missed.
+func TestHubsimTwinBeforeDeploy(t *testing.T) {
+	sim := startSim(t)
+	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), &store.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := simLink(t, sim, st, []string{"filter"}, nil)
+	if _, err := sim.PatchDesired("gw1", "filter", map[string]any{"threshold": 25.0}); err != nil {
+		t.Fatal(err)
+	}
+	h := hub.New(hub.Options{DeviceID: "gw1", Upstream: link, Store: st, CloudModules: []string{"filter"}, Logger: testLogger(t)})
+	defer func() {
+		_ = h.Close()
+		_ = link.Close()
+		_ = st.Close()
+	}()
+	link.Start(h)
+	hubtest.WaitFor(t, "the module identity's connection", func() bool { return sim.Connected("gw1", "filter") })
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "filter", Module: hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		<-ctx.Done()
+		return nil
+	})}}}); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "the cloud's desired properties", func() bool {
+		tw, err := h.Twin("filter")
+		return err == nil && tw.Desired.Doc["threshold"] == 25.0
+	})
+}

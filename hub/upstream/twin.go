@@ -217,6 +217,11 @@ func (t *twinSync) get(ctx context.Context) bool {
 	}
 	v := version(doc.Desired)
 	if _, err := t.cloud.ApplyCloudDesired(t.module, doc.Desired, v); err != nil {
+		if errors.Is(err, hub.ErrUnknownModule) {
+			// Not deployed (yet): fetch again later.
+			t.id.log.Warn("twin fetched for a module that is not deployed; retrying", "err", err)
+			return false
+		}
 		t.id.log.Error("cloud desired properties not applied", "err", err)
 		return true // not retried: the same document would fail again
 	}
