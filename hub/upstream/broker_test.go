@@ -195,3 +195,14 @@ func (s *subscriber) len() int {
 	defer s.mu.Unlock()
 	return len(s.got)
 }
+
+// distinct is the number of different bodies received.
+func (s *subscriber) distinct() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := make(map[string]bool, len(s.got))
+	for _, m := range s.got {
+		seen[string(m.Payload())] = true
+	}
+	return len(seen)
+}

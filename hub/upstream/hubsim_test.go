@@ -152,12 +152,14 @@ func TestHubsimRestarts(t *testing.T) {
 	total := streams * n
 	for r := 1; r <= restarts; r++ {
 		hubtest.WaitFor(t, "the stream to progress", func() bool { return len(simBodies(sim)) >= r*total/(restarts+1) })
+		before := g.link.Status().Identities[0].Connects
 		if err := sim.StopMQTT(); err != nil {
 			t.Fatal(err)
 		}
 		if err := sim.StartMQTT(); err != nil {
 			t.Fatal(err)
 		}
+		hubtest.WaitFor(t, "the link to reconnect", func() bool { return g.link.Status().Identities[0].Connects > before })
 	}
 	<-sent
 	hubtest.WaitFor(t, "the queue to drain", func() bool { return g.queued(t) == 0 })
@@ -166,6 +168,9 @@ func TestHubsimRestarts(t *testing.T) {
 	t.Logf("%d messages, %d restarts, %d duplicates, %d connects", total, restarts, dups, s.Connects)
 	if limit := restarts * 16; dups > limit {
 		t.Errorf("%d duplicates, want at most %d (the window per restart)", dups, limit)
+	}
+	if s.Connects < uint64(restarts+1) {
+		t.Errorf("%d connects, want at least %d (one per restart)", s.Connects, restarts+1)
 	}
 }
 

@@ -180,10 +180,13 @@ func TestBrokerRestarts(t *testing.T) {
 	total := streams * n
 	for r := 1; r <= restarts; r++ {
 		// Restart once the subscriber has seen the next share of the
-		// stream, so every restart falls while messages flow.
+		// stream, and wait for the link to come back, so every restart
+		// cuts a connection while messages flow.
 		waitSubscriber(t, g, b, sub, r*total/(restarts+1), streams, n)
+		before := g.link.Status().Identities[0].Connects
 		b.stop()
 		b.start()
+		hubtest.WaitFor(t, "the link to reconnect", func() bool { return g.link.Status().Identities[0].Connects > before })
 	}
 	<-sent
 	hubtest.WaitFor(t, "the queue to drain", func() bool { return g.queued(t) == 0 })
@@ -199,17 +202,18 @@ func TestBrokerRestarts(t *testing.T) {
 	}
 }
 
-// waitSubscriber waits until the subscriber has want messages; on
+// waitSubscriber waits until the subscriber has want distinct messages
+// (duplicates do not count); on
 // timeout it says what is missing and what the link and broker said.
 func waitSubscriber(t testing.TB, g *gateway, b *broker, sub *subscriber, want, streams, n int) {
 	t.Helper()
 	deadline := time.Now().Add(hubtest.Patience)
-	for sub.len() < want {
+	for sub.distinct() < want {
 		if time.Now().After(deadline) {
 			missing(t, sub.messages(), streams, n)
 			log, _ := os.ReadFile(filepath.Join(b.dir, "mosquitto.log"))
-			t.Fatalf("subscriber has %d messages, want %d; $upstream holds %d; link %+v\nmosquitto log:\n%s",
-				sub.len(), want, g.queued(t), g.link.Status(), log)
+			t.Fatalf("subscriber has %d distinct messages, want %d; $upstream holds %d; link %+v\nmosquitto log:\n%s",
+				sub.distinct(), want, g.queued(t), g.link.Status(), log)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
