@@ -47,11 +47,21 @@ func skipUnlessMosquitto(t testing.TB) string {
 	if err != nil {
 		t.Skip("mosquitto not installed (scripts/deps.sh installs it)")
 	}
-	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
-		t.Skipf("cannot exec programs here (emulated?): %v", err)
+	if emulated() {
+		t.Skip("cannot exec programs here (emulated)")
 	}
 	return path
 }
+
+var emulatedOnce = sync.OnceValue(func() bool {
+	err := exec.Command(os.Args[0], "-test.run=^$").Run()
+	return errors.Is(err, syscall.ENOEXEC)
+})
+
+// emulated reports whether the tests run under qemu-user, where the test
+// binary cannot exec itself (nor a host program); the long tests run
+// their short sizes there.
+func emulated() bool { return emulatedOnce() }
 
 func freePort(t testing.TB) int {
 	t.Helper()

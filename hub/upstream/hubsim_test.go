@@ -136,7 +136,7 @@ func checkBodies(t testing.TB, bodies []string, streams, n int) int {
 func TestHubsimRestarts(t *testing.T) {
 	sim := startSim(t)
 	streams, n, restarts := 4, 5000, 20
-	if testing.Short() {
+	if testing.Short() || emulated() {
 		n, restarts = 1000, 5
 	}
 	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), &store.Options{SweepInterval: -1})
