@@ -101,6 +101,8 @@ type Hub struct {
 	pumpWake   chan struct{} // an append happened; capacity 1
 	pumpStop   context.CancelFunc
 	pumpDone   chan struct{}
+
+	ext externals // external modules and leaf devices (external.go)
 }
 
 // New returns a hub with no routes and no modules.
@@ -296,22 +298,22 @@ func (h *Hub) formatIDs(first uint64) *idBlock {
 // returns when every sink has taken the message (for in-process inputs:
 // once it is in the input's buffer). Send takes ownership of m.
 func (h *Hub) Send(ctx context.Context, moduleID, output string, m *message.Message) error {
-	return h.accept(ctx, moduleID, output, m)
+	return h.accept(ctx, h.opts.DeviceID, moduleID, output, m)
 }
 
 // SendDevice accepts device telemetry (source /messages) from the edge
 // device itself.
 func (h *Hub) SendDevice(ctx context.Context, m *message.Message) error {
-	return h.accept(ctx, "", "", m)
+	return h.accept(ctx, h.opts.DeviceID, "", "", m)
 }
 
-func (h *Hub) accept(ctx context.Context, moduleID, output string, m *message.Message) error {
+func (h *Hub) accept(ctx context.Context, deviceID, moduleID, output string, m *message.Message) error {
 	if m == nil {
 		return errors.New("send: nil message")
 	}
 	s := &m.System
 	// The hub, not the sender, says who sent it.
-	s.ConnectionDeviceID = h.opts.DeviceID
+	s.ConnectionDeviceID = deviceID
 	s.ConnectionModuleID = moduleID
 	s.OutputName = output
 	s.InputName = ""

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub/message"
@@ -16,17 +17,22 @@ import (
 // routes or the modules change.
 type router struct {
 	routes []*route.Route
-	ends   []*inbox // per route: the module input's endpoint; nil for $upstream or an unknown module
+	ends   []*inbox    // per route: the module input's endpoint; nil for $upstream or an unknown module
+	ext    []*extQueue // per route: the external module input's queue, or nil
 }
 
 // compileRouter resolves the routes' module sinks against the modules
 // table. h.mu must be held.
 func (h *Hub) compileRouter(routes []*route.Route) *router {
-	r := &router{routes: append([]*route.Route(nil), routes...), ends: make([]*inbox, len(routes))}
+	r := &router{routes: append([]*route.Route(nil), routes...), ends: make([]*inbox, len(routes)), ext: make([]*extQueue, len(routes))}
 	for i, rt := range r.routes {
 		if rt.Sink.Kind == route.ModuleInput {
 			if md := h.modules[rt.Sink.Module]; md != nil {
-				r.ends[i] = md.inbox
+				if md.spec.External {
+					r.ext[i] = h.extQueue(rt.Sink.Module, rt.Sink.Input)
+				} else {
+					r.ends[i] = md.inbox
+				}
 			}
 		}
 	}
@@ -37,7 +43,8 @@ func (h *Hub) compileRouter(routes []*route.Route) *router {
 // to live of the routes that chose it.
 type hit struct {
 	sink     *route.Sink // of the first route that chose it
-	end      *inbox      // for module inputs
+	end      *inbox      // for in-process module inputs
+	ext      *extQueue   // for external module inputs
 	priority uint32
 	ttl      time.Duration
 }
@@ -65,7 +72,7 @@ func (r *router) match(m *message.Message, keys message.PropertyKeys, hits []hit
 			}
 		}
 		if !dup {
-			hits = append(hits, hit{sink: &rt.Sink, end: r.ends[i], priority: rt.Priority, ttl: rt.TimeToLive})
+			hits = append(hits, hit{sink: &rt.Sink, end: r.ends[i], ext: r.ext[i], priority: rt.Priority, ttl: rt.TimeToLive})
 		}
 	}
 	return hits
@@ -88,6 +95,11 @@ func (h *Hub) route(ctx context.Context, m *message.Message, keys message.Proper
 			durable = append(durable, store.Target{Endpoint: UpstreamQueue, Priority: hits[i].priority, TTL: h.ttlFor(hits[i].ttl)})
 			continue
 		}
+		if hits[i].ext != nil && h.durable() {
+			// The input name is stamped when the queue is read.
+			durable = append(durable, store.Target{Endpoint: hits[i].ext.name, Priority: hits[i].priority, TTL: h.ttlFor(hits[i].ttl)})
+			continue
+		}
 		hm := m
 		if hits[i].sink.Kind == route.ModuleInput && len(hits) > 1 {
 			// Each input sees its own $inputName; the other sinks keep the
@@ -103,9 +115,14 @@ func (h *Hub) route(ctx context.Context, m *message.Message, keys message.Proper
 	if len(durable) > 0 {
 		// Stored once for all durable sinks, committed before we return.
 		if err := h.appendDurable(ctx, m, durable); err != nil {
-			errs = append(errs, fmt.Errorf("store for $upstream: %w", err))
+			errs = append(errs, fmt.Errorf("store for %s: %w", durableNames(durable), err))
 		} else {
 			h.sent.Add(uint64(len(durable)))
+			for i := range hits {
+				if hits[i].ext != nil {
+					h.wakeModule(hits[i].ext.module)
+				}
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -121,6 +138,14 @@ func (h *Hub) deliver(ctx context.Context, m *message.Message, ht *hit) error {
 		}
 		return h.opts.Upstream.Deliver(ctx, m, d)
 	case route.ModuleInput:
+		if ht.ext != nil {
+			m.System.InputName = ht.sink.Input
+			if err := ht.ext.Deliver(ctx, m, d); err != nil {
+				return err
+			}
+			h.wakeModule(ht.ext.module)
+			return nil
+		}
 		if ht.end == nil {
 			h.drop("unknown_module")
 			return fmt.Errorf("%w %q", ErrUnknownModule, ht.sink.Module)
@@ -129,6 +154,14 @@ func (h *Hub) deliver(ctx context.Context, m *message.Message, ht *hit) error {
 		return ht.end.Deliver(ctx, m, d)
 	}
 	return fmt.Errorf("unknown sink %v", ht.sink)
+}
+
+func durableNames(ts []store.Target) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.Endpoint
+	}
+	return strings.Join(names, ", ")
 }
 
 // lookupModule reads the copy-on-write module table without a lock: it is

@@ -56,6 +56,10 @@ type ModuleSpec struct {
 	Status        string         // StatusRunning (default) or StatusStopped
 	RestartPolicy RestartPolicy  // default RestartAlways, as in IoT Edge
 	StartupOrder  int64          // lower starts first
+	// External marks a module that runs outside this process and
+	// connects to the local MQTT endpoint (see external.go); it has no
+	// Module, and the hub does not start or restart it.
+	External bool
 }
 
 // Deployment is what the hub runs: modules and routes.
@@ -161,7 +165,7 @@ func (h *Hub) Deploy(d Deployment) error {
 			return fmt.Errorf("deploy: module %q is listed twice", s.Name)
 		}
 		seen[s.Name] = true
-		if s.Module == nil {
+		if s.Module == nil && !s.External {
 			return fmt.Errorf("deploy: module %q has no implementation", s.Name)
 		}
 		if s.Status == "" {
@@ -242,7 +246,7 @@ func (h *Hub) Deploy(d Deployment) error {
 			errs = append(errs, fmt.Errorf("deploy: module %q: desired properties: %w", s.Name, err))
 		}
 		md.spec = s
-		if md.sup == nil && s.Status == StatusRunning {
+		if md.sup == nil && s.Status == StatusRunning && !s.External {
 			start = append(start, md)
 		}
 	}
@@ -265,7 +269,7 @@ func (h *Hub) publishModules() {
 }
 
 func changed(a, b ModuleSpec) bool {
-	return a.Image != b.Image || a.Version != b.Version || a.Status != b.Status ||
+	return a.Image != b.Image || a.Version != b.Version || a.Status != b.Status || a.External != b.External ||
 		a.RestartPolicy != b.RestartPolicy || !maps.Equal(a.Env, b.Env)
 }
 
@@ -298,6 +302,9 @@ func (h *Hub) ModuleStatus() []ModuleStatus {
 	out := make([]ModuleStatus, 0, len(h.modules))
 	for name, md := range h.modules {
 		st := ModuleStatus{Name: name, State: StateStopped}
+		if md.spec.External {
+			st = h.externalStatus(name)
+		}
 		if md.sup != nil {
 			md.sup.mu.Lock()
 			st = md.sup.status
