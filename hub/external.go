@@ -418,13 +418,17 @@ func (q *Inputs) queues() []*extQueue {
 }
 
 // Read returns up to max messages not returned before (since the last
-// Rewind), taking the inputs in turn. Undecodable stored records are
-// dropped (counted as undecodable) rather than returned forever.
-func (q *Inputs) Read(max int) ([]Input, error) {
+// Rewind), taking the inputs in turn; want, if not nil, says which inputs
+// to read (the ones the module subscribed to). Undecodable stored records
+// are dropped (counted as undecodable) rather than returned forever.
+func (q *Inputs) Read(max int, want func(input string) bool) ([]Input, error) {
 	qs := q.queues()
 	var out []Input
 	for i := 0; i < len(qs) && len(out) < max; i++ {
 		x := qs[(q.next+i)%len(qs)]
+		if want != nil && !want(x.input) {
+			continue
+		}
 		n := len(out)
 		var err error
 		out, err = q.readQueue(x, max-len(out), out)

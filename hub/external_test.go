@@ -36,7 +36,7 @@ func readAll(t *testing.T, in *hub.Inputs, want int) []hub.Input {
 	var got []hub.Input
 	deadline := time.Now().Add(hubtest.Patience)
 	for len(got) < want {
-		batch, err := in.Read(want - len(got))
+		batch, err := in.Read(want-len(got), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
