@@ -157,12 +157,12 @@ func token(id, host string, key []byte, d time.Duration) string {
 }
 
 type clientOpts struct {
-	password *string // nil: a valid token
-	clientID string  // "": the identity
-	plain    bool
-	tls      *tls.Config
+	password  *string // nil: a valid token
+	clientID  string  // "": the identity
+	plain     bool
+	tls       *tls.Config
 	noAutoAck bool
-	onLost   func(error)
+	onLost    func(error)
 }
 
 // dial connects an MQTT client as id ("gw1/mod" or "leaf1").

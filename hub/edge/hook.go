@@ -20,7 +20,7 @@ type hook struct {
 
 var provided = []byte{
 	mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
-	mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnPacketProcessed,
+	mqtt.OnPublish, mqtt.OnPacketRead, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
 }
 
 func (h *hook) ID() string { return "tinyedge" }
@@ -131,11 +131,18 @@ func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	return pk, nil
 }
 
-func (h *hook) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, err error) {
-	switch pk.FixedHeader.Type {
-	case packets.Subscribe, packets.Unsubscribe:
-		if s := h.session(cl); s != nil && err == nil {
-			s.subscriptionsChanged()
-		}
+// OnSubscribed runs before mochi writes the SUBACK, so a client that
+// has its SUBACK is served: a method call right after finds the handler.
+// (Inputs may then arrive before the SUBACK; the SDKs route them by
+// topic all the same.)
+func (h *hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
+	if s := h.session(cl); s != nil {
+		s.subscriptionsChanged()
+	}
+}
+
+func (h *hook) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) {
+	if s := h.session(cl); s != nil {
+		s.subscriptionsChanged()
 	}
 }
