@@ -10,6 +10,7 @@ import (
 
 	"github.com/tinyedge/tinyedge/hub/message"
 	"github.com/tinyedge/tinyedge/hub/twin"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // External modules and leaf devices.
@@ -47,6 +48,16 @@ func InputQueue(module, input string) string {
 }
 
 func inputQueuePrefix(module string) string { return "$module/" + module + "/inputs/" }
+
+// externalModuleOf returns the module whose input queue is named queue.
+func externalModuleOf(queue string) (string, bool) {
+	rest, ok := strings.CutPrefix(queue, "$module/")
+	if !ok {
+		return "", false
+	}
+	module, _, ok := strings.Cut(rest, "/inputs/")
+	return module, ok
+}
 
 // Identity is who connects to the local endpoint: a module of this edge
 // device (DeviceID is the edge device's id) or a leaf device (ModuleID
@@ -202,6 +213,76 @@ func (h *Hub) SendLeaf(ctx context.Context, deviceID string, m *message.Message)
 		return fmt.Errorf("send from leaf device %q: not a leaf device id", deviceID)
 	}
 	return h.accept(ctx, deviceID, "", "", m)
+}
+
+// SendBatch accepts messages from an identity connected to the local
+// endpoint, in order, as Send (a module; each message's output is its
+// System.OutputName, the $.on the sender gave) or SendLeaf (a leaf
+// device) would one after the other — except that the durable appends
+// of the whole batch share store commits and keep their order. It
+// returns how many messages, from the first, the hub took; err says why
+// the next one was not taken. Messages after it may have reached some
+// sinks: the sender sends them again (at-least-once).
+func (h *Hub) SendBatch(ctx context.Context, from Identity, msgs []*message.Message) (int, error) {
+	if from.ModuleID == "" && (from.DeviceID == "" || from.DeviceID == h.opts.DeviceID) {
+		return 0, fmt.Errorf("send from device %q: not a leaf device id", from.DeviceID)
+	}
+	type pending struct {
+		m       *message.Message
+		targets []store.Target
+	}
+	var (
+		batch   []pending
+		entries []store.Entry
+		taken   = len(msgs)
+		failed  error
+	)
+	for i, m := range msgs {
+		output := ""
+		if from.ModuleID != "" {
+			output = m.System.OutputName
+		}
+		keys, err := h.stamp(from.DeviceID, from.ModuleID, output, m)
+		if err == nil {
+			var targets []store.Target
+			if targets, err = h.routeMemory(ctx, m, keys); err == nil && len(targets) > 0 {
+				var payload []byte
+				if payload, err = message.Marshal(m); err != nil {
+					err = fmt.Errorf("encode message for the store: %w", err)
+				} else {
+					batch = append(batch, pending{m, targets})
+					entries = append(entries, store.Entry{Targets: targets, Payload: payload, Meta: store.Meta{Enqueued: m.System.EnqueuedTime}})
+				}
+			}
+		}
+		if err != nil {
+			taken, failed = i, err
+			break
+		}
+	}
+	if len(entries) == 0 {
+		return taken, failed
+	}
+	_, errs := h.opts.Store.AppendBatch(ctx, entries)
+	select {
+	case h.pumpWake <- struct{}{}:
+	default:
+	}
+	for i, err := range errs {
+		if err != nil {
+			if errors.Is(err, store.ErrFull) {
+				h.drop("store_full")
+			}
+			// Messages before this one were all taken; find its index.
+			for j, m := range msgs {
+				if m == batch[i].m {
+					return j, fmt.Errorf("store for %s: %w", durableNames(batch[i].targets), err)
+				}
+			}
+		}
+		h.durableDone(batch[i].targets)
+	}
+	return taken, failed
 }
 
 // Twin of an identity: an external module's (any deployed module's) or a

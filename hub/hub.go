@@ -308,8 +308,17 @@ func (h *Hub) SendDevice(ctx context.Context, m *message.Message) error {
 }
 
 func (h *Hub) accept(ctx context.Context, deviceID, moduleID, output string, m *message.Message) error {
+	keys, err := h.stamp(deviceID, moduleID, output, m)
+	if err != nil {
+		return err
+	}
+	return h.route(ctx, m, keys)
+}
+
+// stamp sets the system properties the hub owns and checks the size.
+func (h *Hub) stamp(deviceID, moduleID, output string, m *message.Message) (message.PropertyKeys, error) {
 	if m == nil {
-		return errors.New("send: nil message")
+		return 0, errors.New("send: nil message")
 	}
 	s := &m.System
 	// The hub, not the sender, says who sent it.
@@ -321,7 +330,7 @@ func (h *Hub) accept(ctx context.Context, deviceID, moduleID, output string, m *
 	size, keys := m.Measure()
 	if err := message.CheckSize(size); err != nil {
 		h.drop("too_large")
-		return fmt.Errorf("send on output %q: %w", output, err)
+		return 0, fmt.Errorf("send on output %q: %w", output, err)
 	}
 	seq := h.seq.Add(1)
 	m.Seq = seq
@@ -330,7 +339,7 @@ func (h *Hub) accept(ctx context.Context, deviceID, moduleID, output string, m *
 	}
 	s.EnqueuedTime = h.now()
 	h.received.Add(1)
-	return h.route(ctx, m, keys)
+	return keys, nil
 }
 
 // twinFor returns the module's twin, for code outside the module (the CLI,

@@ -82,11 +82,27 @@ func (r *router) match(m *message.Message, keys message.PropertyKeys, hits []hit
 // route selects is counted as dropped with reason "no_route", as edgeHub
 // does.
 func (h *Hub) route(ctx context.Context, m *message.Message, keys message.PropertyKeys) error {
+	durable, err := h.routeMemory(ctx, m, keys)
+	if len(durable) > 0 {
+		// Stored once for all durable sinks, committed before we return.
+		if derr := h.appendDurable(ctx, m, durable); derr != nil {
+			err = errors.Join(err, fmt.Errorf("store for %s: %w", durableNames(durable), derr))
+		} else {
+			h.durableDone(durable)
+		}
+	}
+	return err
+}
+
+// routeMemory delivers m to the sinks its routes select that are not
+// durable and returns the store targets of the durable ones ($upstream
+// and external module inputs, with a store), for the caller to commit.
+func (h *Hub) routeMemory(ctx context.Context, m *message.Message, keys message.PropertyKeys) ([]store.Target, error) {
 	var scratch [8]hit
 	hits := h.router.Load().match(m, keys, scratch[:0])
 	if len(hits) == 0 {
 		h.drop("no_route")
-		return nil
+		return nil, nil
 	}
 	var errs []error
 	var durable []store.Target
@@ -112,20 +128,18 @@ func (h *Hub) route(ctx context.Context, m *message.Message, keys message.Proper
 		}
 		h.sent.Add(1)
 	}
-	if len(durable) > 0 {
-		// Stored once for all durable sinks, committed before we return.
-		if err := h.appendDurable(ctx, m, durable); err != nil {
-			errs = append(errs, fmt.Errorf("store for %s: %w", durableNames(durable), err))
-		} else {
-			h.sent.Add(uint64(len(durable)))
-			for i := range hits {
-				if hits[i].ext != nil {
-					h.wakeModule(hits[i].ext.module)
-				}
-			}
+	return durable, errors.Join(errs...)
+}
+
+// durableDone counts committed deliveries and wakes the readers of the
+// external modules' queues among them.
+func (h *Hub) durableDone(targets []store.Target) {
+	h.sent.Add(uint64(len(targets)))
+	for _, t := range targets {
+		if module, ok := externalModuleOf(t.Endpoint); ok {
+			h.wakeModule(module)
 		}
 	}
-	return errors.Join(errs...)
 }
 
 func (h *Hub) deliver(ctx context.Context, m *message.Message, ht *hit) error {

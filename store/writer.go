@@ -61,6 +61,15 @@ type wtx struct {
 // outcome is always waited for, so the caller never has to guess whether
 // a message was stored.
 func (s *Store) submit(ctx context.Context, o *op) error {
+	if err := s.send(ctx, o); err != nil {
+		return err
+	}
+	return <-o.done
+}
+
+// send hands o to the writer without waiting for it to run; o.done
+// receives the outcome.
+func (s *Store) send(ctx context.Context, o *op) error {
 	o.done = make(chan error, 1)
 	select {
 	case s.ops <- o:
@@ -71,7 +80,7 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 			return ctx.Err()
 		}
 	}
-	return <-o.done
+	return nil
 }
 
 // writer gathers pending ops into batches and commits them.

@@ -53,6 +53,7 @@ type envOpts struct {
 	externals []string
 	edge      func(*edge.Options)
 	noStore   bool
+	store     *store.Options
 }
 
 func keyOf(id string) []byte { return []byte("key-of-" + id) }
@@ -91,7 +92,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 	dir := t.TempDir()
 	e := &env{keys: edge.KeyMap{}, up: &hubtest.Recorder{}, sink: &recorder{}}
 	if !o.noStore {
-		st, err := store.Open(filepath.Join(dir, "store.db"), &store.Options{SweepInterval: -1})
+		so := o.store
+		if so == nil {
+			so = &store.Options{}
+		}
+		so.SweepInterval = -1
+		st, err := store.Open(filepath.Join(dir, "store.db"), so)
 		if err != nil {
 			t.Fatal(err)
 		}

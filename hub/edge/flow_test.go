@@ -1,16 +1,19 @@
 package edge_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // TestExternalToInProcess: an external module's output reaches an
@@ -157,4 +160,42 @@ func TestDurableAcrossReconnect(t *testing.T) {
 		st, err := e.st.EndpointStats("$module/recv/inputs/in")
 		return err == nil && st.Queued == 0
 	})
+}
+
+// TestNoPubackWhenNotStored: a message the store refuses (full) gets no
+// PUBACK, and the connection closes so the client sends it again.
+func TestNoPubackWhenNotStored(t *testing.T) {
+	e := newEnv(t, envOpts{
+		externals: []string{"a", "b"},
+		routes:    []string{`FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/x")`},
+		store:     &store.Options{MaxSizeBytes: 2 << 20, OnFull: store.Refuse},
+	})
+	lost := make(chan error, 1)
+	c := e.mustDial(t, "gw1/a", clientOpts{onLost: func(err error) { lost <- err }})
+	body := bytes.Repeat([]byte("x"), 100*1024)
+	var last paho.Token
+	for i := 0; ; i++ {
+		if i > 4*(2<<20)/len(body) {
+			t.Fatal("the store never refused")
+		}
+		last = c.Publish(eventsTopic("gw1/a", nil), 1, false, body)
+		if !last.WaitTimeout(wait) {
+			t.Fatal("publish neither acknowledged nor failed")
+		}
+		if last.Error() != nil {
+			break
+		}
+	}
+	select {
+	case <-lost:
+	case <-time.After(wait):
+		t.Fatal("connection not closed after the refusal")
+	}
+	st, err := e.st.EndpointStats("$module/b/inputs/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Queued == 0 {
+		t.Fatal("nothing was stored before the store filled up")
+	}
 }

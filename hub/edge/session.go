@@ -40,6 +40,12 @@ type session struct {
 	expiry time.Time // of the token; zero for a certificate
 	timer  *time.Timer
 
+	// Telemetry goes to the hub from one goroutine (sender), in order
+	// and in batches, so a publisher with many messages in flight shares
+	// store commits between them; PUBACKs follow in the same order.
+	sendq      chan outgoing
+	senderDone chan struct{}
+
 	mu          sync.Mutex
 	closed      bool
 	subs        subs
@@ -49,6 +55,18 @@ type session struct {
 	calls       map[string]chan hub.MethodResponse // method calls awaiting an answer, by $rid
 	rid         uint64
 }
+
+// outgoing is a PUBLISH on its way to the hub, or (m nil) one that only
+// waits for its turn to be acknowledged.
+type outgoing struct {
+	m   *message.Message
+	pid uint16
+	qos byte
+}
+
+// sendBatch is the most messages handed to the hub at once; it is also
+// how many a connection may have read and not yet acknowledged.
+const sendBatch = 64
 
 // subs is what a session subscribed to, as far as the hub cares.
 type subs struct {
@@ -73,11 +91,18 @@ func newSession(e *Endpoint, cl *mqtt.Client, id hub.Identity, expiry time.Time)
 		cancel: cancel,
 		expiry: expiry,
 		calls:  map[string]chan hub.MethodResponse{},
+
+		sendq:      make(chan outgoing, sendBatch),
+		senderDone: make(chan struct{}),
 	}
 }
 
 func (s *session) start() {
 	s.log.Info("connected", "tokenExpiry", s.expiry)
+	go func() {
+		defer close(s.senderDone)
+		s.sender()
+	}()
 	if s.id.ModuleID != "" {
 		s.e.opts.Hub.SetConnected(s.id.ModuleID, true)
 	}
@@ -120,6 +145,7 @@ func (s *session) close(err error) {
 	s.stopMethods, s.stopDesired, s.pump = nil, nil, nil
 	s.mu.Unlock()
 	s.cancel()
+	<-s.senderDone
 	if stopMethods != nil {
 		stopMethods()
 	}
@@ -208,7 +234,10 @@ func (s *session) subscriptionsChanged() {
 	}
 }
 
-// publish handles a PUBLISH the ACL let through.
+// publish handles a PUBLISH the ACL let through. It runs on the
+// connection's read goroutine: telemetry is queued for the sender (which
+// blocks the reading when sendBatch messages wait), the rest is answered
+// here, its PUBACK queued behind the telemetry before it.
 func (s *session) publish(pk packets.Packet) {
 	t, err := iothub.ParseTopic(pk.TopicName)
 	if err != nil {
@@ -216,14 +245,16 @@ func (s *session) publish(pk packets.Packet) {
 		s.cl.Stop(err)
 		return
 	}
+	out := outgoing{pid: pk.PacketID, qos: pk.FixedHeader.Qos}
 	switch t.Kind {
 	case iothub.Events:
-		if err := s.send(t, pk.Payload); err != nil {
-			// No PUBACK: the client sends it again once it reconnected.
-			s.log.Warn("message not taken; closing the connection so the client sends it again", "err", err)
+		m, err := s.message(t, pk.Payload)
+		if err != nil {
+			s.log.Warn("message refused; closing the connection", "err", err)
 			s.cl.Stop(err)
 			return
 		}
+		out.m = m
 	case iothub.TwinGet:
 		s.twinGet(t.RID)
 	case iothub.TwinPatchReported:
@@ -231,26 +262,82 @@ func (s *session) publish(pk packets.Packet) {
 	case iothub.MethodResponse:
 		s.methodResponse(t, pk.Payload)
 	}
-	if pk.FixedHeader.Qos > 0 {
-		s.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	if out.m == nil && out.qos == 0 {
+		return
+	}
+	select {
+	case s.sendq <- out:
+	case <-s.ctx.Done():
 	}
 }
 
-// send hands telemetry to the hub as the session's identity.
-func (s *session) send(t iothub.Topic, body []byte) error {
+// message decodes telemetry.
+func (s *session) message(t iothub.Topic, body []byte) (*message.Message, error) {
 	bag, err := iothub.ParseBag(t.Bag)
 	if err != nil {
-		return fmt.Errorf("property bag of %s: %w", s.id, err)
+		return nil, fmt.Errorf("property bag of %s: %w", s.id, err)
 	}
 	m := message.New(body)
 	if err := iothub.MessageFromBag(bag, m); err != nil {
-		return fmt.Errorf("property bag of %s: %w", s.id, err)
+		return nil, fmt.Errorf("property bag of %s: %w", s.id, err)
 	}
-	h := s.e.opts.Hub
-	if s.id.ModuleID == "" {
-		return h.SendLeaf(s.ctx, s.id.DeviceID, m)
+	return m, nil
+}
+
+// sender hands queued telemetry to the hub, as much as is waiting at a
+// time, and acknowledges what the hub took, in order. If the hub refuses
+// a message, that one and those after it get no PUBACK and the
+// connection is closed: the client sends them again after reconnecting.
+func (s *session) sender() {
+	batch := make([]outgoing, 0, sendBatch)
+	msgs := make([]*message.Message, 0, sendBatch)
+	for {
+		select {
+		case o := <-s.sendq:
+			batch = append(batch[:0], o)
+		case <-s.ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < sendBatch {
+			select {
+			case o := <-s.sendq:
+				batch = append(batch, o)
+			default:
+				break more
+			}
+		}
+		msgs = msgs[:0]
+		for _, o := range batch {
+			if o.m != nil {
+				msgs = append(msgs, o.m)
+			}
+		}
+		taken, err := len(msgs), error(nil)
+		if len(msgs) > 0 {
+			taken, err = s.e.opts.Hub.SendBatch(s.ctx, s.id, msgs)
+		}
+		n := 0
+		for _, o := range batch {
+			if o.m != nil {
+				if n == taken {
+					break
+				}
+				n++
+			}
+			if o.qos > 0 {
+				s.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: o.pid})
+			}
+		}
+		clear(msgs)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("message not taken; closing the connection so the client sends it again", "err", err)
+			}
+			s.cl.Stop(err)
+			return
+		}
 	}
-	return h.Send(s.ctx, s.id.ModuleID, m.System.OutputName, m)
 }
 
 // write sends a packet; a failure means the connection is going away,
