@@ -36,7 +36,7 @@ func TestAppendBatchKeepsOrder(t *testing.T) {
 			t.Fatalf("seq of entry %d is %d, after %d", i, seqs[i], seqs[i-1])
 		}
 	}
-	if c := s.commits.Load() - before; c > 10 {
+	if c := s.commits.Load() - before; c > 2 {
 		t.Errorf("%d commits for 100 messages handed over at once", c)
 	}
 	items, err := s.Read("a", 200)

@@ -107,44 +107,51 @@ type Entry struct {
 }
 
 // AppendBatch appends entries as Append would one after the other, but
-// hands them all to the writer before waiting: they share commits, and
-// their sequence numbers increase in the order given (so one producer's
-// messages keep their order in every queue). It returns when each entry
-// has committed or failed; errs[i] is nil when entry i is on disk, with
-// seqs[i] its sequence number. An entry that failed does not stop the
-// ones after it from committing: a caller that must not skip one stops
-// at the first error and sends the rest again (they are then stored
-// twice, which at-least-once delivery allows).
+// hands them to the writer together: they are committed in the same
+// transaction, with sequence numbers increasing in the order given (so
+// one producer's messages keep their order in every queue). It returns
+// when each entry has committed or failed; errs[i] is nil when entry i
+// is on disk, with seqs[i] its sequence number. An entry that fails (a
+// full store refuses it) does not stop the others: a caller that must
+// not skip one stops at the first error and sends the rest again (they
+// are then stored twice, which at-least-once delivery allows).
 //
-// ctx bounds only the wait for room in the writer's queue: entries not
-// handed to the writer when it ends fail with ctx's error.
+// ctx bounds only the wait for room in the writer's queue.
 func (s *Store) AppendBatch(ctx context.Context, entries []Entry) (seqs []uint64, errs []error) {
 	seqs, errs = make([]uint64, len(entries)), make([]error, len(entries))
 	ops := make([]*op, len(entries))
+	var carrier *op
 	for i, e := range entries {
 		a, err := s.prepareAppend(e.Targets, e.Payload, e.Meta)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		ops[i] = &op{name: "append", app: a}
+		o := &op{name: "append", app: a, done: make(chan error, 1)}
+		ops[i] = o
+		if carrier == nil {
+			carrier = o
+		} else {
+			carrier.rest = append(carrier.rest, o)
+		}
 	}
-	if err := s.enter(); err != nil {
+	if carrier == nil {
+		return seqs, errs
+	}
+	fail := func(err error) ([]uint64, []error) {
 		for i := range errs {
-			if errs[i] == nil {
+			if ops[i] != nil {
 				errs[i] = err
 			}
 		}
 		return seqs, errs
 	}
+	if err := s.enter(); err != nil {
+		return fail(err)
+	}
 	defer s.closeMu.RUnlock()
-	for i, o := range ops {
-		if o == nil {
-			continue
-		}
-		if err := s.send(ctx, o); err != nil {
-			errs[i], ops[i] = err, nil
-		}
+	if err := s.send(ctx, carrier); err != nil {
+		return fail(err)
 	}
 	for i, o := range ops {
 		if o == nil {

@@ -24,6 +24,15 @@ type op struct {
 
 	err  error // set when the op is refused before it runs (ErrFull)
 	skip bool
+
+	// rest are ops handed over with this one (AppendBatch): the writer
+	// takes them into the same batch, in order.
+	rest []*op
+}
+
+// withRest appends o and the ops handed over with it to batch.
+func withRest(batch []*op, o *op) []*op {
+	return append(append(batch, o), o.rest...)
 }
 
 type appendReq struct {
@@ -90,7 +99,7 @@ func (s *Store) writer() {
 	for {
 		select {
 		case o := <-s.ops:
-			batch = s.gather(append(batch[:0], o))
+			batch = s.gather(withRest(batch[:0], o))
 			s.commit(batch)
 			clear(batch)
 		case <-s.quit:
@@ -100,7 +109,7 @@ func (s *Store) writer() {
 			for {
 				select {
 				case o := <-s.ops:
-					s.commit([]*op{o})
+					s.commit(withRest(nil, o))
 				default:
 					return
 				}
@@ -133,7 +142,7 @@ func (s *Store) gather(batch []*op) []*op {
 		for len(batch) < target {
 			select {
 			case o := <-s.ops:
-				batch = s.drainReady(append(batch, o))
+				batch = s.drainReady(withRest(batch, o))
 			case <-t.C:
 				break loop
 			case <-s.quit:
@@ -150,7 +159,7 @@ func (s *Store) drainReady(batch []*op) []*op {
 	for len(batch) < s.opts.MaxBatch {
 		select {
 		case o := <-s.ops:
-			batch = append(batch, o)
+			batch = withRest(batch, o)
 		default:
 			return batch
 		}

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -239,13 +240,29 @@ func (p *pump) puback(id uint16) {
 	p.window <- struct{}{}
 }
 
+// ackDelay is how long the acker collects PUBACKs before committing
+// them. An acknowledgement is not urgent — losing it in a crash means a
+// duplicate, not a loss — and every commit is an fsync that the
+// senders' appends wait behind: under load, acks then cost a few
+// commits per second instead of one per window.
+const ackDelay = 5 * time.Millisecond
+
 // acker acknowledges in the queues what the module acknowledged, as
-// many at a time as came in while the previous commit ran.
+// many at a time as came in during ackDelay.
 func (p *pump) acker() {
+	t := time.NewTimer(0)
+	<-t.C
 	for {
 		var done bool
 		select {
 		case <-p.ackWake:
+			t.Reset(ackDelay)
+			select {
+			case <-t.C:
+			case <-p.ctx.Done():
+				t.Stop()
+				done = true
+			}
 		case <-p.ctx.Done():
 			done = true
 		}
