@@ -199,3 +199,37 @@ func TestNoPubackWhenNotStored(t *testing.T) {
 		t.Fatal("nothing was stored before the store filled up")
 	}
 }
+
+// TestSessionTakeover: a module that connects again while its old
+// connection is still open (a restart the hub has not noticed) takes the
+// inputs over; nothing is lost, order is kept.
+func TestSessionTakeover(t *testing.T) {
+	e := newEnv(t, envOpts{
+		externals: []string{"recv"},
+		routes:    []string{`FROM /messages/modules/sink/* INTO BrokeredEndpoint("/modules/recv/inputs/in")`},
+	})
+	send := func(from, to int) {
+		for i := from; i < to; i++ {
+			if err := e.h.Send(context.Background(), "sink", "o", message.New(fmt.Append(nil, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	old := e.mustDial(t, "gw1/recv", clientOpts{noAutoAck: true})
+	var first inbox
+	subscribe(t, old, "devices/gw1/modules/recv/#", 1, first.handle) // never acknowledges
+	send(0, 10)
+	hubtest.WaitFor(t, "a full window at the old connection", func() bool { return first.len() == 10 })
+	var second inbox
+	c := e.mustDial(t, "gw1/recv", clientOpts{})
+	subscribe(t, c, "devices/gw1/modules/recv/#", 1, second.handle)
+	send(10, 20)
+	hubtest.WaitFor(t, "everything at the new connection", func() bool { return second.len() >= 20 })
+	var got []string
+	for _, m := range second.all() {
+		got = append(got, string(m.Payload()))
+	}
+	if want := "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19"; strings.Join(got, " ") != want {
+		t.Fatalf("new connection got %v, want %s", got, want)
+	}
+}
