@@ -18,7 +18,9 @@ import (
 func certsDir(dataDir string) string { return filepath.Join(dataDir, "certs") }
 
 // trustBundlePath is the trust bundle file in a data directory.
-func trustBundlePath(dataDir string) string { return filepath.Join(certsDir(dataDir), "trust-bundle.pem") }
+func trustBundlePath(dataDir string) string {
+	return filepath.Join(certsDir(dataDir), "trust-bundle.pem")
+}
 
 // startEdge builds the local MQTT endpoint from the config's [edge]
 // section and starts it: the device CA (created in the data directory

@@ -56,7 +56,7 @@ func TestStartEdge(t *testing.T) {
 	}
 	// A leaf device from the config connects with the trust bundle and
 	// the gateway's name, and its telemetry goes upstream.
-	o := paho.NewClientOptions().AddBroker("ssl://"+ep.Addr()).SetClientID("leaf1").
+	o := paho.NewClientOptions().AddBroker("ssl://" + ep.Addr()).SetClientID("leaf1").
 		SetUsername(iothub.FormatUsername("myhub.azure-devices.net", "leaf1", "", url.Values{})).
 		SetPassword(iothub.SignToken(leafKey, iothub.Resource("myhub.azure-devices.net", "leaf1", ""), time.Now().Add(time.Hour), "")).
 		SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "gw1.local"}).SetProtocolVersion(4).SetAutoReconnect(false)
