@@ -26,10 +26,13 @@ func trustBundlePath(dataDir string) string {
 // section and starts it: the device CA (created in the data directory
 // on first use), the trust bundle file, a self-renewing server
 // certificate for the gateway's host name, and the leaf devices' keys
-// and thumbprints. moduleKeys holds the modules' keys (the workload
-// API's key store); nil means only leaf devices can connect. The caller
+// and thumbprints. keys is the identity store (hub/identity): module
+// keys, and the keys generated for leaf devices the config declares
+// without one; nil means only leaf devices with a key in the config can
+// connect. Open the workload API's CA (workloadCA) before or after, not
+// at the same time: on first start both create the CA files. The caller
 // closes the endpoint.
-func startEdge(cfg *Config, h *hub.Hub, dataDir string, moduleKeys edge.Keys, log *slog.Logger) (*edge.Endpoint, *certs.Authority, error) {
+func startEdge(cfg *Config, h *hub.Hub, dataDir string, keys edge.Keys, log *slog.Logger) (*edge.Endpoint, *certs.Authority, error) {
 	gateway := cfg.Hostname
 	if gateway == "" {
 		gateway = hostname()
@@ -42,7 +45,7 @@ func startEdge(cfg *Config, h *hub.Hub, dataDir string, moduleKeys edge.Keys, lo
 		}
 		iotHub = c.HostName
 	}
-	keys := edgeKeys{modules: moduleKeys, leaves: map[string][]byte{}}
+	ek := edgeKeys{store: keys, leaves: map[string][]byte{}}
 	thumbs := edge.Thumbprints{}
 	for i, l := range cfg.Edge.LeafDevices {
 		where := fmt.Sprintf("config %s: edge.leaf_devices[%d]", cfg.path, i)
@@ -52,12 +55,13 @@ func startEdge(cfg *Config, h *hub.Hub, dataDir string, moduleKeys edge.Keys, lo
 		case l.SharedAccessKey == "" && l.Thumbprint == "":
 			return nil, nil, fmt.Errorf("%s (%s): give shared_access_key (base64) or thumbprint (SHA-256 hex of its certificate)", where, l.ID)
 		}
+		ek.leaves[l.ID] = nil // declared: its key is in the identity store
 		if l.SharedAccessKey != "" {
 			k, err := base64.StdEncoding.DecodeString(l.SharedAccessKey)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s (%s): shared_access_key is not base64: %v", where, l.ID, err)
 			}
-			keys.leaves[l.ID] = k
+			ek.leaves[l.ID] = k
 		}
 		if l.Thumbprint != "" {
 			thumbs[l.ID] = l.Thumbprint
@@ -76,7 +80,7 @@ func startEdge(cfg *Config, h *hub.Hub, dataDir string, moduleKeys edge.Keys, lo
 	}
 	ep, err := edge.New(edge.Options{
 		Hub:             h,
-		Keys:            keys,
+		Keys:            ek,
 		Thumbprints:     thumbs,
 		IoTHubHostname:  iotHub,
 		GatewayHostname: gateway,
@@ -97,19 +101,22 @@ func startEdge(cfg *Config, h *hub.Hub, dataDir string, moduleKeys edge.Keys, lo
 }
 
 // edgeKeys are the keys of the identities that may connect: modules'
-// from the key store, leaf devices' from the config.
+// from the identity store; leaf devices' only when the config declares
+// them, from the config or else the identity store.
 type edgeKeys struct {
-	modules edge.Keys
-	leaves  map[string][]byte
+	store  edge.Keys
+	leaves map[string][]byte // declared leaf devices; nil: the store has the key
 }
 
 func (k edgeKeys) Key(deviceID, moduleID string) ([]byte, bool) {
 	if moduleID == "" {
-		v, ok := k.leaves[deviceID]
-		return v, ok
+		v, declared := k.leaves[deviceID]
+		if !declared || v != nil {
+			return v, declared
+		}
 	}
-	if k.modules == nil {
+	if k.store == nil {
 		return nil, false
 	}
-	return k.modules.Key(deviceID, moduleID)
+	return k.store.Key(deviceID, moduleID)
 }

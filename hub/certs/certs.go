@@ -201,6 +201,10 @@ func serial() *big.Int {
 // CAPEM is the trust bundle: the CA certificate, PEM encoded.
 func (a *Authority) CAPEM() []byte { return append([]byte(nil), a.pem...) }
 
+// TrustBundle is CAPEM, under the name the workload API's CA interface
+// (hub/workload) asks for.
+func (a *Authority) TrustBundle() []byte { return a.CAPEM() }
+
 // Certificate is the CA certificate.
 func (a *Authority) Certificate() *x509.Certificate { return a.cert }
 
