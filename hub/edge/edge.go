@@ -99,6 +99,7 @@ type Endpoint struct {
 type pendingAuth struct {
 	id     hub.Identity
 	expiry time.Time
+	at     time.Time // when it authenticated
 }
 
 // New checks opts and returns an endpoint that is not listening yet.

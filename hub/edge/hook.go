@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -52,8 +53,16 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		log.Warn("connection refused", "err", err)
 		return false
 	}
+	now := time.Now()
 	e.mu.Lock()
-	e.pending[cl] = pendingAuth{id: id, expiry: expiry}
+	// A client that fails between CONNECT and CONNACK never reaches
+	// OnSessionEstablished nor OnDisconnect: forget such leftovers.
+	for c, pa := range e.pending {
+		if now.Sub(pa.at) > 2*connectWait {
+			delete(e.pending, c)
+		}
+	}
+	e.pending[cl] = pendingAuth{id: id, expiry: expiry, at: now}
 	e.mu.Unlock()
 	return true
 }

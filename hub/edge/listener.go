@@ -21,6 +21,16 @@ const connectWait = 10 * time.Second
 type slots struct {
 	free    chan struct{}
 	refused atomic.Uint64
+	logged  atomic.Int64 // unix seconds of the last refusal logged
+}
+
+// logRefusal says once a second at most that connections are refused: a
+// flood must not flood the log too.
+func (s *slots) logRefusal(log *slog.Logger, remote string) {
+	now := time.Now().Unix()
+	if last := s.logged.Load(); now > last && s.logged.CompareAndSwap(last, now) {
+		log.Warn("connections refused: too many connections", "remote", remote, "max", cap(s.free), "refusedSoFar", s.refused.Load())
+	}
 }
 
 func newSlots(n int) *slots {
@@ -93,7 +103,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		case <-l.slots.free:
 		default:
 			l.slots.refused.Add(1)
-			l.log.Warn("connection refused: too many connections", "remote", conn.RemoteAddr().String(), "max", cap(l.slots.free))
+			l.slots.logRefusal(l.log, conn.RemoteAddr().String())
 			_ = conn.Close()
 			continue
 		}

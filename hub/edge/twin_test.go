@@ -125,3 +125,42 @@ func TestMethodsHubToExternal(t *testing.T) {
 		t.Fatalf("method on a disconnected module = %d, %v; want 404", r.Status, err)
 	}
 }
+
+// TestLeafTwinAndMethods: a leaf device has its own twin and direct
+// methods through the gateway.
+func TestLeafTwinAndMethods(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	c := e.mustDial(t, "leaf1", clientOpts{})
+	tc := newTwinClient(t, c)
+	if tp, _ := tc.request(iothub.TwinReportedTopic("1"), []byte(`{"fw":"1.2"}`)); tp.Status != 204 {
+		t.Fatalf("leaf reported: %d", tp.Status)
+	}
+	if tw, err := e.h.IdentityTwin(hub.Identity{DeviceID: "leaf1"}); err != nil || tw.Reported.Doc["fw"] != "1.2" {
+		t.Fatalf("leaf twin %+v, %v", tw, err)
+	}
+	desired := make(chan paho.Message, 1)
+	subscribe(t, c, iothub.FilterTwinDesired, 0, func(_ paho.Client, m paho.Message) { desired <- m })
+	if _, err := e.h.PatchLeafDesired("leaf1", map[string]any{"interval": 5.0}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-desired:
+		if !strings.Contains(string(m.Payload()), `"interval":5`) {
+			t.Fatalf("leaf desired notification %s", m.Payload())
+		}
+	case <-time.After(wait):
+		t.Fatal("no desired notification at the leaf")
+	}
+	subscribe(t, c, iothub.FilterMethods, 0, func(c paho.Client, m paho.Message) {
+		tp, _ := iothub.ParseTopic(m.Topic())
+		c.Publish(iothub.MethodResponseTopic(200, tp.RID), 0, false, []byte(`"rebooting"`))
+	})
+	r, err := e.h.InvokeMethod(context.Background(), "leaf1", "", hub.MethodRequest{Name: "reboot"}, 0)
+	if err != nil || r.Status != 200 || string(r.Payload) != `"rebooting"` {
+		t.Fatalf("leaf method = %d %s, %v", r.Status, r.Payload, err)
+	}
+	// A leaf cannot subscribe to a module's inputs.
+	if q := subscribe(t, c, "devices/gw1/modules/sink/#", 1, nil); q != 0x80 {
+		t.Fatalf("leaf subscribed to a module's inputs: %#x", q)
+	}
+}
