@@ -80,6 +80,12 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	s := newSession(e, cl, pa.id, pa.expiry)
 	e.sessions[cl] = s
 	e.mu.Unlock()
+	// Wills are not routed (mochi would hand them to its own subscribers,
+	// past the hub): drop any the client set.
+	if cl.Properties.Will.Flag != 0 {
+		s.log.Info("last will ignored: the hub routes only telemetry", "topic", cl.Properties.Will.TopicName)
+		cl.Properties.Will = mqtt.Will{}
+	}
 	s.start()
 }
 
@@ -132,6 +138,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 }
 
 func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 1 {
+		// As IoT Hub does: QoS 2 is not spoken here.
+		h.e.log.Warn("closing a connection that published at QoS 2", "client", cl.ID, "topic", pk.TopicName)
+		return pk, packets.ErrRejectPacket
+	}
 	if pk.FixedHeader.Type == packets.Puback {
 		if s := h.session(cl); s != nil {
 			s.puback(pk.PacketID)

@@ -1,6 +1,8 @@
 package edge_test
 
 import (
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -108,4 +110,76 @@ func TestTokenExpiryCloses(t *testing.T) {
 	if _, err := e.dial(t, "gw1/mod", clientOpts{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestQoS2Refused(t *testing.T) {
+	e := newEnv(t, envOpts{externals: []string{"mod"}})
+	lost := make(chan error, 1)
+	c := e.mustDial(t, "gw1/mod", clientOpts{onLost: func(err error) { lost <- err }})
+	c.Publish(eventsTopic("gw1/mod", nil), 2, false, []byte("qos2"))
+	select {
+	case <-lost:
+	case <-time.After(wait):
+		t.Fatal("a QoS 2 publish did not close the connection")
+	}
+	if n := len(e.sink.messages()); n != 0 {
+		t.Fatalf("%d messages routed", n)
+	}
+}
+
+// TestWillNotForwarded: a will naming another module's input topic does
+// not reach that module when its client vanishes.
+func TestWillNotForwarded(t *testing.T) {
+	e := newEnv(t, envOpts{externals: []string{"mod", "other"}})
+	other := e.mustDial(t, "gw1/other", clientOpts{})
+	var got inbox
+	subscribe(t, other, "devices/gw1/modules/other/#", 1, got.handle)
+	conn, err := net.Dial("tcp", e.ep.PlainAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A raw CONNECT with a will, then the connection just drops.
+	pkt := connectPacket("gw1/mod", iothub.FormatUsername(iotHub, "gw1", "mod", nil),
+		token("gw1/mod", iotHub, keyOf("gw1/mod"), time.Hour), "devices/gw1/modules/other/inputs/x/", "will")
+	if _, err := conn.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK % x, %v", ack, err)
+	}
+	conn.Close()
+	hubtest.WaitFor(t, "the dropped connection seen", func() bool { return e.ep.Stats().Connected == 1 })
+	// mochi sends a will before the disconnect is seen; a round trip on
+	// other's connection brings anything queued for it before.
+	subscribe(t, other, iothub.FilterTwinResponses, 0, nil)
+	if n := got.len(); n != 0 {
+		t.Fatalf("the will reached another module (%d messages)", n)
+	}
+}
+
+// connectPacket encodes an MQTT 3.1.1 CONNECT with a QoS 0 will.
+func connectPacket(clientID, user, pass, willTopic, willMsg string) []byte {
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	var body []byte
+	body = append(body, str("MQTT")...)
+	body = append(body, 4, 0x04|0x80|0x40|0x02, 0, 60) // will, username, password, clean session; keep-alive 60 s
+	body = append(body, str(clientID)...)
+	body = append(body, str(willTopic)...)
+	body = append(body, str(willMsg)...)
+	body = append(body, str(user)...)
+	body = append(body, str(pass)...)
+	pkt := []byte{0x10}
+	for n := len(body); ; {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		pkt = append(pkt, b)
+		if n == 0 {
+			break
+		}
+	}
+	return append(pkt, body...)
 }
