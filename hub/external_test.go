@@ -230,3 +230,43 @@ func TestLeafDevice(t *testing.T) {
 		t.Fatalf("leaf twin = %+v, %v", tw, err)
 	}
 }
+
+// TestSendBatch: a batch from an external module keeps its order in the
+// durable queue, and a message the hub refuses stops the batch there.
+func TestSendBatch(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"))
+	t.Cleanup(func() { _ = st.Close() })
+	h := newHub(t, nil, func(o *hub.Options) { o.Store = st })
+	if err := h.Deploy(hub.Deployment{
+		Modules: []hub.ModuleSpec{{Name: "a", External: true}, {Name: "b", External: true}},
+		Routes:  []*route.Route{hubtest.MustRoute(t, "ab", `FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/in")`)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*message.Message
+	for i := range 50 {
+		m := message.New(fmt.Append(nil, i))
+		m.System.OutputName = "out"
+		if i == 40 {
+			m.Body = make([]byte, message.MaxSize+1)
+		}
+		msgs = append(msgs, m)
+	}
+	n, err := h.SendBatch(context.Background(), hub.Identity{DeviceID: "gw1", ModuleID: "a"}, msgs)
+	if n != 40 || !errors.Is(err, message.ErrTooLarge) {
+		t.Fatalf("SendBatch = %d, %v; want 40 taken and ErrTooLarge", n, err)
+	}
+	in, err := h.ExternalInputs("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, in, 40)
+	for i, x := range got {
+		if string(x.Message.Body) != fmt.Sprint(i) || x.Message.System.OutputName != "out" || x.Message.System.ConnectionModuleID != "a" {
+			t.Fatalf("message %d: %q from %s output %q", i, x.Message.Body, x.Message.System.ConnectionModuleID, x.Message.System.OutputName)
+		}
+	}
+	if _, err := h.SendBatch(context.Background(), hub.Identity{DeviceID: "gw1"}, msgs[:1]); err == nil {
+		t.Fatal("SendBatch as the edge device itself succeeded")
+	}
+}
