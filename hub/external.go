@@ -67,6 +67,7 @@ type Identity struct {
 	ModuleID string
 }
 
+// String is "device/module", or "device" for a device.
 func (id Identity) String() string {
 	if id.ModuleID == "" {
 		return id.DeviceID
@@ -285,8 +286,8 @@ func (h *Hub) SendBatch(ctx context.Context, from Identity, msgs []*message.Mess
 	return taken, failed
 }
 
-// Twin of an identity: an external module's (any deployed module's) or a
-// leaf device's.
+// IdentityTwin returns a copy of an identity's twin: a deployed module's
+// or a leaf device's.
 func (h *Hub) IdentityTwin(id Identity) (twin.Twin, error) {
 	md, err := h.identityTwin(id)
 	if err != nil {
