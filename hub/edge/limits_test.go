@@ -62,7 +62,7 @@ func TestOversizePacketRefused(t *testing.T) {
 
 func TestConnectionFlood(t *testing.T) {
 	e := newEnv(t, envOpts{
-		externals: []string{"mod"},
+		externals: []string{"mod", "mod2"},
 		routes:    []string{`FROM /messages/* INTO BrokeredEndpoint("/modules/sink/inputs/in1")`},
 		edge:      func(o *edge.Options) { o.MaxConnections = 4 },
 	})
@@ -97,7 +97,7 @@ func TestConnectionFlood(t *testing.T) {
 	}
 	flood = nil
 	hubtest.WaitFor(t, "a free slot", func() bool {
-		c2, err := e.dial(t, "gw1/mod", clientOpts{clientID: ""})
+		c2, err := e.dial(t, "gw1/mod2", clientOpts{})
 		if err == nil {
 			c2.Disconnect(0)
 		}
