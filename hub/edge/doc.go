@@ -59,10 +59,18 @@
 //
 //   - Without a hub store, external inputs are queued in memory and lost
 //     when the process ends (see hub's external.go).
-//   - A publisher's messages are taken one at a time, in order: each
-//     durable one waits for its store commit before the next is read, so
-//     one connection's throughput is bounded by the store's commit
-//     latency; many connections share commits.
+//   - A connection's telemetry goes to the hub from one goroutine, in
+//     order, in batches of what arrived while the previous batch was
+//     being committed (Hub.SendBatch: one store commit per batch). So one
+//     connection's throughput is about its in-flight window divided by
+//     two store commits (an fsync each): with the SDKs' window of 16 and
+//     a 1.5 ms fsync, 5,000–8,000 messages a second. Connections share
+//     commits.
+//   - A PUBACK from a module removes its message from the queue within
+//     5 ms (acknowledgements are committed in groups); a crash in between
+//     delivers those messages again.
+//   - Last wills are ignored, and QoS 2 closes the connection, as IoT Hub
+//     does.
 //   - Sessions are not kept across restarts of tinyedge (clients
 //     subscribe again, as the SDKs do on reconnect); messages are, in the
 //     store.
