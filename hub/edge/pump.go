@@ -22,7 +22,7 @@ type reader struct {
 
 // startPump makes s the reader of its module's inputs, stopping the
 // pump of an earlier session of the same module first.
-func (e *Endpoint) startPump(s *session) (*pump, error) {
+func (e *Endpoint) startPump(s *session, sub subs) (*pump, error) {
 	e.mu.Lock()
 	r := e.readers[s.id.ModuleID]
 	if r == nil {
@@ -42,7 +42,7 @@ func (e *Endpoint) startPump(s *session) (*pump, error) {
 		}
 		r.in = in
 	}
-	p := newPump(s, r)
+	p := newPump(s, r, sub)
 	r.owner = p
 	return p, nil
 }
@@ -71,10 +71,10 @@ type pump struct {
 	subWake chan struct{} // capacity 1: the subscriptions changed
 }
 
-func newPump(s *session, r *reader) *pump {
+func newPump(s *session, r *reader, sub subs) *pump {
 	ctx, cancel := context.WithCancel(s.ctx)
 	p := &pump{
-		s: s, r: r, ctx: ctx, cancel: cancel,
+		s: s, r: r, ctx: ctx, cancel: cancel, subs: sub,
 		window:   make(chan struct{}, s.e.opts.Window),
 		inflight: map[uint16]hub.Input{},
 		ackWake:  make(chan struct{}, 1),

@@ -198,6 +198,14 @@ func (s *session) subscriptionsChanged() {
 		next.inputQoS = max(next.inputQoS, min(sub.Qos, 1))
 	}
 
+	// What stops goroutines runs after the unlock: holding s.mu while
+	// waiting for them would hold up this connection's other users.
+	var after []func()
+	defer func() {
+		for _, f := range after {
+			f()
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -207,33 +215,32 @@ func (s *session) subscriptionsChanged() {
 	if next.methods && s.stopMethods == nil {
 		s.stopMethods = s.e.opts.Hub.ServeMethods(s.id, s.callMethod)
 	} else if !next.methods && s.stopMethods != nil {
-		s.stopMethods()
+		after = append(after, s.stopMethods)
 		s.stopMethods = nil
 	}
 	if next.desired && s.stopDesired == nil {
 		s.stopDesired = s.watchDesired()
 	} else if !next.desired && s.stopDesired != nil {
-		stop := s.stopDesired
+		after = append(after, s.stopDesired)
 		s.stopDesired = nil
-		defer stop() // after the unlock below: it waits for a goroutine that may take s.mu
 	}
 	if s.id.ModuleID == "" {
 		return
 	}
-	if next.anyInputs() {
-		if s.pump == nil {
-			p, err := s.e.startPump(s)
-			if err != nil {
-				s.log.Error("cannot deliver inputs", "err", err)
-				return
-			}
-			s.pump = p
+	switch {
+	case next.anyInputs() && s.pump == nil:
+		// Started under s.mu, so close cannot miss it.
+		p, err := s.e.startPump(s, next)
+		if err != nil {
+			s.log.Error("cannot deliver inputs", "err", err)
+			return
 		}
+		s.pump = p
+	case next.anyInputs():
 		s.pump.setSubs(next)
-	} else if s.pump != nil {
-		p := s.pump
+	case s.pump != nil:
+		after = append(after, s.pump.stop)
 		s.pump = nil
-		defer p.stop()
 	}
 }
 
