@@ -97,7 +97,7 @@ func TestPublishAsAnotherIdentityRefused(t *testing.T) {
 func TestTokenExpiryCloses(t *testing.T) {
 	e := newEnv(t, envOpts{externals: []string{"mod"}})
 	lost := make(chan error, 1)
-	tok := token("gw1/mod", iotHub, keyOf("gw1/mod"), 2*time.Second)
+	tok := token("gw1/mod", iotHub, keyOf("gw1/mod"), 4*time.Second)
 	if _, err := e.dial(t, "gw1/mod", clientOpts{password: &tok, onLost: func(err error) { lost <- err }}); err != nil {
 		t.Fatal(err)
 	}
