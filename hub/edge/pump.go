@@ -146,6 +146,7 @@ func (p *pump) want(input string) bool {
 func (p *pump) run() {
 	s, in := p.s, p.r.in
 	dev, mod := s.id.DeviceID, s.id.ModuleID
+	var pks []packets.Packet
 	for {
 		// Wait for room in the window, then take all there is.
 		select {
@@ -181,7 +182,7 @@ func (p *pump) run() {
 		}
 		p.mu.Lock()
 		qos := p.subs.inputQoS
-		p.mu.Unlock()
+		pks = pks[:0]
 		for _, it := range items {
 			m := it.Message
 			bag := iothub.BagFromMessage(m, iothub.BagOptions{Identity: true})
@@ -191,20 +192,22 @@ func (p *pump) run() {
 				Payload:     m.Body,
 			}
 			if qos > 0 {
-				p.mu.Lock()
 				pk.PacketID = p.allocID()
 				p.inflight[pk.PacketID] = it
-				p.mu.Unlock()
 			}
-			if err := s.cl.WritePacket(pk); err != nil {
-				return // the connection is going; stop rewinds
-			}
-			if qos == 0 {
-				// At most once, as the module asked: done when written.
-				p.mu.Lock()
-				p.acked = append(p.acked, it)
-				p.mu.Unlock()
-				wake(p.ackWake)
+			pks = append(pks, pk)
+		}
+		p.mu.Unlock()
+		if err := s.writeAll(pks); err != nil {
+			return // the connection is going; stop rewinds
+		}
+		if qos == 0 {
+			// At most once, as the module asked: done when written.
+			p.mu.Lock()
+			p.acked = append(p.acked, items...)
+			p.mu.Unlock()
+			wake(p.ackWake)
+			for range items {
 				p.window <- struct{}{}
 			}
 		}

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -305,6 +306,7 @@ func (s *session) message(t iothub.Topic, body []byte) (*message.Message, error)
 func (s *session) sender() {
 	batch := make([]outgoing, 0, sendBatch)
 	msgs := make([]*message.Message, 0, sendBatch)
+	acks := make([]packets.Packet, 0, sendBatch)
 	for {
 		select {
 		case o := <-s.sendq:
@@ -331,6 +333,7 @@ func (s *session) sender() {
 		if len(msgs) > 0 {
 			taken, err = s.e.opts.Hub.SendBatch(s.ctx, s.id, msgs)
 		}
+		acks = acks[:0]
 		n := 0
 		for _, o := range batch {
 			if o.m != nil {
@@ -340,8 +343,11 @@ func (s *session) sender() {
 				n++
 			}
 			if o.qos > 0 {
-				s.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: o.pid})
+				acks = append(acks, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: o.pid})
 			}
+		}
+		if err := s.writeAll(acks); err != nil {
+			s.log.Debug("write PUBACKs", "err", err)
 		}
 		clear(msgs)
 		if err != nil {
@@ -354,12 +360,41 @@ func (s *session) sender() {
 	}
 }
 
-// write sends a packet; a failure means the connection is going away,
-// which its read loop notices.
-func (s *session) write(pk packets.Packet) {
-	if err := s.cl.WritePacket(pk); err != nil {
-		s.log.Debug("write", "err", err)
+// writeAll writes packets to the client in one write, where mochi's
+// WritePacket makes a system call for each: under load the PUBACKs of a
+// batch, and the inputs of a window, cost one. It serializes with
+// WritePacket through the client's lock, as WritePacket itself does
+// (mochi v2.7.9), and writes straight to the connection, as WritePacket
+// does whenever mochi's own outbound queue is empty — always here,
+// since the hub never has mochi forward anything.
+func (s *session) writeAll(pks []packets.Packet) error {
+	if len(pks) == 0 {
+		return nil
 	}
+	var buf bytes.Buffer
+	for i := range pks {
+		pk := &pks[i]
+		pk.ProtocolVersion = s.cl.Properties.ProtocolVersion
+		var err error
+		switch pk.FixedHeader.Type {
+		case packets.Publish:
+			err = pk.PublishEncode(&buf)
+		case packets.Puback:
+			err = pk.PubackEncode(&buf)
+		default:
+			err = fmt.Errorf("writeAll: packet type %d", pk.FixedHeader.Type)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if s.cl.Closed() {
+		return mqtt.ErrConnectionClosed
+	}
+	s.cl.Lock()
+	defer s.cl.Unlock()
+	_, err := buf.WriteTo(s.cl.Net.Conn)
+	return err
 }
 
 // publishQoS0 sends a hub-originated message (twin responses,
