@@ -10,6 +10,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/hub/message"
@@ -232,4 +233,25 @@ func TestSessionTakeover(t *testing.T) {
 	if want := "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19"; strings.Join(got, " ") != want {
 		t.Fatalf("new connection got %v, want %s", got, want)
 	}
+}
+
+// TestExternalModuleStatus: an external module shows as running while it
+// is connected.
+func TestExternalModuleStatus(t *testing.T) {
+	e := newEnv(t, envOpts{externals: []string{"mod"}})
+	state := func() hub.ModuleState {
+		for _, st := range e.h.ModuleStatus() {
+			if st.Name == "mod" {
+				return st.State
+			}
+		}
+		return ""
+	}
+	if s := state(); s != hub.StateStopped {
+		t.Fatalf("before connecting: %s, want stopped", s)
+	}
+	c := e.mustDial(t, "gw1/mod", clientOpts{})
+	hubtest.WaitFor(t, "running", func() bool { return state() == hub.StateRunning })
+	c.Disconnect(0)
+	hubtest.WaitFor(t, "stopped", func() bool { return state() == hub.StateStopped })
 }
