@@ -270,3 +270,31 @@ func TestSendBatch(t *testing.T) {
 		t.Fatal("SendBatch as the edge device itself succeeded")
 	}
 }
+
+// TestExternalWithModuleIsSupervised: an external module with a Module
+// (a process module) is run by the hub and still reached over the
+// endpoint's API.
+func TestExternalWithModuleIsSupervised(t *testing.T) {
+	h := newHub(t, nil)
+	started := make(chan struct{}, 1)
+	run := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil
+	})
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "proc", External: true, Module: run}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(hubtest.Patience):
+		t.Fatal("the external module's program was not started")
+	}
+	if _, err := h.ExternalInputs("proc"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := h.InvokeMethod(context.Background(), "gw1", "proc", hub.MethodRequest{Name: "m"}, 0)
+	if err != nil || r.Status != 404 {
+		t.Fatalf("method on an unconnected external module = %d, %v; want 404 (not the in-process client)", r.Status, err)
+	}
+}

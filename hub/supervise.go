@@ -56,9 +56,12 @@ type ModuleSpec struct {
 	Status        string         // StatusRunning (default) or StatusStopped
 	RestartPolicy RestartPolicy  // default RestartAlways, as in IoT Edge
 	StartupOrder  int64          // lower starts first
-	// External marks a module that runs outside this process and
-	// connects to the local MQTT endpoint (see external.go); it has no
-	// Module, and the hub does not start or restart it.
+	// External marks a module that talks to the hub through the local
+	// MQTT endpoint rather than a Client (see external.go): its inputs
+	// are queues the endpoint delivers, its methods are called over
+	// MQTT. A process module is external and has a Module (the hub runs
+	// its program); an external module without a Module is started
+	// elsewhere, and the hub neither starts nor restarts it.
 	External bool
 }
 
@@ -246,7 +249,7 @@ func (h *Hub) Deploy(d Deployment) error {
 			errs = append(errs, fmt.Errorf("deploy: module %q: desired properties: %w", s.Name, err))
 		}
 		md.spec = s
-		if md.sup == nil && s.Status == StatusRunning && !s.External {
+		if md.sup == nil && s.Status == StatusRunning && s.Module != nil {
 			start = append(start, md)
 		}
 	}
