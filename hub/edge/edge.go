@@ -94,6 +94,8 @@ type Endpoint struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // HTTP server, certificate renewal
+
+	methodsDefault bool // MethodsListen was not given
 }
 
 type pendingAuth struct {
@@ -113,7 +115,8 @@ func New(opts Options) (*Endpoint, error) {
 	if opts.Listen == "" {
 		opts.Listen = DefaultListen
 	}
-	if opts.MethodsListen == "" {
+	methodsDefault := opts.MethodsListen == ""
+	if methodsDefault {
 		opts.MethodsListen = DefaultMethodsListen
 	}
 	if opts.PlainListen != "" && opts.PlainListen != Off {
@@ -155,6 +158,8 @@ func New(opts Options) (*Endpoint, error) {
 		readers:  map[string]*reader{},
 		ctx:      ctx,
 		cancel:   cancel,
+
+		methodsDefault: methodsDefault,
 	}
 	return e, nil
 }
@@ -212,11 +217,20 @@ func (e *Endpoint) Start() error {
 	}
 	if e.opts.MethodsListen != Off {
 		ln, err := net.Listen("tcp", e.opts.MethodsListen)
-		if err != nil {
+		switch {
+		case err != nil && e.methodsDefault:
+			// Port 443 needs root or CAP_NET_BIND_SERVICE; without it
+			// the rest of the endpoint is still worth having.
+			e.log.Error("direct methods over HTTPS are off: cannot listen on the default port; run as root, grant CAP_NET_BIND_SERVICE or set methods_listen", "address", e.opts.MethodsListen, "err", err)
+		case err != nil:
 			e.closeListeners()
 			return fmt.Errorf("edge endpoint: direct methods over HTTPS: listen on %s: %w", e.opts.MethodsListen, err)
+		default:
+			e.httpLn = ln
 		}
-		e.httpLn = ln
+	}
+	if e.httpLn != nil {
+		ln := e.httpLn
 		e.httpSrv = &http.Server{
 			Handler:           e.methodsHandler(),
 			TLSConfig:         &tls.Config{GetCertificate: e.opts.Certificate, MinVersion: tls.VersionTLS12},

@@ -195,3 +195,25 @@ func selfSigned(t *testing.T, cn string) (tls.Certificate, string) {
 	sum := sha256.Sum256(der)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, hex.EncodeToString(sum[:])
 }
+
+// TestMethodsListenerTaken: a configured HTTPS methods address that
+// cannot be bound fails Start. (Only the default :443 is let go with an
+// error in the log, for a tinyedge not running as root.)
+func TestMethodsListenerTaken(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	e := newEnv(t, envOpts{externals: []string{"mod"}})
+	ep, err := edge.New(edge.Options{Hub: e.h, IoTHubHostname: iotHub, Listen: edge.Off, PlainListen: "127.0.0.1:0",
+		MethodsListen: busy.Addr().String(), Certificate: e.sc.GetCertificate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ep.Start(); err == nil {
+		ep.Close()
+		t.Fatal("started with its configured methods address taken")
+	}
+	ep.Close()
+}
