@@ -52,8 +52,9 @@
 // MethodClient → azure-iot-http-base RestApiClient → https.request) sends
 // POST https://{IOTEDGE_GATEWAYHOSTNAME}/twins/… with no port: 443, as
 // edgeHub serves it. So MethodsListen defaults to ":443" (binding it
-// needs root or CAP_NET_BIND_SERVICE); the SDK cannot be pointed at
-// another port.
+// needs root or CAP_NET_BIND_SERVICE; without, the endpoint logs an
+// error and runs without it); the SDK cannot be pointed at another
+// port.
 //
 // # Caveats
 //
