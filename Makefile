@@ -10,7 +10,7 @@ STATICCHECK_VERSION := v0.8.2
 DIST      := dist
 RUNFLAGS  ?=
 
-.PHONY: all build cross bundle run test test-race test-qemu bench soak lint deps clean
+.PHONY: all build cross bundle run test test-race test-qemu bench soak lint deps sdk clean
 
 all: build
 
@@ -42,7 +42,7 @@ run: build
 
 # Everything: lint, the race-detector run, and the suite on arm64 and armv6
 # under qemu-user.
-test: deps lint test-race test-qemu
+test: deps sdk lint test-race test-qemu
 	@echo "make test: all passed"
 
 test-race:
@@ -71,6 +71,11 @@ lint:
 # Installs what the tests need on a fresh Debian machine.
 deps:
 	./scripts/deps.sh
+
+# The official Azure IoT Node SDK (scripts/sdk, pinned by its lockfile)
+# that the conformance tests drive against hubsim; needs node and npm.
+sdk:
+	./scripts/deps.sh sdk
 
 clean:
 	rm -rf $(DIST)

@@ -1,7 +1,31 @@
 #!/bin/sh
-# Installs what `make test` needs on a fresh Debian machine: qemu-user for
-# the arm64 and ARMv6 test runs. Does nothing when it is already there.
+# Installs what `make test` needs on a fresh Debian machine: the official
+# Azure IoT Node SDK in scripts/sdk (for the SDK conformance tests; only
+# when node and npm exist) and qemu-user for the arm64 and ARMv6 test
+# runs. Does nothing when it is already there. `deps.sh sdk` does the SDK
+# only.
 set -eu
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+# install_sdk runs `npm ci` in scripts/sdk when node_modules is missing or
+# older than the lockfile.
+install_sdk() {
+	dir="$root/scripts/sdk"
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+		echo "deps: node and npm not found: the Azure IoT SDK conformance tests will skip" >&2
+		return 0
+	fi
+	if [ -d "$dir/node_modules" ] && [ ! "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+		return 0
+	fi
+	echo "deps: installing the Azure IoT Node SDK in $dir (npm ci)"
+	npm ci --prefix "$dir" --no-audit --no-fund
+	touch "$dir/node_modules"
+}
+
+install_sdk
+[ "${1:-}" = sdk ] && exit 0
 
 need=""
 command -v qemu-aarch64 >/dev/null 2>&1 || need="$need qemu-user"

@@ -13,6 +13,7 @@
 //	tinyedge identities [--show-keys] [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
 //	tinyedge update apply|status|rollback …
+//	tinyedge hubsim serve|identity|twin|method|monitor …
 //	tinyedge version
 package main
 
@@ -84,6 +85,8 @@ Usage:
       trusts are DIR/keys/*.pub); show the slots; go back to the previous
       version. The new version boots at the next start and confirms itself
       once healthy, or is rolled back.
+  tinyedge hubsim serve|identity|twin|method|monitor …
+      An IoT Hub emulator and its client (tinyedge hubsim help).
   tinyedge version
       Print version, commit, Go version and target.
 `
@@ -161,6 +164,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdBundle(args[1:], stdout, stderr)
 	case "update":
 		return cmdUpdate(ctx, args[1:], stdout, stderr)
+	case "hubsim":
+		return cmdHubsim(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help", "-help":
