@@ -284,11 +284,7 @@ func (s *session) publish(pk packets.Packet) {
 
 // message decodes telemetry.
 func (s *session) message(t iothub.Topic, body []byte) (*message.Message, error) {
-	// The Node SDK's sendOutputEvent ends the topic with a '/' after the
-	// bag (…/messages/events/%24.on=out1&n=0/); edgeHub ignores it. A
-	// '/' inside a key or value is always percent-encoded, so a raw one
-	// at the end is never data.
-	bag, err := iothub.ParseBag(strings.TrimSuffix(t.Bag, "/"))
+	bag, err := iothub.ParseBag(t.Bag)
 	if err != nil {
 		return nil, fmt.Errorf("property bag of %s: %w", s.id, err)
 	}
