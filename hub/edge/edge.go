@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -313,6 +314,28 @@ func (e *Endpoint) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return Stats{Connected: len(e.sessions), Refused: e.slots.refused.Load()}
+}
+
+// Subscriptions returns the topic filters the identity's connection
+// subscribed to, sorted; nil when it is not connected.
+func (e *Endpoint) Subscriptions(id hub.Identity) []string {
+	e.mu.Lock()
+	var cl *mqtt.Client
+	for c, s := range e.sessions {
+		if s.id == id {
+			cl = c
+		}
+	}
+	e.mu.Unlock()
+	if cl == nil {
+		return nil
+	}
+	var out []string
+	for f := range cl.State.Subscriptions.GetAll() {
+		out = append(out, f)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Close disconnects every client, stops the listeners and waits for the

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/hubtest"
+	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/hub/message"
 )
 
@@ -191,4 +193,118 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestNodeSDKConformance drives scripts/sdk/conformance.js (the SDK
+// conformance client hub/hubsim uses too) against the endpoint: a leaf
+// device with DeviceClient and an external module with ModuleClient each
+// send events with properties, get the twin, patch reported properties,
+// take a desired patch and answer a direct method.
+func TestNodeSDKConformance(t *testing.T) {
+	node := needNodeSDK(t)
+	e := newEnv(t, envOpts{
+		externals: []string{"mod"},
+		routes: []string{
+			`FROM /messages INTO $upstream`,
+			`FROM /messages/modules/mod/outputs/output1 INTO BrokeredEndpoint("/modules/sink/inputs/in1")`,
+		},
+	})
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	if err := e.ca.WriteTrustBundle(bundle); err != nil {
+		t.Fatal(err)
+	}
+	cs := func(dev, mod string) string {
+		s := "HostName=" + iotHub + ";DeviceId=" + dev
+		id := dev
+		if mod != "" {
+			s += ";ModuleId=" + mod
+			id += "/" + mod
+		}
+		return s + ";SharedAccessKey=" + base64.StdEncoding.EncodeToString(keyOf(id)) + ";GatewayHostName=" + e.ep.Addr()
+	}
+	cmd := exec.Command(node, "conformance.js")
+	cmd.Dir = sdkDir
+	cmd.Env = append(os.Environ(), "HUBSIM_DEVICE_CS="+cs("leaf1", ""), "HUBSIM_MODULE_CS="+cs("gw1", "mod"), "HUBSIM_CA="+bundle)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	sc := bufio.NewScanner(stdout)
+	done := false
+	for !done && sc.Scan() {
+		var step struct{ Step, As, Error string }
+		if err := json.Unmarshal(sc.Bytes(), &step); err != nil {
+			t.Fatalf("conformance.js: %s", sc.Text())
+		}
+		id := hub.Identity{DeviceID: "leaf1"}
+		if step.As == "module" {
+			id = hub.Identity{DeviceID: "gw1", ModuleID: "mod"}
+		}
+		switch step.Step {
+		case "error":
+			t.Fatalf("conformance.js (%s): %s\n%s", step.As, step.Error, stderr.String())
+		case "listening-desired":
+			// The SDK subscribes in the background; a patch before that
+			// would reach only a later GET, as with IoT Hub.
+			hubtest.WaitFor(t, "the desired subscription", func() bool {
+				return slices.Contains(e.ep.Subscriptions(id), iothub.FilterTwinDesired)
+			})
+			var err error
+			if id.ModuleID == "" {
+				_, err = e.h.PatchLeafDesired("leaf1", map[string]any{"threshold": 30.0})
+			} else {
+				_, err = e.h.PatchDesired("mod", map[string]any{"threshold": 30.0})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		case "listening-method":
+			// The SDK subscribes in the background: 404 until it has.
+			hubtest.WaitFor(t, "the method answered", func() bool {
+				r, err := e.h.InvokeMethod(context.Background(), id.DeviceID, id.ModuleID, hub.MethodRequest{Name: "reset", Payload: []byte(`{"n":1}`)}, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return r.Status == 200 && strings.Contains(string(r.Payload), `"echo":{"n":1}`)
+			})
+		case "done":
+			done = true
+		}
+	}
+	if !done {
+		t.Fatalf("conformance.js ended without done\n%s", stderr.String())
+	}
+	check := func(who string, msgs []*message.Message) {
+		t.Helper()
+		if len(msgs) != 2 {
+			t.Fatalf("%s: %d messages, want 2", who, len(msgs))
+		}
+		for i, m := range msgs {
+			s := m.System
+			if s.MessageID != who+"-msg-"+string(rune('0'+i)) || s.CorrelationID != who+"-corr-"+string(rune('0'+i)) ||
+				s.ContentType != "application/json" || m.Properties["unit"] != "°C" || m.Properties["temp alert"] == "" {
+				t.Errorf("%s message %d: %+v %v", who, i, s, m.Properties)
+			}
+		}
+	}
+	// "FROM /messages" takes module outputs too: the leaf's are those
+	// without a module.
+	hubtest.WaitFor(t, "leaf events upstream", func() bool { return len(e.up.From("")) == 2 })
+	check("device", e.up.From(""))
+	check("module", e.sink.messages())
+	for _, id := range []hub.Identity{{DeviceID: "leaf1"}, {DeviceID: "gw1", ModuleID: "mod"}} {
+		tw, err := e.h.IdentityTwin(id)
+		if err != nil || tw.Reported.Doc["firmware"] != "1.2.3" {
+			t.Errorf("%s reported: %v, %v", id, tw.Reported.Doc, err)
+		}
+	}
 }

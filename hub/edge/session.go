@@ -212,6 +212,7 @@ func (s *session) subscriptionsChanged() {
 	if s.closed {
 		return
 	}
+	s.log.Debug("subscriptions", "inputs", next.allInputs || len(next.inputs) > 0, "twinResponses", next.twinRes, "desired", next.desired, "methods", next.methods)
 	s.subs = next
 	if next.methods && s.stopMethods == nil {
 		s.stopMethods = s.e.opts.Hub.ServeMethods(s.id, s.callMethod)
@@ -488,6 +489,7 @@ func (s *session) watchDesired() func() {
 			if err := s.publishQoS0(iothub.TwinDesiredTopic(tw.Desired.Version), b); err != nil {
 				return
 			}
+			s.log.Debug("desired properties patch sent", "version", tw.Desired.Version)
 		}
 	}()
 	return func() {
