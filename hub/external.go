@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -491,11 +492,7 @@ func (q *Inputs) queues() []*extQueue {
 		qs = append(qs, x)
 	}
 	// Map order is random; a stable order keeps the rotation fair.
-	for i := 1; i < len(qs); i++ {
-		for j := i; j > 0 && qs[j].input < qs[j-1].input; j-- {
-			qs[j], qs[j-1] = qs[j-1], qs[j]
-		}
-	}
+	slices.SortFunc(qs, func(a, b *extQueue) int { return strings.Compare(a.input, b.input) })
 	return qs
 }
 
