@@ -97,12 +97,12 @@ type Hub struct {
 
 	wg sync.WaitGroup // supervisors
 
+	ext externals // external modules and leaf devices (external.go)
+
 	defaultTTL atomic.Int64  // the deployment's storeAndForwardConfiguration TTL
 	pumpWake   chan struct{} // an append happened; capacity 1
 	pumpStop   context.CancelFunc
 	pumpDone   chan struct{}
-
-	ext externals // external modules and leaf devices (external.go)
 }
 
 // New returns a hub with no routes and no modules.
