@@ -255,3 +255,32 @@ func TestExternalModuleStatus(t *testing.T) {
 	c.Disconnect(0)
 	hubtest.WaitFor(t, "stopped", func() bool { return state() == hub.StateStopped })
 }
+
+// TestInputsAtQoS0: a module that subscribes at QoS 0 gets its inputs
+// at most once: they leave the queue when written.
+func TestInputsAtQoS0(t *testing.T) {
+	e := newEnv(t, envOpts{
+		externals: []string{"recv"},
+		routes:    []string{`FROM /messages/modules/sink/* INTO BrokeredEndpoint("/modules/recv/inputs/in")`},
+	})
+	c := e.mustDial(t, "gw1/recv", clientOpts{})
+	var got inbox
+	if q := subscribe(t, c, "devices/gw1/modules/recv/inputs/#", 0, got.handle); q != 0 {
+		t.Fatalf("granted %d, want 0", q)
+	}
+	for i := range 40 {
+		if err := e.h.Send(context.Background(), "sink", "o", message.New(fmt.Append(nil, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hubtest.WaitFor(t, "40 inputs", func() bool { return got.len() == 40 })
+	for i, m := range got.all() {
+		if m.Qos() != 0 || string(m.Payload()) != fmt.Sprint(i) {
+			t.Fatalf("input %d: QoS %d payload %s", i, m.Qos(), m.Payload())
+		}
+	}
+	hubtest.WaitFor(t, "an empty queue", func() bool {
+		st, err := e.st.EndpointStats("$module/recv/inputs/in")
+		return err == nil && st.Queued == 0
+	})
+}

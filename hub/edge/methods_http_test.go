@@ -64,6 +64,17 @@ func TestMethodsOverHTTPS(t *testing.T) {
 		t.Fatalf("call to external module: %d %v", code, out)
 	}
 
+	// To a leaf device: POST /twins/{d}/methods.
+	leaf := e.mustDial(t, "leaf1", clientOpts{})
+	subscribe(t, leaf, iothub.FilterMethods, 0, func(c paho.Client, m paho.Message) {
+		tp, _ := iothub.ParseTopic(m.Topic())
+		c.Publish(iothub.MethodResponseTopic(202, tp.RID), 0, false, []byte(`{"leaf":true}`))
+	})
+	code, out = e.invokeHTTPS(t, "gw1/caller", auth, "/twins/leaf1/methods", call)
+	if code != 200 || out["status"] != 202.0 || out["payload"].(map[string]any)["leaf"] != true {
+		t.Fatalf("call to a leaf device: %d %v", code, out)
+	}
+
 	// Refused callers.
 	for _, tc := range []struct{ name, caller, auth string }{
 		{"no token", "gw1/caller", ""},
