@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,9 +12,12 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/certs"
+	"github.com/tinyedge/tinyedge/hub/edge"
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/hub/route"
 	"github.com/tinyedge/tinyedge/store"
 )
 
@@ -283,4 +287,68 @@ func TestInputsAtQoS0(t *testing.T) {
 		st, err := e.st.EndpointStats("$module/recv/inputs/in")
 		return err == nil && st.Queued == 0
 	})
+}
+
+// TestInputsSurviveRestart: messages queued for an external module that
+// was away are delivered after the hub, the store and the endpoint
+// restart.
+func TestInputsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.Open(filepath.Join(dir, "ca"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ca.NewServerCert(certs.ServerOptions{Hostname: gateway})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := edge.KeyMap{"gw1/recv": keyOf("gw1/recv")}
+	start := func() (*hub.Hub, *store.Store, *edge.Endpoint) {
+		st, err := store.Open(filepath.Join(dir, "store.db"), &store.Options{SweepInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := hub.New(hub.Options{DeviceID: device, Store: st})
+		if err := h.Deploy(hub.Deployment{
+			Modules: []hub.ModuleSpec{{Name: "recv", External: true}},
+			Routes:  []*route.Route{hubtest.MustRoute(t, "r", `FROM /messages INTO BrokeredEndpoint("/modules/recv/inputs/in")`)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ep, err := edge.New(edge.Options{Hub: h, Keys: keys, IoTHubHostname: iotHub, Listen: "127.0.0.1:0",
+			MethodsListen: edge.Off, Certificate: sc.GetCertificate, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ep.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return h, st, ep
+	}
+	h, st, ep := start()
+	for i := range 30 {
+		if err := h.SendDevice(context.Background(), message.New(fmt.Append(nil, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ep.Close()
+	h.Close()
+	st.Close()
+
+	h, st, ep = start()
+	defer func() {
+		ep.Close()
+		h.Close()
+		st.Close()
+	}()
+	e := &env{h: h, st: st, ca: ca, ep: ep}
+	c := e.mustDial(t, "gw1/recv", clientOpts{})
+	var got inbox
+	subscribe(t, c, "devices/gw1/modules/recv/#", 1, got.handle)
+	hubtest.WaitFor(t, "30 inputs after the restart", func() bool { return got.len() == 30 })
+	for i, m := range got.all() {
+		if string(m.Payload()) != fmt.Sprint(i) {
+			t.Fatalf("input %d is %s", i, m.Payload())
+		}
+	}
 }
