@@ -51,6 +51,7 @@ func (md *module) patchDesired(patch map[string]any) (int64, error) {
 	if c := md.active.Load(); c != nil {
 		c.queuePatch()
 	}
+	md.hub.desiredChanged(md)
 	return v, nil
 }
 

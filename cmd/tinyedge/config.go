@@ -121,6 +121,9 @@ type EdgeConfig struct {
 	// PlainListen is an optional listener without TLS. It must be a
 	// loopback address.
 	PlainListen string `toml:"plain_listen"`
+	// MethodsListen is the HTTPS listener for module-to-module direct
+	// methods (default ":443", where the SDKs call; "off" disables it).
+	MethodsListen string `toml:"methods_listen"`
 	// MaxConnections bounds concurrent clients (default 100).
 	MaxConnections int `toml:"max_connections"`
 	// LeafDevices are the downstream devices allowed to connect.
