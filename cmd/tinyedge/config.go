@@ -15,6 +15,19 @@ import (
 // /etc/aziot/config.toml.
 const defaultConfigPath = "/etc/tinyedge/config.toml"
 
+// configEnv names the config file instead of the default path when
+// --config is not given (a file it names must exist).
+const configEnv = "TINYEDGE_CONFIG"
+
+// configPathFromEnv is the default of --config: $TINYEDGE_CONFIG, else
+// defaultConfigPath.
+func configPathFromEnv() (path string, named bool) {
+	if p := os.Getenv(configEnv); p != "" {
+		return p, true
+	}
+	return defaultConfigPath, false
+}
+
 // Config is the device config file (TOML). Its provisioning section reads
 // like IoT Edge's config.toml, so a user can copy theirs:
 //

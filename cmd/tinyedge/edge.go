@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"syscall"
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/certs"
@@ -119,4 +121,18 @@ func (k edgeKeys) Key(deviceID, moduleID string) ([]byte, bool) {
 		return nil, false
 	}
 	return k.store.Key(deviceID, moduleID)
+}
+
+// startEdgeOrWarn starts the local endpoint. When the config leaves the
+// address to the default (:8883) and it cannot be had — another broker
+// holds it — the gateway runs on without external modules and says so;
+// an address the config names must work.
+func startEdgeOrWarn(cfg *Config, h *hub.Hub, dataDir string, keys edge.Keys, log *slog.Logger) (*edge.Endpoint, error) {
+	ep, _, err := startEdge(cfg, h, dataDir, keys, log)
+	if err != nil && cfg.Edge.Listen == "" && (errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EACCES)) {
+		log.Error("local MQTT endpoint is off: external modules and leaf devices cannot connect; free the port or set [edge] listen in the config",
+			"address", edge.DefaultListen, "err", err)
+		return nil, nil
+	}
+	return ep, err
 }

@@ -48,7 +48,9 @@ type upstreamSetup struct {
 }
 
 // upstreamKind decides the upstream: the flag, else the config's
-// protocol, else iothub when the device is provisioned, else the console.
+// protocol, else iothub when the device is provisioned, else the IoT Hub
+// emulator embedded on loopback (hubsim), so a gateway nobody configured
+// still shows the whole loop.
 func upstreamKind(flagKind string, c *Config) string {
 	switch {
 	case flagKind != "":
@@ -58,7 +60,7 @@ func upstreamKind(flagKind string, c *Config) string {
 	case c.Provisioning.ConnectionString != "" || c.Provisioning.IoTHubHostname != "":
 		return "iothub"
 	}
-	return "console"
+	return "hubsim"
 }
 
 // newUpstream builds the upstream endpoint the flags and the config ask

@@ -112,7 +112,7 @@ func TestUpstreamKind(t *testing.T) {
 		c    *Config
 		want string
 	}{
-		{"", &Config{}, "console"},
+		{"", &Config{}, "hubsim"},
 		{"", prov, "iothub"},
 		{"console", prov, "console"},
 		{"", &Config{Upstream: UpstreamConfig{Protocol: "mqtt"}}, "mqtt"},
@@ -128,7 +128,7 @@ func TestUpstreamKind(t *testing.T) {
 
 func TestRunUpstreamUsage(t *testing.T) {
 	_, errOut, code := runCLI(t, "run", "--config", writeConfig(t, ""), "--upstream", "carrier-pigeon")
-	if code != 2 || !strings.Contains(errOut, "want console, iothub or mqtt") {
+	if code != 2 || !strings.Contains(errOut, "want console, iothub, mqtt or hubsim") {
 		t.Errorf("code %d, stderr %q", code, errOut)
 	}
 	dir := t.TempDir()
