@@ -40,7 +40,7 @@ bundle: cross build
 # The quickstart: simulated temperature sensor -> filter -> $upstream,
 # printed to the terminal. Ctrl-C stops it.
 run: build
-	./$(DIST)/tinyedge run --upstream console $(RUNFLAGS)
+	./$(DIST)/tinyedge run $(RUNFLAGS)
 
 # Everything: lint, the race-detector run, and the suite on arm64 and armv6
 # under qemu-user.

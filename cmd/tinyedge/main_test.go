@@ -449,7 +449,9 @@ func TestStoreCommands(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run", "--upstream", "console", "--data-dir", dir}, &out, &syncBuffer{}) }()
+	go func() {
+		done <- run(ctx, []string{"run", "--upstream", "console", "--data-dir", dir}, &out, &syncBuffer{})
+	}()
 	hubtest.WaitFor(t, "the first message", func() bool { return strings.Contains(out.String(), `"event"`) })
 	// While it runs, the store belongs to it.
 	if _, _, code := runCLI(t, "store", "stat", "--data-dir", dir); code == 0 {
