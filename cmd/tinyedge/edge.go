@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/tinyedge/tinyedge/hub"
@@ -35,17 +37,10 @@ func trustBundlePath(dataDir string) string {
 // at the same time: on first start both create the CA files. The caller
 // closes the endpoint.
 func startEdge(cfg *Config, h *hub.Hub, dataDir string, keys edge.Keys, log *slog.Logger) (*edge.Endpoint, *certs.Authority, error) {
-	gateway := cfg.Hostname
-	if gateway == "" {
-		gateway = hostname()
-	}
-	iotHub := cfg.Provisioning.IoTHubHostname
-	if cs := cfg.Provisioning.ConnectionString; cs != "" {
-		c, err := iothub.ParseConnectionString(cs)
-		if err != nil {
-			return nil, nil, fmt.Errorf("config %s: provisioning.connection_string: %w", cfg.path, err)
-		}
-		iotHub = c.HostName
+	gateway := gatewayHostname(cfg)
+	iotHub, err := iotHubHostname(cfg)
+	if err != nil {
+		return nil, nil, err
 	}
 	ek := edgeKeys{store: keys, leaves: map[string][]byte{}}
 	thumbs := edge.Thumbprints{}
@@ -100,6 +95,52 @@ func startEdge(cfg *Config, h *hub.Hub, dataDir string, keys edge.Keys, log *slo
 		return nil, nil, err
 	}
 	return ep, ca, nil
+}
+
+// gatewayHostname is the gateway's name on the local network: the
+// config's hostname, else the host name.
+func gatewayHostname(cfg *Config) string {
+	if cfg.Hostname != "" {
+		return cfg.Hostname
+	}
+	return hostname()
+}
+
+// iotHubHostname is the provisioned IoT Hub's host name, "" when the
+// device is not provisioned.
+func iotHubHostname(cfg *Config) (string, error) {
+	if cs := cfg.Provisioning.ConnectionString; cs != "" {
+		c, err := iothub.ParseConnectionString(cs)
+		if err != nil {
+			return "", fmt.Errorf("config %s: provisioning.connection_string: %w", cfg.path, err)
+		}
+		return c.HostName, nil
+	}
+	return cfg.Provisioning.IoTHubHostname, nil
+}
+
+// moduleGateway is the IOTEDGE_GATEWAYHOSTNAME of process modules: where
+// the local endpoint's TLS listener, bound to addr, is reached. The SDKs
+// connect to that name on 8883; on another port the port goes with it
+// (the Node SDK takes host:port there for MQTT). A listener bound to a
+// loopback address is reached at that address (the server certificate
+// names the loopback addresses), not at the gateway's name, which may
+// resolve to another one.
+func moduleGateway(gateway, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return gateway
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		gateway = host
+	}
+	if port == "8883" {
+		if strings.Contains(gateway, ":") {
+			return "[" + gateway + "]"
+		}
+		return gateway
+	}
+	return net.JoinHostPort(gateway, port)
 }
 
 // edgeKeys are the keys of the identities that may connect: modules'

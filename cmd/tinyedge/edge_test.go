@@ -97,3 +97,23 @@ func TestStartEdgeConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestModuleGateway: process modules are told where the endpoint really
+// listens, with the port unless it is the SDKs' 8883.
+func TestModuleGateway(t *testing.T) {
+	for _, tc := range []struct{ gateway, addr, want string }{
+		{"gw.local", "[::]:8883", "gw.local"},
+		{"gw.local", "0.0.0.0:18883", "gw.local:18883"},
+		{"gw.local", "127.0.0.1:8883", "127.0.0.1"},
+		{"gw.local", "127.0.0.1:40123", "127.0.0.1:40123"},
+		{"gw.local", "[::1]:40123", "[::1]:40123"},
+		{"gw.local", "[::1]:8883", "[::1]"},
+		// The server certificate names the gateway, not its LAN address.
+		{"gw.local", "192.168.1.10:8883", "gw.local"},
+		{"gw.local", "", "gw.local"},
+	} {
+		if got := moduleGateway(tc.gateway, tc.addr); got != tc.want {
+			t.Errorf("moduleGateway(%q, %q) = %q, want %q", tc.gateway, tc.addr, got, tc.want)
+		}
+	}
+}

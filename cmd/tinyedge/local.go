@@ -39,10 +39,11 @@ type localOptions struct {
 	dataDir  string
 	deviceID string
 	// hostname is what modules are told to connect to
-	// (IOTEDGE_GATEWAYHOSTNAME) and, without an IoT Hub, the audience
-	// of their tokens (IOTEDGE_IOTHUBHOSTNAME).
+	// (IOTEDGE_GATEWAYHOSTNAME) until the local endpoint says where it
+	// listens (setGateway) and, without an IoT Hub, the audience of
+	// their tokens (IOTEDGE_IOTHUBHOSTNAME).
 	hostname       string
-	iotHubHostname string // default hostname
+	iotHubHostname string // the provisioned IoT Hub; default hostname
 	// workloadSocket is the workload API's socket (the config's
 	// [workload] socket); default <data-dir>/workload.sock.
 	workloadSocket string
@@ -61,6 +62,7 @@ type localServices struct {
 	workload *workload.Server
 	control  *control
 	taps     *logTaps // keeps built-in modules' log lines; nil when the hub's logger is not tapped
+	edgeEnv  *process.Edge
 
 	wg sync.WaitGroup // the two servers
 }
@@ -87,7 +89,7 @@ func startLocal(o localOptions, h *hub.Hub, taps *logTaps, log *slog.Logger) (*l
 		sock = workloadSocket(o.dataDir)
 	}
 	ls := &localServices{deviceID: o.deviceID, ids: ids, taps: taps}
-	ls.procs = process.NewHost(&process.Options{Edge: &process.Edge{
+	ls.edgeEnv = &process.Edge{
 		WorkloadURI:     "unix://" + sock,
 		IoTHubHostname:  o.iotHubHostname,
 		GatewayHostname: o.hostname,
@@ -95,7 +97,8 @@ func startLocal(o localOptions, h *hub.Hub, taps *logTaps, log *slog.Logger) (*l
 			id, err := ids.Module(deviceID, moduleID)
 			return id.GenerationID, err
 		},
-	}})
+	}
+	ls.procs = process.NewHost(&process.Options{Edge: ls.edgeEnv})
 	ls.workload = workload.New(workload.Options{DeviceID: o.deviceID, Identities: ids, Callers: ls.procs, CA: o.ca, Logger: log})
 	wl, err := workload.Listen(sock)
 	if err != nil {
@@ -125,6 +128,11 @@ func startLocal(o localOptions, h *hub.Hub, taps *logTaps, log *slog.Logger) (*l
 	}()
 	return ls, nil
 }
+
+// setGateway makes addr the IOTEDGE_GATEWAYHOSTNAME of process modules:
+// the local endpoint's address as moduleGateway gives it. Call it before
+// the first deployment; module processes read it when they start.
+func (ls *localServices) setGateway(addr string) { ls.edgeEnv.GatewayHostname = addr }
 
 // syncIdentities gives every module of m an identity and removes those of
 // modules m no longer has.

@@ -383,8 +383,8 @@ func TestNodeModuleUnderRun(t *testing.T) {
 		t.Skipf("the Azure IoT Node SDK is not installed (run npm ci in scripts/sdk): %v", err)
 	}
 	ca := newTestCA(t)
+	defer func(prev func(string) (workload.CA, error)) { workloadCA = prev }(workloadCA)
 	workloadCA = func(string) (workload.CA, error) { return ca, nil }
-	defer func() { workloadCA = nil }()
 
 	dir := t.TempDir()
 	manifest := filepath.Join(dir, "m.json")
@@ -416,6 +416,9 @@ func TestNodeModuleUnderRun(t *testing.T) {
 		}
 		return token != ""
 	})
+	// Not provisioned, the gateway runs the IoT Hub emulator: the
+	// token's audience is that IoT Hub (IOTEDGE_IOTHUBHOSTNAME).
+	iotHub := embeddedHubHostname(t)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v\n%s", err, errOut.String())
@@ -437,7 +440,7 @@ func TestNodeModuleUnderRun(t *testing.T) {
 	if err := tok.Verify(key, time.Now()); err != nil {
 		t.Errorf("the SDK's token does not verify with the module's key: %v", err)
 	}
-	if want := iothub.Resource(hostname(), "gw1", "nodemod"); tok.Resource != want {
+	if want := iothub.Resource(iotHub, "gw1", "nodemod"); tok.Resource != want {
 		t.Errorf("token resource %q, want %q", tok.Resource, want)
 	}
 }

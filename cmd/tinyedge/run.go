@@ -272,7 +272,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"modules", len(m.Modules), "routes", len(m.Routes))
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	local, err := startLocal(localOptions{dataDir: *dataDir, deviceID: *deviceID, hostname: hostname()}, h, taps, log)
+	gateway := gatewayHostname(cfg)
+	iotHub, err := iotHubHostname(cfg)
+	if err != nil {
+		_ = h.Close()
+		return err
+	}
+	local, err := startLocal(localOptions{dataDir: *dataDir, deviceID: *deviceID, hostname: gateway, iotHubHostname: iotHub}, h, taps, log)
 	if err != nil {
 		_ = h.Close()
 		return err
@@ -285,6 +291,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		_ = h.Close()
 		return err
+	}
+	if ep != nil && ep.Addr() != "" {
+		// Process modules connect where the endpoint really listens.
+		local.setGateway(moduleGateway(gateway, ep.Addr()))
 	}
 	closeEdge := func() {
 		if ep != nil {
