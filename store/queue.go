@@ -95,7 +95,11 @@ func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, me
 	}
 	rec.Enqueued = enq.UnixNano()
 	rec.Trusted = s.opts.Trusted(enq)
-	seen := make(map[string]bool, len(targets))
+	var seen map[string]bool
+	if len(targets) > 1 {
+		seen = make(map[string]bool, len(targets))
+	}
+	rec.Targets = make([]targetRecord, 0, len(targets))
 	for _, t := range targets {
 		if err := checkEndpoint("append", t.Endpoint); err != nil {
 			return 0, err
@@ -103,7 +107,9 @@ func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, me
 		if seen[t.Endpoint] {
 			return 0, fmt.Errorf("%w: append: endpoint %q listed twice", ErrInvalid, t.Endpoint)
 		}
-		seen[t.Endpoint] = true
+		if seen != nil {
+			seen[t.Endpoint] = true
+		}
 		ttl := t.TTL
 		if ttl == 0 {
 			ttl = s.opts.DefaultTTL
