@@ -44,11 +44,13 @@
 // Options.MaxSizeBytes bounds the pages in use in the file (UsedBytes in
 // Stats: bbolt's high water mark less its free pages). Before a batch
 // commits, the writer estimates what its appends add; if that would pass
-// the limit, DropOldest drops the oldest messages of the lowest priority
-// (counted as size_limit drops) and Refuse fails those appends with
-// ErrFull. bbolt reuses freed pages, so the file stays within the limit
-// plus one growth step (an eighth of the limit, at most 16 MiB). Compact
-// gives space back to the file system offline.
+// the limit, it first deletes the acknowledged keys waiting to be purged
+// (see Delivery); if that is not enough, DropOldest drops the oldest
+// messages of the lowest priority (counted as size_limit drops) and
+// Refuse fails those appends with ErrFull. bbolt reuses freed pages, so
+// the file stays within the limit plus one growth step (an eighth of the
+// limit, at most 16 MiB). Compact gives space back to the file system
+// offline.
 //
 // # On disk
 //
