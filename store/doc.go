@@ -130,6 +130,12 @@
 //     folios after the page check, each commit would write several
 //     times the 4 KiB pages it changed. The first Reads after Open read
 //     the disk page by page.
+//   - While the file grows, the writer writes zeros up to 256 KiB past
+//     bbolt's high water mark, synced, between batches (see fillFile):
+//     bbolt grows its file with a hole, and on ext4 a commit writing into
+//     a hole also commits the block allocation to the journal. A growing
+//     file's pages are thus written twice; the steady state is not
+//     affected.
 //   - A file that is not a valid bbolt file, is truncated, has a damaged
 //     page tree, freelist or store metadata is moved to
 //     <path>.corrupt-<UTC timestamp>, and Open returns a fresh Store with

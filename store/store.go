@@ -49,6 +49,9 @@ type Store struct {
 	reserve int64 // part of limit kept free for copy-on-write (see cowReserve)
 
 	ops       chan *op
+	fill      *os.File // the writer's: see fillFile
+	filled    int64    // the file is written up to here
+	zeros     []byte
 	lastBatch int // size of the previous batch; the writer's own
 	quit      chan struct{}
 	wg        sync.WaitGroup
@@ -141,6 +144,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	dropCache(db, path, size)
+	s.fill = openFill(path, o.NoSync)
 	s.wg.Add(1)
 	go s.writer()
 	if o.SweepInterval > 0 {
@@ -424,6 +428,9 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	close(s.quit)
 	s.wg.Wait()
+	if s.fill != nil {
+		s.fill.Close()
+	}
 	s.markClean()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close %s: %w", s.path, err)

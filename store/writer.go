@@ -103,6 +103,7 @@ func (s *Store) writer() {
 			batch = s.gather(append(batch[:0], o))
 			s.commit(batch)
 			clear(batch)
+			s.fillFile()
 		case <-s.quit:
 			// Close sets closed before quit is closed and waits for every
 			// caller holding closeMu, so nothing is pending here; draining
