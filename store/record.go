@@ -61,6 +61,19 @@ type endpointRecord struct {
 	Acked []uint64 `cbor:"a,omitempty"`
 }
 
+// decodeEndpoint decodes an endpoint record and checks what the store
+// relies on: no more acknowledged prefixes than priorities.
+func decodeEndpoint(data []byte) (endpointRecord, error) {
+	var r endpointRecord
+	if err := decodeRecord(data, &r); err != nil {
+		return r, err
+	}
+	if len(r.Acked) > NumPriorities {
+		return r, fmt.Errorf("%w: %d acknowledged prefixes, want at most %d", ErrCorrupt, len(r.Acked), NumPriorities)
+	}
+	return r, nil
+}
+
 // setAcked stores the acknowledged prefixes a in r, without trailing
 // zeros.
 func (r *endpointRecord) setAcked(a *[NumPriorities]uint64) {

@@ -320,15 +320,12 @@ func (s *Store) init(tx *bolt.Tx) error {
 	}
 	byID := map[uint32]*endpointState{}
 	if err := tx.Bucket(bucketEndpoints).ForEach(func(name, v []byte) error {
-		var r endpointRecord
-		if err := decodeRecord(v, &r); err != nil {
+		r, err := decodeEndpoint(v)
+		if err != nil {
 			return fmt.Errorf("store: open %s: endpoint %q: %w", s.path, name, err)
 		}
 		if r.ID == 0 || byID[r.ID] != nil {
 			return fmt.Errorf("store: open %s: endpoint %q: %w: id %d missing or used twice", s.path, name, ErrCorrupt, r.ID)
-		}
-		if len(r.Acked) > NumPriorities {
-			return fmt.Errorf("store: open %s: endpoint %q: %w: %d acknowledged prefixes", s.path, name, ErrCorrupt, len(r.Acked))
 		}
 		st := &endpointState{id: r.ID, checkpoint: r.Checkpoint, expired: r.Expired, sizeLimit: r.SizeLimit}
 		copy(st.acked[:], r.Acked)

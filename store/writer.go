@@ -614,7 +614,8 @@ func (w *wtx) flushState() error {
 		}
 		r := endpointRecord{ID: id}
 		if v := w.endpoints.Get([]byte(ep)); v != nil {
-			if err := decodeRecord(v, &r); err != nil {
+			var err error
+			if r, err = decodeEndpoint(v); err != nil {
 				return fmt.Errorf("endpoint %q state: %w", ep, err)
 			}
 		}
