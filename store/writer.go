@@ -598,9 +598,9 @@ func (w *wtx) purgeAll() (int64, error) {
 }
 
 // flushState rewrites the state record of every endpoint that is new or
-// whose checkpoint, acknowledged prefixes or drop counters changed. The endpoints bucket is small
-// and bbolt keeps it inline in the root page, which every commit writes
-// anyway.
+// whose checkpoint, acknowledged prefixes or drop counters changed. The
+// endpoints bucket is small and bbolt keeps it inline in the root page,
+// which every commit writes anyway.
 func (w *wtx) flushState() error {
 	for ep, a := range w.acks {
 		if a.changed {
