@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,12 +12,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/deploy"
+	"github.com/tinyedge/tinyedge/hub/process"
 	"github.com/tinyedge/tinyedge/hw"
 	"github.com/tinyedge/tinyedge/store"
 )
@@ -107,19 +110,51 @@ func openStore(dataDir string, m *deploy.Manifest, log *slog.Logger) (*store.Sto
 func deployment(m *deploy.Manifest, rt *runtimeEnv) hub.Deployment {
 	d := hub.Deployment{Routes: m.Routes, TimeToLive: m.StoreAndForward.TimeToLive}
 	for _, mod := range m.Modules {
-		d.Modules = append(d.Modules, hub.ModuleSpec{
+		spec := hub.ModuleSpec{
 			Name:          mod.Name,
 			Image:         mod.Type + ":" + mod.Builtin,
 			Version:       mod.Version,
-			Module:        builtins[mod.Builtin].new(rt),
 			Env:           mod.Env,
 			Desired:       m.Desired[mod.Name],
 			Status:        mod.Status,
 			RestartPolicy: hub.RestartPolicy(mod.RestartPolicy),
 			StartupOrder:  mod.StartupOrder,
-		})
+		}
+		if pr := mod.Process; pr != nil {
+			// The program and its arguments are what the module is: a
+			// change restarts it, as a new image would.
+			var what strings.Builder
+			enc := json.NewEncoder(&what)
+			enc.SetEscapeHTML(false)
+			enc.Encode(pr)
+			spec.Image = mod.Type + ":" + strings.TrimSpace(what.String())
+			procs := process.NewHost(nil)
+			if rt != nil && rt.local != nil {
+				procs = rt.local.procs
+			}
+			spec.Module = procs.Module(process.Settings{Path: pr.Path, Args: pr.Args, WorkingDir: pr.WorkingDir})
+		} else {
+			spec.Module = builtins[mod.Builtin].new(rt)
+		}
+		d.Modules = append(d.Modules, spec)
 	}
 	return d
+}
+
+// apply deploys a checked manifest: module identities first (a module
+// gone from the manifest loses its identity, so when it comes back it is
+// a new generation with a new key), then the hub's deployment.
+func apply(h *hub.Hub, m *deploy.Manifest, rt *runtimeEnv, log *slog.Logger) error {
+	if ls := rt.local; ls != nil {
+		if err := ls.syncIdentities(m, log); err != nil {
+			return err
+		}
+	}
+	err := h.Deploy(deployment(m, rt))
+	if ls := rt.local; ls != nil {
+		ls.deployed(m)
+	}
+	return err
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -127,9 +162,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	manifest := fs.String("manifest", "", "deployment manifest `FILE` (default: the built-in quickstart)")
 	dataDir := fs.String("data-dir", defaultDataDir(), "`DIR` for tinyedge's state; one tinyedge at a time may use it")
-	upstream := fs.String("upstream", "console", "where $upstream goes: console (print each message like `az iot hub monitor-events`)")
+	configPath := fs.String("config", defaultConfigPath, "device config `FILE` (TOML): identity and upstream settings")
+	var upf upstreamFlags
+	fs.StringVar(&upf.kind, "upstream", "", "where $upstream goes: iothub (the provisioned IoT Hub), mqtt (any MQTT broker, see --mqtt-broker) or console (print each message like `az iot hub monitor-events`); default: iothub when the config provisions the device, else console")
+	fs.StringVar(&upf.broker, "mqtt-broker", "", "broker `URL` for --upstream mqtt: tcp://host:1883 or ssl://host:8883 (default: upstream.mqtt.broker)")
+	fs.StringVar(&upf.topic, "mqtt-topic", "", "topic `TEMPLATE` for --upstream mqtt, e.g. 'tinyedge/{deviceId}/{moduleId}/{outputName}' (default: upstream.mqtt.topic)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
-	deviceID := fs.String("device-id", hostname(), "the edge device's id")
+	deviceID := fs.String("device-id", hostname(), "the edge device's id (default: the provisioned one, else the host name)")
 	healthWindow := fs.Duration("health-window", 120*time.Second, "how long an updated version has to become healthy before it is rolled back")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -141,12 +180,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	var up hub.Endpoint
-	switch *upstream {
-	case "console":
-		up = hub.NewConsole(stdout)
+	named := false
+	fs.Visit(func(f *flag.Flag) {
+		named = named || f.Name == "config"
+	})
+	cfg, err := loadConfig(*configPath, named)
+	if err != nil {
+		return err
+	}
+	switch k := upstreamKind(upf.kind, cfg); k {
+	case "console", "iothub", "mqtt":
 	default:
-		return fmt.Errorf("%w: --upstream %q: this build offers only console", errUsage, *upstream)
+		return fmt.Errorf("%w: --upstream %q: want console, iothub or mqtt", errUsage, k)
 	}
 
 	// The OTA start-up path, before anything else: run the binary of the
@@ -179,19 +224,54 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 
+	up, err := newUpstream(upf, cfg, *deviceID, st, stdout, log)
+	if err != nil {
+		return err
+	}
+	deviceSet := false
+	fs.Visit(func(f *flag.Flag) {
+		deviceSet = deviceSet || f.Name == "device-id"
+	})
+	if *deviceID, err = checkDeviceID(deviceSet, *deviceID, up); err != nil {
+		return err
+	}
 	initHardware(m, log)
-	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up, Store: st})
+	// The hub's log, and with it every module's, is tapped so that
+	// `tinyedge logs` shows built-in modules' lines too.
+	tap, taps := newLogTap(log.Handler())
+	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: slog.New(tap), Upstream: up.endpoint, Store: st, CloudModules: up.modules})
+	if up.link != nil {
+		// Started once the deployment is applied (below), so the first
+		// twin fetch finds the modules.
+		defer func() {
+			if err := up.link.Close(); err != nil {
+				log.Error("close the upstream link", "err", err)
+			}
+		}()
+	}
 	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
 		"modules", len(m.Modules), "routes", len(m.Routes))
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	rt := &runtimeEnv{dataDir: *dataDir, restart: func(reason string) {
+	local, err := startLocal(localOptions{dataDir: *dataDir, deviceID: *deviceID, hostname: hostname()}, h, taps, log)
+	if err != nil {
+		_ = h.Close()
+		return err
+	}
+	defer local.close(log)
+	if up.link != nil {
+		local.control.Register("upstream", func() any { return up.link.Status() })
+	}
+	rt := &runtimeEnv{dataDir: *dataDir, local: local, restart: func(reason string) {
 		log.Info("restarting", "reason", reason)
 		stop(errRestartForUpdate)
 	}}
-	if err := h.Deploy(deployment(m, rt)); err != nil {
+	if err := apply(h, m, rt, log); err != nil {
 		_ = h.Close()
 		return err
+	}
+	if up.link != nil {
+		up.link.Start(h)
 	}
 	var confirming sync.WaitGroup
 	if boot.Trial {
@@ -240,7 +320,7 @@ func redeploy(h *hub.Hub, path string, rt *runtimeEnv, log *slog.Logger) {
 		log.Warn("manifest", "warning", w.String())
 	}
 	initHardware(m, log)
-	if err := h.Deploy(deployment(m, rt)); err != nil {
+	if err := apply(h, m, rt, log); err != nil {
 		log.Error("deployment partly applied", "manifest", name, "err", err)
 		return
 	}
