@@ -35,3 +35,8 @@ func dropCache(db *bolt.DB, path string, size int64) {
 	defer f.Close()
 	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
+
+// dropRange drops n bytes at off of f from the page cache, best effort.
+func dropRange(f *os.File, off, n int64) {
+	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+}

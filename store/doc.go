@@ -14,12 +14,21 @@
 //
 // Read returns an endpoint's messages priority 0 first, oldest first
 // within a priority, and moves an in-memory read position so the next
-// Read continues after them. Ack removes references; a message is deleted
-// when its last endpoint acknowledges it, in the same transaction.
-// Acknowledged messages are never returned again; unacknowledged ones are
-// returned again after Rewind or after reopening the store. This is
-// at-least-once delivery: duplicates are bounded by what the consumer had
-// read and not acknowledged.
+// Read continues after them. Ack removes references, in one transaction;
+// a message is gone when its last endpoint acknowledged it. Acknowledged
+// messages are never returned again; unacknowledged ones are returned
+// again after Rewind or after reopening the store. This is at-least-once
+// delivery: duplicates are bounded by what the consumer had read and not
+// acknowledged.
+//
+// Acknowledging the oldest messages of a queue, as consumers do, moves
+// the queue's acknowledged prefix, kept in the endpoint's record; their
+// keys stay in the file until an endpoint has 256 KiB of
+// them, or the size limit needs the room, or the store is closed, and are
+// then deleted together. Deleting at every Ack rewrote the head leaf of
+// the queue (and often its neighbour, when bbolt merged the emptied leaf)
+// at every commit. A message acknowledged out of order is deleted at
+// once.
 //
 // # Time
 //
@@ -35,27 +44,32 @@
 // Options.MaxSizeBytes bounds the pages in use in the file (UsedBytes in
 // Stats: bbolt's high water mark less its free pages). Before a batch
 // commits, the writer estimates what its appends add; if that would pass
-// the limit, DropOldest drops the oldest messages of the lowest priority
-// (counted as size_limit drops) and Refuse fails those appends with
-// ErrFull. bbolt reuses freed pages, so the file stays within the limit
-// plus one growth step (an eighth of the limit, at most 16 MiB). Compact
-// gives space back to the file system offline.
+// the limit, it first deletes the acknowledged keys waiting to be purged
+// (see Delivery); if that is not enough, DropOldest drops the oldest
+// messages of the lowest priority (counted as size_limit drops) and
+// Refuse fails those appends with ErrFull. bbolt reuses freed pages, so
+// the file stays within the limit plus one growth step (an eighth of the
+// limit, at most 16 MiB). Compact gives space back to the file system
+// offline.
 //
 // # On disk
 //
-// Format 2. Top-level buckets; seq is a message's sequence number, all
+// Format 3. Top-level buckets; seq is a message's sequence number, all
 // numbers are big-endian so that bbolt's byte order is numeric order:
 //
-//	meta       "format" -> CBOR {v}: the file's format version (2)
+//	meta       "format" -> CBOR {v}: the file's format version (3)
 //	           "untrusted" -> seq: last message enqueued on an untrusted clock
 //	           "clean" -> CBOR {v, m messages, d [{i id, d depths}]}: only
 //	           while the file is closed (see Close and Open below)
 //	trust      seq -> Unix ns: first trusted time after messages ≤ seq
 //	endpoints  <endpoint name> -> CBOR {v, i id, c checkpoint, x expired,
-//	           s size_limit}; the bucket's sequence is the last id given
+//	           s size_limit, a [acknowledged prefix of priority 0, 1, …]};
+//	           the bucket's sequence is the last id given
 //	queues     id uint32 | priority byte 0–10 | seq uint64 -> the message
 //	           record when the message is queued for this endpoint only,
-//	           empty when it is shared and stored in messages
+//	           empty when it is shared and stored in messages; keys up to
+//	           the priority's acknowledged prefix are acknowledged
+//	           (deleted in bulk later), not queued
 //	messages   seq -> the record of a message queued for several endpoints;
 //	           the bucket's sequence numbers every message
 //	refs       seq -> count: references left to a shared message, while
@@ -72,11 +86,13 @@
 // FillPercent at 1.0 sequential keys fill pages, and a commit of a batch
 // writes its new pages, the tail page before them, the branch pages
 // above and the root. endpoints, meta and trust are small and stay inline
-// in the root page; endpoint records are rewritten only when a checkpoint
-// or a drop counter changed.
+// in the root page; endpoint records are rewritten only when a checkpoint,
+// an acknowledged prefix or a drop counter changed. A commit of in-order
+// acknowledgements writes only the root page (and bbolt's meta page).
 //
 // Close writes, in one last transaction, the "clean" record (message
-// count and queue depths) and bbolt's freelist, which tinyedge otherwise
+// count and queue depths), the deletion of the acknowledged keys and
+// bbolt's freelist, which tinyedge otherwise
 // does not write (bbolt's NoFreelistSync: rewriting a freelist of several
 // pages on every commit is SD card wear for nothing). Open reads both
 // instead of counting the queues and walking the file, and deletes the
@@ -87,11 +103,15 @@
 // or a record whose version, is newer than this binary is refused with a
 // *VersionError rather than misread; a newer binary reads older files.
 //
+// Format 2 is format 3 without acknowledged prefixes: Open converts it by
+// writing the new version in its first transaction. The version changes
+// because a format 2 binary would deliver acknowledged keys again.
+//
 // Format 1 (tinyedge before format 2) had a bucket per endpoint and
 // priority under queues (<endpoint>/<priority>/seq -> empty, and
 // <endpoint>/"state"), every message in messages, and the trust marks in
 // meta/trust. Open converts such a file: it copies it into <path>.v2 in
-// the new layout, syncs it and renames it over the old file. A crash
+// the current layout, syncs it and renames it over the old file. A crash
 // during the conversion leaves the format 1 file as it was.
 //
 // # Caveats
@@ -110,6 +130,12 @@
 //     folios after the page check, each commit would write several
 //     times the 4 KiB pages it changed. The first Reads after Open read
 //     the disk page by page.
+//   - While the file grows, the writer writes zeros up to 256 KiB past
+//     bbolt's high water mark, synced, between batches (see fillFile):
+//     bbolt grows its file with a hole, and on ext4 a commit writing into
+//     a hole also commits the block allocation to the journal. A growing
+//     file's pages are thus written twice; the steady state is not
+//     affected.
 //   - A file that is not a valid bbolt file, is truncated, has a damaged
 //     page tree, freelist or store metadata is moved to
 //     <path>.corrupt-<UTC timestamp>, and Open returns a fresh Store with

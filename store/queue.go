@@ -176,7 +176,11 @@ func (s *Store) prepareAppend(targets []Target, payload []byte, meta Meta) (*app
 	}
 	rec.Enqueued = enq.UnixNano()
 	rec.Trusted = s.opts.Trusted(enq)
-	seen := make(map[string]bool, len(targets))
+	var seen map[string]bool
+	if len(targets) > 1 {
+		seen = make(map[string]bool, len(targets))
+	}
+	rec.Targets = make([]targetRecord, 0, len(targets))
 	for _, t := range targets {
 		if err := checkEndpoint("append", t.Endpoint); err != nil {
 			return nil, err
@@ -184,7 +188,9 @@ func (s *Store) prepareAppend(targets []Target, payload []byte, meta Meta) (*app
 		if seen[t.Endpoint] {
 			return nil, fmt.Errorf("%w: append: endpoint %q listed twice", ErrInvalid, t.Endpoint)
 		}
-		seen[t.Endpoint] = true
+		if seen != nil {
+			seen[t.Endpoint] = true
+		}
 		ttl := t.TTL
 		if ttl == 0 {
 			ttl = s.opts.DefaultTTL
@@ -250,7 +256,15 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 		s.mu.Unlock()
 		return nil, nil
 	}
+	// Read continues after what it returned and after what was
+	// acknowledged: after Rewind or a restart the acknowledged prefix may
+	// still be in the file, waiting to be purged.
 	id, pos := st.id, st.readPos
+	for p, a := range st.acked {
+		if a > pos[p] {
+			pos[p] = a
+		}
+	}
 	s.mu.Unlock()
 	ex := s.expiry()
 	var items []Item
@@ -319,9 +333,10 @@ func (s *Store) Rewind(endpoint string) error {
 }
 
 // Ack removes the references of endpoint to seqs, in one transaction, and
-// deletes each message no other endpoint still needs. Acknowledged
+// with them each message no other endpoint still needs. Acknowledged
 // messages are never returned again. Unknown or already acknowledged
-// sequence numbers are ignored.
+// sequence numbers are ignored. The keys of the oldest messages of a
+// queue are deleted later, in bulk (see the package documentation).
 func (s *Store) Ack(endpoint string, seqs ...uint64) error {
 	if err := checkEndpoint("ack", endpoint); err != nil {
 		return err
@@ -338,26 +353,7 @@ func (s *Store) Ack(endpoint string, seqs ...uint64) error {
 		if id == 0 || err != nil {
 			return err
 		}
-		// Consumers acknowledge what they read, mostly of one priority:
-		// try the priority of the previous hit first.
-		last := uint32(0)
-		for _, seq := range seqs {
-			for i := uint32(0); i < NumPriorities; i++ {
-				p := (last + i) % NumPriorities
-				ok, _, err := w.unqueue(endpoint, id, p, seq)
-				if err != nil {
-					return fmt.Errorf("endpoint %q seq %d: %w", endpoint, seq, err)
-				}
-				if ok {
-					if seq > w.ckpt[endpoint] {
-						w.ckpt[endpoint] = seq
-					}
-					last = p
-					break
-				}
-			}
-		}
-		return nil
+		return w.ack(endpoint, id, seqs)
 	}})
 }
 
@@ -457,8 +453,10 @@ func (s *Store) sweepPass() (removed int, more bool, err error) {
 	}
 	s.mu.Lock()
 	names := make(map[uint32]string, len(s.eps))
+	acked := make(map[uint32][NumPriorities]uint64, len(s.eps))
 	for n, st := range s.eps {
 		names[st.id] = n
+		acked[st.id] = st.acked
 	}
 	s.mu.Unlock()
 	var found []sweepRef
@@ -468,11 +466,14 @@ func (s *Store) sweepPass() (removed int, more bool, err error) {
 		c := tx.Bucket(bucketQueues).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			id, p, seq, _ := parseQueueKey(k)
-			firstSeq = min(firstSeq, seq)
 			name, ok := names[id]
 			if !ok {
 				continue // created after the snapshot of names
 			}
+			if p < NumPriorities && seq <= acked[id][p] {
+				continue // acknowledged, waiting to be purged
+			}
+			firstSeq = min(firstSeq, seq)
 			if len(v) == 0 {
 				if v = msgs.Get(u64(seq)); v == nil {
 					continue

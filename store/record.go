@@ -14,8 +14,8 @@ const (
 	recordVersion = 1
 	// formatVersion is the newest file layout this binary understands,
 	// kept in the meta bucket under "format". Open converts files of
-	// format 1 (see convert.go).
-	formatVersion = 2
+	// format 1 (see convert.go) and format 2 (see Store.init).
+	formatVersion = 3
 )
 
 // messageRecord is the value stored once per message: in the messages
@@ -55,6 +55,33 @@ type endpointRecord struct {
 	Checkpoint uint64 `cbor:"c,omitempty"` // highest acknowledged seq
 	Expired    uint64 `cbor:"x,omitempty"` // dropped: expired
 	SizeLimit  uint64 `cbor:"s,omitempty"` // dropped: size_limit
+	// Acked[p] is the priority p queue's acknowledged prefix (format 3):
+	// every key of it up to that seq is acknowledged, whether or not it
+	// was deleted yet. Trailing zeros are left out.
+	Acked []uint64 `cbor:"a,omitempty"`
+}
+
+// decodeEndpoint decodes an endpoint record and checks what the store
+// relies on: no more acknowledged prefixes than priorities.
+func decodeEndpoint(data []byte) (endpointRecord, error) {
+	var r endpointRecord
+	if err := decodeRecord(data, &r); err != nil {
+		return r, err
+	}
+	if len(r.Acked) > NumPriorities {
+		return r, fmt.Errorf("%w: %d acknowledged prefixes, want at most %d", ErrCorrupt, len(r.Acked), NumPriorities)
+	}
+	return r, nil
+}
+
+// setAcked stores the acknowledged prefixes a in r, without trailing
+// zeros.
+func (r *endpointRecord) setAcked(a *[NumPriorities]uint64) {
+	n := NumPriorities
+	for n > 0 && a[n-1] == 0 {
+		n--
+	}
+	r.Acked = append(r.Acked[:0], a[:n]...)
 }
 
 type twinRecord struct {

@@ -66,3 +66,65 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+var endpointTests = []endpointRecord{
+	{V: 1, ID: 1},
+	{V: 1, ID: 7, Checkpoint: 90, Expired: 3, SizeLimit: 1, Acked: []uint64{90}},
+	{V: 1, ID: 2, Acked: []uint64{0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 12}},
+}
+
+func TestEndpointRecord(t *testing.T) {
+	for _, r := range endpointTests {
+		b, err := encodeRecord(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeEndpoint(b)
+		if err != nil || got.ID != r.ID || got.Checkpoint != r.Checkpoint || len(got.Acked) != len(r.Acked) {
+			t.Fatalf("decode %+v: %+v, %v", r, got, err)
+		}
+	}
+	// Prefixes are written without trailing zeros.
+	var r endpointRecord
+	r.setAcked(&[NumPriorities]uint64{3, 0, 4})
+	if len(r.Acked) != 3 {
+		t.Fatalf("setAcked kept %v", r.Acked)
+	}
+	r.setAcked(&[NumPriorities]uint64{})
+	if len(r.Acked) != 0 {
+		t.Fatalf("setAcked of none kept %v", r.Acked)
+	}
+	twelve, _ := encodeRecord(endpointRecord{V: 1, ID: 1, Acked: make([]uint64, NumPriorities+1)})
+	if _, err := decodeEndpoint(twelve); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("%d prefixes: %v, want ErrCorrupt", NumPriorities+1, err)
+	}
+}
+
+func FuzzDecodeEndpoint(f *testing.F) {
+	for _, r := range endpointTests {
+		b, _ := encodeRecord(r)
+		f.Add(b)
+	}
+	f.Add([]byte{0xa1, 0x61, 0x76, 0x01})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := decodeEndpoint(data)
+		if err != nil {
+			return
+		}
+		if len(r.Acked) > NumPriorities {
+			t.Fatalf("decoded %d prefixes", len(r.Acked))
+		}
+		b, err := encodeRecord(r)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		r2, err := decodeEndpoint(b)
+		if err != nil {
+			t.Fatalf("decode of re-encoded record: %v", err)
+		}
+		b2, _ := encodeRecord(r2)
+		if !bytes.Equal(b, b2) {
+			t.Fatalf("not stable:\n%x\n%x", b, b2)
+		}
+	})
+}

@@ -110,9 +110,10 @@ func (s *Store) EndpointStats(endpoint string) (EndpointStats, error) {
 func (s *Store) endpointStats(tx *bolt.Tx, name string, ex *expiry) (EndpointStats, error) {
 	es := EndpointStats{Endpoint: name, Dropped: map[DropReason]uint64{ReasonExpired: 0, ReasonSizeLimit: 0}}
 	var id uint32
+	var acked [NumPriorities]uint64
 	s.mu.Lock()
 	if st := s.eps[name]; st != nil {
-		id = st.id
+		id, acked = st.id, st.acked
 		es.Depth = st.depth
 		es.Checkpoint = st.checkpoint
 		es.Dropped[ReasonExpired] = st.expired
@@ -129,7 +130,7 @@ func (s *Store) endpointStats(tx *bolt.Tx, name string, ex *expiry) (EndpointSta
 	var oldest uint64
 	var p uint32
 	for q := uint32(0); q < NumPriorities; q++ {
-		if seq, ok := firstSeq(c, id, q); ok && (oldest == 0 || seq < oldest) {
+		if seq, ok := firstSeq(c, id, q, acked[q]); ok && (oldest == 0 || seq < oldest) {
 			oldest, p = seq, q
 		}
 	}

@@ -49,6 +49,9 @@ type Store struct {
 	reserve int64 // part of limit kept free for copy-on-write (see cowReserve)
 
 	ops       chan *op
+	fill      *os.File // the writer's: see fillFile
+	filled    int64    // the file is written up to here
+	zeros     []byte
 	lastBatch int // size of the previous batch; the writer's own
 	quit      chan struct{}
 	wg        sync.WaitGroup
@@ -79,6 +82,8 @@ type endpointState struct {
 	id         uint32 // key prefix in the queues bucket
 	depth      [NumPriorities]int64
 	readPos    [NumPriorities]uint64 // highest seq handed out by Read
+	acked      [NumPriorities]uint64 // acknowledged prefix of each priority
+	garbage    int64                 // bytes of acknowledged keys not yet deleted
 	checkpoint uint64
 	expired    uint64
 	sizeLimit  uint64
@@ -139,6 +144,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	dropCache(db, path, size)
+	s.fill = openFill(path, o.NoSync)
 	s.wg.Add(1)
 	go s.writer()
 	if o.SweepInterval > 0 {
@@ -279,14 +285,19 @@ func (s *Store) init(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	if format != 0 && format != formatVersion {
+	if format != 0 && format != 2 && format != formatVersion {
 		return fmt.Errorf("store: open %s: format %d was not converted to %d", s.path, format, formatVersion)
 	}
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return err
 	}
-	if meta.Get(keyFormat) == nil {
+	// Format 3 adds acknowledged prefixes to the endpoint records; a
+	// format 2 file has none, which in format 3 means the same thing, so
+	// converting it is writing the new version. The version must change
+	// all the same: a format 2 binary would deliver the acknowledged keys
+	// a format 3 file still holds.
+	if meta.Get(keyFormat) == nil || format == 2 {
 		rec, err := encodeRecord(formatRecord{V: formatVersion})
 		if err != nil {
 			return err
@@ -309,14 +320,15 @@ func (s *Store) init(tx *bolt.Tx) error {
 	}
 	byID := map[uint32]*endpointState{}
 	if err := tx.Bucket(bucketEndpoints).ForEach(func(name, v []byte) error {
-		var r endpointRecord
-		if err := decodeRecord(v, &r); err != nil {
+		r, err := decodeEndpoint(v)
+		if err != nil {
 			return fmt.Errorf("store: open %s: endpoint %q: %w", s.path, name, err)
 		}
 		if r.ID == 0 || byID[r.ID] != nil {
 			return fmt.Errorf("store: open %s: endpoint %q: %w: id %d missing or used twice", s.path, name, ErrCorrupt, r.ID)
 		}
 		st := &endpointState{id: r.ID, checkpoint: r.Checkpoint, expired: r.Expired, sizeLimit: r.SizeLimit}
+		copy(st.acked[:], r.Acked)
 		s.eps[string(name)] = st
 		byID[r.ID] = st
 		return nil
@@ -336,14 +348,19 @@ func (s *Store) init(tx *bolt.Tx) error {
 		}
 		return meta.Delete(keyClean)
 	}
-	// Not closed cleanly: count what is queued. This reads the whole
-	// queues bucket, which the page check has just read anyway.
+	// Not closed cleanly: count what is queued, and what was acknowledged
+	// and not yet deleted. This reads the whole queues bucket, which the
+	// page check has just read anyway.
 	c := tx.Bucket(bucketQueues).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		id, prio, _, ok := parseQueueKey(k)
+		id, prio, seq, ok := parseQueueKey(k)
 		st := byID[id]
 		if !ok || st == nil || prio >= NumPriorities {
 			return fmt.Errorf("store: open %s: %w: queue key %x of no endpoint", s.path, ErrCorrupt, k)
+		}
+		if seq <= st.acked[prio] {
+			st.garbage += int64(len(v)) + queueKeyLen + elementSize
+			continue
 		}
 		st.depth[prio]++
 		if len(v) > 0 {
@@ -370,7 +387,15 @@ func (s *Store) markClean() {
 		return
 	}
 	s.db.NoFreelistSync = false
-	_ = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyClean, rec) })
+	_ = s.db.Update(func(tx *bolt.Tx) error {
+		// Delete the acknowledged keys, so that Open, which trusts the
+		// clean record and does not count, finds none.
+		w := s.newWtx(tx, s.opts.Now())
+		if _, err := w.purgeAll(); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Put(keyClean, rec)
+	})
 	s.db.NoFreelistSync = true
 }
 
@@ -400,6 +425,9 @@ func (s *Store) Close() error {
 	s.closeMu.Unlock()
 	close(s.quit)
 	s.wg.Wait()
+	if s.fill != nil {
+		s.fill.Close()
+	}
 	s.markClean()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close %s: %w", s.path, err)

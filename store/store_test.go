@@ -553,7 +553,7 @@ func TestVersionRefusal(t *testing.T) {
 		}
 		s.Close()
 		_, err = Open(path, testOptions(nil))
-		want := "file format version 3 is newer than this binary understands (2); upgrade tinyedge"
+		want := fmt.Sprintf("file format version %d is newer than this binary understands (%d); upgrade tinyedge", formatVersion+1, formatVersion)
 		if !errors.Is(err, ErrNewerVersion) || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Open of a future file: %v, want %q", err, want)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,6 +56,7 @@ type wtx struct {
 	newEps                        map[string]uint32 // endpoints the batch created
 
 	depth     map[string]*[NumPriorities]int64
+	acks      map[string]*ackState
 	ckpt      map[string]uint64
 	expired   map[string]uint64
 	sizeLimit map[string]uint64
@@ -63,6 +65,23 @@ type wtx struct {
 	untrusted uint64
 	mark      *trustMark
 }
+
+// ackState is a transaction's copy of an endpoint's acknowledged
+// prefixes and of the bytes their keys still take, made visible when the
+// transaction commits.
+type ackState struct {
+	acked   [NumPriorities]uint64
+	garbage int64
+	changed bool // acked moved: the endpoint record must be rewritten
+}
+
+// purgeBytes is how many bytes of acknowledged keys an endpoint may keep
+// before a commit deletes them. Deleting a run of keys frees the leaf
+// pages it covers whole and rewrites the one it ends in, so a commit that
+// deletes in bulk writes a page or two for hundreds of messages, where
+// deleting at every Ack rewrote the head of the queue (and, when the head
+// leaf fell under a quarter full, its neighbour) at every commit.
+const purgeBytes = 256 << 10
 
 // submit hands o to the writer and waits for its outcome. The caller holds
 // s.closeMu shared (see enter), so the writer is running. ctx bounds only
@@ -102,6 +121,7 @@ func (s *Store) writer() {
 			batch = s.gather(withRest(batch[:0], o))
 			s.commit(batch)
 			clear(batch)
+			s.fillFile()
 		case <-s.quit:
 			// Close sets closed before quit is closed and waits for every
 			// caller holding closeMu, so nothing is pending here; draining
@@ -204,6 +224,9 @@ func (s *Store) commit(batch []*op) {
 					return err
 				}
 			}
+			if err := w.purgeFull(); err != nil {
+				return err
+			}
 			return w.flushState()
 		})
 		if err != nil && failed >= 0 {
@@ -259,6 +282,7 @@ func (s *Store) newWtx(tx *bolt.Tx, now time.Time) *wtx {
 		ids:       make(map[string]uint32),
 		newEps:    make(map[string]uint32),
 		depth:     make(map[string]*[NumPriorities]int64),
+		acks:      make(map[string]*ackState),
 		ckpt:      make(map[string]uint64),
 		expired:   make(map[string]uint64),
 		sizeLimit: make(map[string]uint64),
@@ -284,6 +308,11 @@ func (s *Store) apply(w *wtx) {
 		st := s.endpoint(ep)
 		for p := range d {
 			st.depth[p] += d[p]
+		}
+	}
+	for ep, a := range w.acks {
+		if st := s.endpoint(ep); st != nil {
+			st.acked, st.garbage = a.acked, a.garbage
 		}
 	}
 	for ep, c := range w.ckpt {
@@ -423,6 +452,9 @@ func (w *wtx) release(seq uint64) (int64, error) {
 // prio, if it is there, and the message with it (its last reference). It
 // returns the bytes freed.
 func (w *wtx) unqueue(ep string, id, prio uint32, seq uint64) (bool, int64, error) {
+	if seq <= w.ackState(ep).acked[prio] {
+		return false, 0, nil // acknowledged: the key waits for purge
+	}
 	key := queueKey(id, prio, seq)
 	v := w.queues.Get(key)
 	if v == nil {
@@ -443,11 +475,156 @@ func (w *wtx) unqueue(ep string, id, prio uint32, seq uint64) (bool, int64, erro
 	return true, freed + n, err
 }
 
+// ackState returns the transaction's copy of the acknowledged prefixes of
+// endpoint ep.
+func (w *wtx) ackState(ep string) *ackState {
+	a := w.acks[ep]
+	if a == nil {
+		a = new(ackState)
+		w.s.mu.Lock()
+		if st := w.s.eps[ep]; st != nil {
+			a.acked, a.garbage = st.acked, st.garbage
+		}
+		w.s.mu.Unlock()
+		w.acks[ep] = a
+	}
+	return a
+}
+
+// ack acknowledges seqs for endpoint ep (id). A key that continues the
+// acknowledged prefix of its priority (the oldest keys, as a consumer
+// acknowledges in order) only moves the prefix, which is saved in the
+// endpoint record; the key stays in the file until purge deletes it with
+// others. A key acknowledged out of order is deleted at once. Either way
+// the message counts as gone: its depth, its body when the queue holds it,
+// its reference when it is shared.
+func (w *wtx) ack(ep string, id uint32, seqs []uint64) error {
+	a := w.ackState(ep)
+	var found [NumPriorities][]uint64
+	// Consumers acknowledge what they read, mostly of one priority: try
+	// the priority of the previous hit first.
+	last := uint32(0)
+	for _, seq := range seqs {
+		for i := uint32(0); i < NumPriorities; i++ {
+			p := (last + i) % NumPriorities
+			if seq <= a.acked[p] {
+				continue
+			}
+			if w.queues.Get(queueKey(id, p, seq)) != nil {
+				found[p] = append(found[p], seq)
+				last = p
+				break
+			}
+		}
+	}
+	for p := range found {
+		list := found[p]
+		if len(list) == 0 {
+			continue
+		}
+		slices.Sort(list)
+		list = slices.Compact(list)
+		prefix := queuePrefix(id, uint32(p))
+		c := w.queues.Cursor()
+		i := 0
+		for k, v := c.Seek(queueKey(id, uint32(p), a.acked[p]+1)); k != nil && i < len(list) && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			_, _, seq, _ := parseQueueKey(k)
+			if seq != list[i] {
+				break
+			}
+			if len(v) > 0 {
+				w.messages--
+			} else if _, err := w.release(seq); err != nil {
+				return fmt.Errorf("endpoint %q seq %d: %w", ep, seq, err)
+			}
+			w.addDepth(ep, uint32(p), -1)
+			a.garbage += int64(len(v)) + queueKeyLen + elementSize
+			a.acked[p], a.changed = seq, true
+			i++
+		}
+		for _, seq := range list[i:] {
+			if _, _, err := w.unqueue(ep, id, uint32(p), seq); err != nil {
+				return fmt.Errorf("endpoint %q seq %d: %w", ep, seq, err)
+			}
+		}
+		if n := list[len(list)-1]; n > w.ckpt[ep] {
+			w.ckpt[ep] = n
+		}
+	}
+	return nil
+}
+
+// purge deletes the acknowledged keys of endpoint ep (id) and returns the
+// bytes they took.
+func (w *wtx) purge(ep string, id uint32) (int64, error) {
+	a := w.ackState(ep)
+	if a.garbage == 0 {
+		return 0, nil
+	}
+	c := w.queues.Cursor()
+	for p, upTo := range a.acked {
+		prefix := queuePrefix(id, uint32(p))
+		// Seek again after each Delete: bbolt's cursor may skip the key
+		// after a deleted one.
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+			if _, _, seq, _ := parseQueueKey(k); seq > upTo {
+				break
+			}
+			if err := c.Delete(); err != nil {
+				return 0, fmt.Errorf("endpoint %q: delete acknowledged: %w", ep, err)
+			}
+		}
+	}
+	freed := a.garbage
+	a.garbage = 0
+	return freed, nil
+}
+
+// purgeFull purges the endpoints of this transaction whose acknowledged
+// keys reached purgeBytes.
+func (w *wtx) purgeFull() error {
+	for ep, a := range w.acks {
+		if a.garbage < purgeBytes {
+			continue
+		}
+		if id := w.ids[ep]; id != 0 {
+			if _, err := w.purge(ep, id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// purgeAll purges every endpoint and returns the bytes freed.
+func (w *wtx) purgeAll() (int64, error) {
+	w.s.mu.Lock()
+	ids := make(map[string]uint32, len(w.s.eps))
+	for ep, st := range w.s.eps {
+		ids[ep] = st.id
+	}
+	w.s.mu.Unlock()
+	var freed int64
+	for ep, id := range ids {
+		n, err := w.purge(ep, id)
+		if err != nil {
+			return freed, err
+		}
+		freed += n
+	}
+	return freed, nil
+}
+
 // flushState rewrites the state record of every endpoint that is new or
-// whose checkpoint or drop counters changed. The endpoints bucket is small
-// and bbolt keeps it inline in the root page, which every commit writes
-// anyway.
+// whose checkpoint, acknowledged prefixes or drop counters changed. The
+// endpoints bucket is small and bbolt keeps it inline in the root page,
+// which every commit writes anyway.
 func (w *wtx) flushState() error {
+	for ep, a := range w.acks {
+		if a.changed {
+			w.dirty[ep] = true
+		}
+	}
 	for ep := range w.dirty {
 		id := w.ids[ep]
 		if id == 0 {
@@ -455,7 +632,8 @@ func (w *wtx) flushState() error {
 		}
 		r := endpointRecord{ID: id}
 		if v := w.endpoints.Get([]byte(ep)); v != nil {
-			if err := decodeRecord(v, &r); err != nil {
+			var err error
+			if r, err = decodeEndpoint(v); err != nil {
 				return fmt.Errorf("endpoint %q state: %w", ep, err)
 			}
 		}
@@ -463,8 +641,12 @@ func (w *wtx) flushState() error {
 		if n := w.ckpt[ep]; n > c {
 			c = n
 		}
-		if w.newEps[ep] == 0 && c == r.Checkpoint && w.expired[ep] == 0 && w.sizeLimit[ep] == 0 {
+		a := w.acks[ep]
+		if w.newEps[ep] == 0 && c == r.Checkpoint && w.expired[ep] == 0 && w.sizeLimit[ep] == 0 && (a == nil || !a.changed) {
 			continue
+		}
+		if a != nil && a.changed {
+			r.setAcked(&a.acked)
 		}
 		r.V, r.Checkpoint = recordVersion, c
 		r.Expired += w.expired[ep]
@@ -520,6 +702,14 @@ func (w *wtx) makeRoom(batch []*op) error {
 		return nil
 	}
 	room := w.s.limit - w.s.reserve - w.used()
+	if need > room {
+		// Acknowledged keys waiting for purge are free space first.
+		freed, err := w.purgeAll()
+		if err != nil {
+			return err
+		}
+		room += freed
+	}
 	if need > room && w.s.opts.OnFull == DropOldest {
 		freed, err := w.dropOldest(need - room)
 		if err != nil {
@@ -571,7 +761,7 @@ func (w *wtx) dropOldest(want int64) (int64, error) {
 		for freed < want && len(heads) > 0 {
 			best, bestSeq := -1, uint64(0)
 			for i := 0; i < len(heads); i++ {
-				seq, ok := w.first(heads[i].id, uint32(p))
+				seq, ok := w.first(heads[i].ep, heads[i].id, uint32(p))
 				if !ok {
 					heads = append(heads[:i], heads[i+1:]...)
 					i--
@@ -597,14 +787,17 @@ func (w *wtx) dropOldest(want int64) (int64, error) {
 	return freed, nil
 }
 
-// first returns the oldest seq in the queue of endpoint id and priority p.
-func (w *wtx) first(id, p uint32) (uint64, bool) {
-	return firstSeq(w.queues.Cursor(), id, p)
+// first returns the oldest unacknowledged seq in the queue of endpoint ep
+// (id) and priority p.
+func (w *wtx) first(ep string, id, p uint32) (uint64, bool) {
+	return firstSeq(w.queues.Cursor(), id, p, w.ackState(ep).acked[p])
 }
 
-func firstSeq(c *bolt.Cursor, id, p uint32) (uint64, bool) {
+// firstSeq returns the oldest seq after acked in the queue of endpoint id
+// and priority p.
+func firstSeq(c *bolt.Cursor, id, p uint32, acked uint64) (uint64, bool) {
 	prefix := queuePrefix(id, p)
-	k, _ := c.Seek(prefix)
+	k, _ := c.Seek(queueKey(id, p, acked+1))
 	if k == nil || !bytes.HasPrefix(k, prefix) {
 		return 0, false
 	}
