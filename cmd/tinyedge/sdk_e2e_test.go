@@ -151,12 +151,13 @@ func TestSDKEndToEnd(t *testing.T) {
 		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1",
 			"--config", config, "--log-format", "json"}, &out, &errOut)
 	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
+	defer func() {
+		if t.Failed() {
+			for _, m := range []string{"sender", "receiver"} {
+				o, e, _ := runCLI(t, "logs", "--tail", "40", m, "--data-dir", dir)
+				t.Logf("%s's last lines:\n%s%s", m, o, e)
+			}
 		}
-		stopped = true
 		cancel()
 		select {
 		case err := <-done:
@@ -166,15 +167,6 @@ func TestSDKEndToEnd(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Error("run did not stop")
 		}
-	}
-	defer func() {
-		if t.Failed() {
-			for _, m := range []string{"sender", "receiver"} {
-				o, e, _ := runCLI(t, "logs", "--tail", "40", m, "--data-dir", dir)
-				t.Logf("%s's last lines:\n%s%s", m, o, e)
-			}
-		}
-		stop()
 		if t.Failed() {
 			t.Logf("tinyedge's log:\n%.20000s", errOut.String())
 		}
@@ -368,7 +360,6 @@ func TestSDKEndToEnd(t *testing.T) {
 	}
 	events("sender") // fails on an SDK error printed since
 	t.Logf("receiver killed after %d of %d alerts; all arrived; %d sensor messages", killedAt, count, fromSim)
-	stop()
 }
 
 // dialEmbeddedHub connects to the IoT Hub emulator a running tinyedge
