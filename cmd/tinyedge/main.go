@@ -10,6 +10,7 @@
 //	tinyedge store stat|compact [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
 //	tinyedge update apply|status|rollback …
+//	tinyedge init [-- COMMAND…]
 //	tinyedge version
 package main
 
@@ -70,6 +71,10 @@ Usage:
       trusts are DIR/keys/*.pub); show the slots; go back to the previous
       version. The new version boots at the next start and confirms itself
       once healthy, or is rolled back.
+  tinyedge init [--data-label L] [-- COMMAND ARGS...]
+      Be the gateway's PID 1 (run by the kernel; see build/image): mount
+      the system, the data partition and the network, boot the OTA slot,
+      and keep the service (run) going; a COMMAND runs once, then powers off.
   tinyedge version
       Print version, commit, Go version and target.
 `
@@ -119,11 +124,14 @@ func exitCode(err error, stderr io.Writer) int {
 
 // run dispatches a subcommand. It is main without os.Exit, for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	args = initArgs(args)
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return &exitError{code: 2}
 	}
 	switch args[0] {
+	case "init":
+		return cmdInit(ctx, args[1:], stderr)
 	case "run":
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "check":

@@ -131,6 +131,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	deviceID := fs.String("device-id", hostname(), "the edge device's id")
 	healthWindow := fs.Duration("health-window", 120*time.Second, "how long an updated version has to become healthy before it is rolled back")
+	watchdog := fs.String("watchdog", "", "feed the hardware watchdog `DEVICE` while the hub is healthy (tinyedge init passes /dev/watchdog)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -194,6 +195,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	var confirming sync.WaitGroup
+	if *watchdog != "" {
+		confirming.Add(1)
+		go func() {
+			defer confirming.Done()
+			feedWatchdog(ctx, *watchdog, h, log)
+		}()
+	}
 	if boot.Trial {
 		confirming.Add(1)
 		go func() {
