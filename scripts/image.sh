@@ -149,7 +149,7 @@ cat >"$dd/ota-state.json" <<JSON
 }
 JSON
 rm -f "$OUT/data.img"
-mkfs.ext4 -q -F -L tinyedge-data -E root_owner=0:0 -d "$dd" "$OUT/data.img" "$DATA_SIZE"
+mkfs.ext4 -q -F -L tinyedge-data -E root_owner=0:0 -d "$dd" "$OUT/data.img" "$DATA_SIZE" >/dev/null
 echo "console=ttyAMA0 quiet panic=-1" >"$OUT/cmdline"
 
 echo "image: $OUT (kernel $kver)"

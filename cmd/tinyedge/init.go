@@ -73,6 +73,9 @@ type InterfaceConfig struct {
 const (
 	applianceDataDir = "/data"
 	applianceConfig  = "config.toml"
+	// applianceMedia is where a disk labelled tinyedge-media is mounted,
+	// read-only: `init -- update apply /media/FILE` installs from it.
+	applianceMedia = "/media"
 )
 
 // initArgs makes PID 1 run `init` whatever the kernel passed: its own
@@ -106,7 +109,7 @@ func cmdInit(ctx context.Context, args []string, stderr io.Writer) error {
 	_ = appliance.ReopenConsole()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid1", true)
 	self, _ := os.Executable()
-	log.Info("tinyedge init", "version", version, "binary", self, "uptime", uptime())
+	log.Info("tinyedge init", "version", version, "binary", self, "uptime", uptime(), "args", strings.Join(os.Args[1:], " "))
 	if mountErr != nil {
 		log.Error("mount the kernel file systems", "err", mountErr)
 	}
@@ -163,6 +166,11 @@ func runAppliance(ctx context.Context, m *appliance.Machine, d ota.Decision, com
 		log.Warn("clock", "err", err)
 	} else if !to.IsZero() {
 		log.Info("clock was behind the last known time; moved forward (untrusted until NTP syncs)", "to", to.Format(time.RFC3339))
+	}
+	if dev, err := m.MountMedia(applianceMedia); err != nil {
+		log.Error("media", "err", err)
+	} else if dev != "" {
+		log.Info("media", "device", dev, "dir", applianceMedia)
 	}
 	if st, err := ota.Status(applianceDataDir); err == nil && st.Last.Outcome != "" {
 		log.Info("last update", "outcome", string(st.Last.Outcome), "version", st.Last.Version, "reason", st.Last.Reason, "at", st.Last.At.Format(time.RFC3339))

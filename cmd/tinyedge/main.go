@@ -10,7 +10,7 @@
 //	tinyedge store stat|compact [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
 //	tinyedge update apply|status|rollback …
-//	tinyedge init [-- COMMAND…]
+//	tinyedge init [COMMAND…]
 //	tinyedge version
 package main
 
@@ -71,7 +71,7 @@ Usage:
       trusts are DIR/keys/*.pub); show the slots; go back to the previous
       version. The new version boots at the next start and confirms itself
       once healthy, or is rolled back.
-  tinyedge init [--data-label L] [-- COMMAND ARGS...]
+  tinyedge init [--data-label L] [COMMAND ARGS...]
       Be the gateway's PID 1 (run by the kernel; see build/image): mount
       the system, the data partition and the network, boot the OTA slot,
       and keep the service (run) going; a COMMAND runs once, then powers off.

@@ -58,15 +58,33 @@ func readClock(path string) (time.Time, error) {
 	return t, nil
 }
 
-// SaveClock records now as the last known time, atomically.
+// SaveClock records now as the last known time: written to a temporary
+// file, fsynced, renamed over the old one, so a power cut leaves the old
+// time or the new one, never an empty file.
 func (m *Machine) SaveClock(dataDir string, now time.Time) error {
 	p := m.path(filepath.Join(dataDir, ClockFile))
 	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(now.UTC().Format(time.RFC3339Nano)+"\n"), 0o644); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
 		return fmt.Errorf("save clock: %w", err)
 	}
-	if err := os.Rename(tmp, p); err != nil {
+	_, err = f.WriteString(now.UTC().Format(time.RFC3339Nano) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("save clock: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(p)); err == nil {
+		d.Sync()
+		d.Close()
 	}
 	return nil
 }

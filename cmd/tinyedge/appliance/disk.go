@@ -62,9 +62,10 @@ type blockDevice struct {
 }
 
 // blockDevices lists the block devices that can hold a file system:
-// not loop, RAM or optical devices, not empty, not read-only, and not a
-// disk that has partitions (its partitions are listed instead).
-func (m *Machine) blockDevices() ([]blockDevice, error) {
+// not loop, RAM or optical devices, not empty, not a disk that has
+// partitions (its partitions are listed instead), and writable unless
+// readOnly.
+func (m *Machine) blockDevices(readOnly bool) ([]blockDevice, error) {
 	dir := m.path("/sys/class/block")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -77,7 +78,7 @@ func (m *Machine) blockDevices() ([]blockDevice, error) {
 			continue
 		}
 		sys := filepath.Join(dir, name)
-		if readTrim(filepath.Join(sys, "size")) == "0" || readTrim(filepath.Join(sys, "ro")) == "1" {
+		if readTrim(filepath.Join(sys, "size")) == "0" || (!readOnly && readTrim(filepath.Join(sys, "ro")) == "1") {
 			continue
 		}
 		if hasPartitions(sys, name) {
@@ -133,7 +134,7 @@ func (m *Machine) readHead(dev string, n int) ([]byte, error) {
 // FindLabel returns the device holding the ext file system labelled
 // label, or "" if none does.
 func (m *Machine) FindLabel(label string) (string, error) {
-	devs, err := m.blockDevices()
+	devs, err := m.blockDevices(true)
 	if err != nil {
 		return "", err
 	}
@@ -151,7 +152,7 @@ func (m *Machine) FindLabel(label string) (string, error) {
 
 // findBlank returns the first device whose first MiB is all zeros.
 func (m *Machine) findBlank() (string, error) {
-	devs, err := m.blockDevices()
+	devs, err := m.blockDevices(false)
 	if err != nil {
 		return "", err
 	}
@@ -252,6 +253,30 @@ func (m *Machine) MountData(ctx context.Context, o DataOpts) (DataResult, error)
 		return r, fmt.Errorf("mount data partition %s on %s: %w", r.Device, o.Target, err)
 	}
 	return r, nil
+}
+
+// MediaLabel is the label of removable media (a USB stick, a second
+// virtual disk) that MountMedia mounts read-only, for updates and
+// maintenance commands.
+const MediaLabel = "tinyedge-media"
+
+// MountMedia mounts the ext4 file system labelled MediaLabel read-only on
+// target, if a device has it; it returns the device, or "" if none does.
+func (m *Machine) MountMedia(target string) (string, error) {
+	if mounted, err := m.Mounted(target); err == nil && mounted {
+		return "", nil
+	}
+	dev, err := m.FindLabel(MediaLabel)
+	if err != nil || dev == "" {
+		return "", err
+	}
+	if err := os.MkdirAll(m.path(target), 0o755); err != nil {
+		return "", fmt.Errorf("media: %w", err)
+	}
+	if err := m.Sys.Mount(m.path(dev), m.path(target), "ext4", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return "", fmt.Errorf("mount media %s on %s: %w", dev, target, err)
+	}
+	return dev, nil
 }
 
 // mkfsExt4 runs mkfs.ext4 from the image.

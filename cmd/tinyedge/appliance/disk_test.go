@@ -138,3 +138,25 @@ func FuzzExtLabel(f *testing.F) {
 		}
 	})
 }
+
+func TestMountMediaReadOnly(t *testing.T) {
+	root := t.TempDir()
+	disk(t, root, "vda", extHead(DataLabel), 8192)
+	disk(t, root, "vdb", extHead(MediaLabel), 8192)
+	writeFile(t, root, "/sys/class/block/vdb/ro", []byte("1\n"))
+	sys := &fakeSys{}
+	m := &Machine{Sys: sys, Root: root}
+	dev, err := m.MountMedia("/media")
+	if err != nil || dev != "/dev/vdb" {
+		t.Fatalf("got %q, %v; want the read-only vdb", dev, err)
+	}
+	if want := []string{"mount vdb media ext4"}; !slices.Equal(sys.Calls(), want) {
+		t.Errorf("calls %q, want %q", sys.Calls(), want)
+	}
+	// A read-only disk is never taken for a blank data partition.
+	disk(t, root, "vdb", nil, 2<<20)
+	writeFile(t, root, "/sys/class/block/vdb/ro", []byte("1\n"))
+	if blank, _ := m.findBlank(); blank != "" {
+		t.Errorf("findBlank = %q, want none", blank)
+	}
+}

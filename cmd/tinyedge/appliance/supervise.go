@@ -259,8 +259,10 @@ func stopService(r *reaper, pid int, timeout time.Duration, log *slog.Logger) {
 func (m *Machine) shutdown(how How, dataDir string, log *slog.Logger) {
 	m.Sys.Sync()
 	if dataDir != "" {
+		// PID 1 runs from a slot's binary on the data partition, which
+		// is then busy: remounting it read-only flushes it just as well.
 		if err := m.Sys.Unmount(m.path(dataDir), 0); err != nil {
-			log.Warn("unmount the data partition; remounting it read-only", "dir", dataDir, "err", err)
+			log.Info("data partition in use; remounting it read-only", "dir", dataDir, "err", err)
 			if err := m.Sys.Mount("", m.path(dataDir), "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
 				log.Error("remount the data partition read-only", "dir", dataDir, "err", err)
 			}
