@@ -13,6 +13,9 @@ command -v cpio >/dev/null 2>&1 || need="$need cpio"
 command -v mkfs.ext4 >/dev/null 2>&1 || need="$need e2fsprogs"
 command -v debugfs >/dev/null 2>&1 || need="$need e2fsprogs"
 command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
+command -v sfdisk >/dev/null 2>&1 || need="$need fdisk"
+command -v mkfs.vfat >/dev/null 2>&1 || need="$need dosfstools"
+command -v mcopy >/dev/null 2>&1 || need="$need mtools"
 [ -z "$need" ] && exit 0
 
 sudo=""

@@ -77,10 +77,11 @@ type vm struct {
 }
 
 // boot starts QEMU on the data disk, with media as a second, read-only
-// disk if not "", and extra kernel command line text.
-func boot(t *testing.T, name, data, media, cmdline string) *vm {
+// disk if not "", extra kernel command line text and extra QEMU
+// arguments.
+func boot(t *testing.T, name, data, media, cmdline string, qemuArgs ...string) *vm {
 	t.Helper()
-	args := []string{"-no-reboot"}
+	args := append([]string{"-no-reboot"}, qemuArgs...)
 	if media != "" {
 		args = append(args, "-drive", "file="+media+",if=none,id=media,format=raw,readonly=on", "-device", "virtio-blk-device,drive=media")
 	}
@@ -362,13 +363,41 @@ func TestSystem(t *testing.T) {
 		fig.add("boot: QEMU start to hub starting %.2fs, to the first upstream message %.2fs", hub.at.Seconds(), first.at.Seconds())
 		v.waitFor(`"temperature": [0-9.]+`, bootTimeout)
 		v.waitSeen(`msg="feeding the watchdog while the hub is healthy" device=/dev/watchdog`, bootTimeout)
-		_, st := v.waitFor(`msg=status .*initRSS="([^"]+)" .*serviceRSS="([^"]+)"`, bootTimeout)
-		fig.add("rss: PID 1 %s, tinyedge run %s (quickstart, %s after boot)", st[1], st[2], "~15s")
+		_, st := v.waitFor(`msg=status .*uptime=([0-9.]+)s initRSS="([^"]+)" .*serviceRSS="([^"]+)"`, bootTimeout)
+		fig.add("rss: PID 1 %s, tinyedge run %s (quickstart, %ss after boot)", st[2], st[3], st[1])
+		// The i6300esb resets the machine 30 s after its last feed (and
+		// with -no-reboot QEMU would end): still up after 45 s means the
+		// hub's health loop is feeding it.
+		for {
+			_, st = v.waitFor(`msg=status .*uptime=([0-9.]+)s`, bootTimeout)
+			if up, _ := strconv.ParseFloat(st[1], 64); up >= 45 {
+				break
+			}
+		}
+		fig.add("watchdog: i6300esb opened by the hub's health loop, machine still up at %ss (heartbeat 30 s)", st[1])
 		v.kill()
 	})
 	if !ok {
 		t.FailNow()
 	}
+
+	t.Run("first boot on a blank disk", func(t *testing.T) {
+		blank := filepath.Join(dir, "blank.img")
+		run(t, nil, "truncate", "-s", "64M", blank)
+		v := boot(t, "first-boot", blank, "", "")
+		v.waitFor(`msg="data partition" .*created=true`, bootTimeout)
+		_, m := v.waitFor(bootLine, bootTimeout)
+		if m[1] != `""` || !strings.Contains(m[4], "running the installed binary") {
+			t.Errorf("first boot: slot %s reason %q; want the installed binary", m[1], m[4])
+		}
+		v.waitFor(`msg="tinyedge starting" version=1\.0\.0`, bootTimeout)
+		v.waitFor(`"module": "SimulatedTemperatureSensor"`, bootTimeout)
+		v.kill()
+		v = boot(t, "second-boot", blank, "", "")
+		v.waitFor(`msg="data partition" .*created=false`, bootTimeout)
+		v.waitFor(`"module": "SimulatedTemperatureSensor"`, bootTimeout)
+		v.kill()
+	})
 
 	t.Run("tampered bundle refused", func(t *testing.T) {
 		media := mediaDisk(t, dir, "tampered", map[string]string{"update.bundle": a.tampered})
@@ -376,10 +405,16 @@ func TestSystem(t *testing.T) {
 		v.waitFor(`bundle refused, nothing was installed`, bootTimeout)
 		v.waitFor(`msg="service ended; powering off"`, bootTimeout)
 		v.waitExit(bootTimeout)
-		v = boot(t, "after-tampered", data, "", "")
+		// This boot also has no usable real-time clock: it reads 2000,
+		// and the clock moves forward to the last time the gateway knew.
+		v = boot(t, "after-tampered", data, "", "", "-rtc", "base=2000-01-01T00:00:00")
 		_, m := v.waitFor(bootLine, bootTimeout)
 		if m[1] != "a" || m[2] != "1.0.0" || m[3] != "false" {
 			t.Errorf("after the tampered bundle: slot %s version %s trial %s; want a 1.0.0 false", m[1], m[2], m[3])
+		}
+		_, c := v.waitFor(`msg="clock was behind the last known time; moved forward \(untrusted until NTP syncs\)" .*to=(\S+)`, bootTimeout)
+		if to, err := time.Parse(time.RFC3339, c[1]); err != nil || time.Since(to) > time.Hour || time.Since(to) < 0 {
+			t.Errorf("clock moved to %s, want the last known time (minutes ago)", c[1])
 		}
 		v.kill()
 	})
@@ -511,18 +546,21 @@ func TestSystem(t *testing.T) {
 		if span <= 0 {
 			span = 5 * time.Second
 		}
-		during, after := 0, 0
-		for i := 1; during < 5 && i <= 10; i++ {
+		before, during, after := 0, 0, 0
+		for i := 1; during < 5 && i <= 12; i++ {
 			data := dataDisk(t, dir, fmt.Sprintf("otacut-%d", i))
 			v := boot(t, fmt.Sprintf("otacut-%d", i), data, media, "-- init update apply /media/update.bundle")
 			v.waitFor(`msg="service started"`, bootTimeout)
 			time.Sleep(time.Duration(rng.Int64N(int64(span))))
 			v.kill()
 			installed := v.seen(`installed 2\.0\.0 on trial`)
-			if installed {
+			switch {
+			case installed:
 				after++
-			} else {
+			case v.seen(`\]\s+[0-9]+%`): // the progress bar had started
 				during++
+			default:
+				before++
 			}
 			v = boot(t, fmt.Sprintf("otacut-%d-boot", i), data, "", "")
 			_, m := v.waitFor(bootLine, bootTimeout)
@@ -538,7 +576,7 @@ func TestSystem(t *testing.T) {
 		if during < 5 {
 			t.Errorf("only %d cuts fell during the apply", during)
 		}
-		fig.add("power cuts (ota): %d SIGKILLs during the apply, %d after it; every boot after came up on a complete slot", during, after)
+		fig.add("power cuts (ota): %d SIGKILLs during the apply, %d before it began, %d after it ended; every boot after came up on a complete slot", during, before, after)
 	})
 
 	fig.add("system test took %s", time.Since(started).Round(time.Second))
