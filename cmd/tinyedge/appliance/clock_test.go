@@ -42,7 +42,7 @@ func TestRestoreClock(t *testing.T) {
 			}
 			if tt.want.IsZero() != (len(sys.clock) == 0) {
 				t.Errorf("settimeofday calls %v, want one exactly when the clock moves", sys.clock)
-			} else if len(sys.clock) == 1 && sys.clock[0].Sec != tt.want.Unix() {
+			} else if len(sys.clock) == 1 && int64(sys.clock[0].Sec) != tt.want.Unix() {
 				t.Errorf("settimeofday(%d), want %d", sys.clock[0].Sec, tt.want.Unix())
 			}
 		})
@@ -87,7 +87,7 @@ func TestKeepClockSyncsMarksAndSaves(t *testing.T) {
 	if !fileExists(m.path(SyncedMarker)) {
 		t.Fatal("no synced marker")
 	}
-	if len(sys.clock) != 1 || time.Unix(sys.clock[0].Sec, 0).Before(time.Now().Add(59*time.Minute)) {
+	if len(sys.clock) != 1 || time.Unix(int64(sys.clock[0].Sec), 0).Before(time.Now().Add(59*time.Minute)) {
 		t.Errorf("settimeofday %v, want one call an hour ahead", sys.clock)
 	}
 	if got := []string{<-asked, <-asked}; got[0] != "down:123" || got[1] != "up:123" {
