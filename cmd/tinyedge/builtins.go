@@ -17,10 +17,11 @@ import (
 	"github.com/tinyedge/tinyedge/modules/simtemp"
 )
 
-// runtimeEnv is what built-in modules may need from the running binary.
+// runtimeEnv is what modules may need from the running binary.
 type runtimeEnv struct {
 	dataDir string
 	restart func(reason string) // ends the run so an update boots
+	local   *localServices      // identities, process modules, control socket; nil in tests without them
 }
 
 // builtin is a module compiled into the binary.
@@ -162,5 +163,5 @@ func resolveModule(typ, image string) (string, error) {
 		}
 		return "", fmt.Errorf(`image %q has no built-in equivalent and tinyedge runs no containers; use type "builtin" with one of %s`, image, builtinNames())
 	}
-	return "", fmt.Errorf(`unknown module type %q; want "builtin" (or "docker" with a stock image that has a built-in equivalent)`, typ)
+	return "", fmt.Errorf(`unknown module type %q; want "builtin", "process" (a program to run), or "docker" with a stock image that has a built-in equivalent`, typ)
 }

@@ -8,6 +8,9 @@
 //	tinyedge check --manifest FILE
 //	tinyedge route test --route 'FROM … INTO …' --message FILE
 //	tinyedge store stat|compact [--data-dir DIR]
+//	tinyedge list|status [--data-dir DIR]
+//	tinyedge logs MODULE [--follow] [--tail N] [--data-dir DIR]
+//	tinyedge identities [--show-keys] [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
 //	tinyedge update apply|status|rollback …
 //	tinyedge init [COMMAND…]
@@ -59,6 +62,17 @@ Usage:
   tinyedge route test (--route ROUTE... | --manifest FILE) --message FILE
       Show which sinks a message would reach and why. Exit status 0 when
       some route matches, 1 when none does, 2 on errors.
+  tinyedge list [--json] [--data-dir DIR]
+      Show the running tinyedge's modules: type, state, restarts, uptime.
+  tinyedge logs MODULE [--follow] [--tail N] [--timestamps] [--data-dir DIR]
+      Print a module's recent output: a process module's stdout and
+      stderr, a built-in module's log lines; with --follow, keep printing
+      new lines until interrupted.
+  tinyedge status [--data-dir DIR]
+      Print the running tinyedge's status as JSON.
+  tinyedge identities [--show-keys] [--data-dir DIR]
+      List the module and leaf device identities tinyedge generated; with
+      --show-keys, their keys and the leaf devices' connection strings.
   tinyedge store stat|compact [--data-dir DIR]
       With tinyedge stopped: show each queue's depth by priority, its
       oldest message and what was dropped; or compact the store file.
@@ -143,6 +157,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRouteTest(args[2:], stdout, stderr)
 	case "store":
 		return cmdStore(args[1:], stdout, stderr)
+	case "list":
+		return cmdList(ctx, args[1:], stdout, stderr)
+	case "logs":
+		return cmdLogs(ctx, args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, args[1:], stdout, stderr)
+	case "identities":
+		return cmdIdentities(args[1:], stdout, stderr)
 	case "bundle":
 		return cmdBundle(args[1:], stdout, stderr)
 	case "update":

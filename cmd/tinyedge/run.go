@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,12 +12,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/deploy"
+	"github.com/tinyedge/tinyedge/hub/process"
 	"github.com/tinyedge/tinyedge/hw"
 	"github.com/tinyedge/tinyedge/store"
 )
@@ -107,19 +110,51 @@ func openStore(dataDir string, m *deploy.Manifest, log *slog.Logger) (*store.Sto
 func deployment(m *deploy.Manifest, rt *runtimeEnv) hub.Deployment {
 	d := hub.Deployment{Routes: m.Routes, TimeToLive: m.StoreAndForward.TimeToLive}
 	for _, mod := range m.Modules {
-		d.Modules = append(d.Modules, hub.ModuleSpec{
+		spec := hub.ModuleSpec{
 			Name:          mod.Name,
 			Image:         mod.Type + ":" + mod.Builtin,
 			Version:       mod.Version,
-			Module:        builtins[mod.Builtin].new(rt),
 			Env:           mod.Env,
 			Desired:       m.Desired[mod.Name],
 			Status:        mod.Status,
 			RestartPolicy: hub.RestartPolicy(mod.RestartPolicy),
 			StartupOrder:  mod.StartupOrder,
-		})
+		}
+		if pr := mod.Process; pr != nil {
+			// The program and its arguments are what the module is: a
+			// change restarts it, as a new image would.
+			var what strings.Builder
+			enc := json.NewEncoder(&what)
+			enc.SetEscapeHTML(false)
+			enc.Encode(pr)
+			spec.Image = mod.Type + ":" + strings.TrimSpace(what.String())
+			procs := process.NewHost(nil)
+			if rt != nil && rt.local != nil {
+				procs = rt.local.procs
+			}
+			spec.Module = procs.Module(process.Settings{Path: pr.Path, Args: pr.Args, WorkingDir: pr.WorkingDir})
+		} else {
+			spec.Module = builtins[mod.Builtin].new(rt)
+		}
+		d.Modules = append(d.Modules, spec)
 	}
 	return d
+}
+
+// apply deploys a checked manifest: module identities first (a module
+// gone from the manifest loses its identity, so when it comes back it is
+// a new generation with a new key), then the hub's deployment.
+func apply(h *hub.Hub, m *deploy.Manifest, rt *runtimeEnv, log *slog.Logger) error {
+	if ls := rt.local; ls != nil {
+		if err := ls.syncIdentities(m, log); err != nil {
+			return err
+		}
+	}
+	err := h.Deploy(deployment(m, rt))
+	if ls := rt.local; ls != nil {
+		ls.deployed(m)
+	}
+	return err
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -181,16 +216,25 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}()
 
 	initHardware(m, log)
-	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: log, Upstream: up, Store: st})
+	// The hub's log, and with it every module's, is tapped so that
+	// `tinyedge logs` shows built-in modules' lines too.
+	tap, taps := newLogTap(log.Handler())
+	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: slog.New(tap), Upstream: up, Store: st})
 	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
 		"modules", len(m.Modules), "routes", len(m.Routes))
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	rt := &runtimeEnv{dataDir: *dataDir, restart: func(reason string) {
+	local, err := startLocal(localOptions{dataDir: *dataDir, deviceID: *deviceID, hostname: hostname()}, h, taps, log)
+	if err != nil {
+		_ = h.Close()
+		return err
+	}
+	defer local.close(log)
+	rt := &runtimeEnv{dataDir: *dataDir, local: local, restart: func(reason string) {
 		log.Info("restarting", "reason", reason)
 		stop(errRestartForUpdate)
 	}}
-	if err := h.Deploy(deployment(m, rt)); err != nil {
+	if err := apply(h, m, rt, log); err != nil {
 		_ = h.Close()
 		return err
 	}
@@ -248,7 +292,7 @@ func redeploy(h *hub.Hub, path string, rt *runtimeEnv, log *slog.Logger) {
 		log.Warn("manifest", "warning", w.String())
 	}
 	initHardware(m, log)
-	if err := h.Deploy(deployment(m, rt)); err != nil {
+	if err := apply(h, m, rt, log); err != nil {
 		log.Error("deployment partly applied", "manifest", name, "err", err)
 		return
 	}

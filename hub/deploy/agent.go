@@ -60,33 +60,41 @@ func (p *parser) module(name, path string, n *node) {
 		p.errorf(path, "type is missing; add \"type\": \"docker\"")
 	case t.kind != kString:
 		p.errorf(member(path, "type"), "type must be a string such as \"docker\", not %s", t.kind)
+	case t.str != TypeProcess && strings.EqualFold(t.str, TypeProcess):
+		p.errorf(member(path, "type"), "type %q: module types are case-sensitive; write %q", t.str, TypeProcess)
+		m.Type = t.str // its settings are checked as a process module's
 	default:
 		m.Type, typeOK = t.str, true
 	}
 
-	imageOK := false
-	sp := member(path, "settings")
-	switch s := n.get("settings"); {
-	case s == nil:
-		p.errorf(path, "settings is missing; add \"settings\": {\"image\": \"…\"}")
-	case s.kind != kObject:
-		p.errorf(sp, "settings must be an object {\"image\": \"…\"}, not %s", s.kind)
-	default:
-		switch img := s.get("image"); {
-		case img == nil:
-			p.errorf(sp, "settings.image is missing; add \"image\": \"…\"")
-		case img.kind != kString:
-			p.errorf(member(sp, "image"), "image must be a string, not %s", img.kind)
-		case strings.TrimSpace(img.str) == "":
-			p.errorf(member(sp, "image"), "image is empty; name the module's image")
+	if strings.EqualFold(m.Type, TypeProcess) {
+		m.Process = p.processSettings(path, n)
+	} else {
+		imageOK := false
+		sp := member(path, "settings")
+		switch s := n.get("settings"); {
+		case s == nil:
+			p.errorf(path, "settings is missing; add \"settings\": {\"image\": \"…\"}")
+		case s.kind != kObject:
+			p.errorf(sp, "settings must be an object {\"image\": \"…\"}, not %s", s.kind)
 		default:
-			m.Image, imageOK = img.str, true
+			switch img := s.get("image"); {
+			case img == nil && s.get("path") != nil:
+				p.errorf(member(path, "type"), "type %q has no settings.path, it needs settings.image; to run a program, write \"type\": %q", m.Type, TypeProcess)
+			case img == nil:
+				p.errorf(sp, "settings.image is missing; add \"image\": \"…\"")
+			case img.kind != kString:
+				p.errorf(member(sp, "image"), "image must be a string, not %s", img.kind)
+			case strings.TrimSpace(img.str) == "":
+				p.errorf(member(sp, "image"), "image is empty; name the module's image")
+			default:
+				m.Image, imageOK = img.str, true
+			}
+			m.CreateOptions = p.createOptions(sp, s)
 		}
-		m.CreateOptions = p.createOptions(sp, s)
-	}
-
-	if typeOK && imageOK {
-		p.resolveModule(&m)
+		if typeOK && imageOK {
+			p.resolveModule(&m)
+		}
 	}
 
 	if v := n.get("version"); v != nil {
@@ -124,6 +132,76 @@ func (p *parser) module(name, path string, n *node) {
 	}
 }
 
+// processSettings checks the settings of a module of type "process":
+// {"path": "…", "args": ["…"], "workingDir": "…"}.
+func (p *parser) processSettings(path string, n *node) *Process {
+	sp := member(path, "settings")
+	s := n.get("settings")
+	const example = `{"path": "/usr/bin/node", "args": ["main.js"], "workingDir": "/opt/mymodule"}`
+	switch {
+	case s == nil:
+		p.errorf(path, "settings is missing; a process module says what to run: \"settings\": %s", example)
+		return nil
+	case s.kind != kObject:
+		p.errorf(sp, "settings must be an object %s, not %s", example, s.kind)
+		return nil
+	}
+	pr := &Process{}
+	ok := true
+	switch v := s.get("path"); {
+	case v == nil:
+		p.errorf(sp, "settings.path is missing; name the program to run, e.g. \"path\": \"/usr/bin/node\"")
+		ok = false
+	case v.kind != kString:
+		p.errorf(member(sp, "path"), "path must be a string, not %s", v.kind)
+		ok = false
+	case strings.TrimSpace(v.str) == "" || strings.ContainsRune(v.str, 0):
+		p.errorf(member(sp, "path"), "path is empty or holds NUL; name the program to run")
+		ok = false
+	case strings.Contains(v.str, "/") && !strings.HasPrefix(v.str, "/"):
+		p.errorf(member(sp, "path"), "path %q is relative; write it absolute, or a bare program name to look up in PATH", v.str)
+		ok = false
+	default:
+		pr.Path = v.str
+	}
+	if a := s.get("args"); a != nil {
+		ap := member(sp, "args")
+		if a.kind != kArray {
+			p.errorf(ap, "args must be an array of strings, e.g. [\"main.js\"], not %s", a.kind)
+			ok = false
+		} else {
+			for i, e := range a.elems {
+				if e.kind != kString || strings.ContainsRune(e.str, 0) {
+					p.errorf(index(ap, i), "an argument must be a string without NUL, not %s", show(e))
+					ok = false
+					continue
+				}
+				pr.Args = append(pr.Args, e.str)
+			}
+		}
+	}
+	if w := s.get("workingDir"); w != nil {
+		wp := member(sp, "workingDir")
+		switch {
+		case w.kind != kString:
+			p.errorf(wp, "workingDir must be a string, not %s", w.kind)
+			ok = false
+		case !strings.HasPrefix(w.str, "/") || strings.ContainsRune(w.str, 0):
+			p.errorf(wp, "workingDir %q is not an absolute path; write it from /", w.str)
+			ok = false
+		default:
+			pr.WorkingDir = w.str
+		}
+	}
+	if s.get("image") != nil {
+		p.warnf(member(sp, "image"), "a process module runs settings.path; its image is ignored")
+	}
+	if !ok {
+		return nil
+	}
+	return pr
+}
+
 // resolveModule asks the Resolver which built-in module m is.
 func (p *parser) resolveModule(m *Module) {
 	var (
@@ -135,7 +213,7 @@ func (p *parser) resolveModule(m *Module) {
 	}
 	if err != nil {
 		at := member(member(m.Path, "settings"), "image")
-		if m.Type != "docker" && m.Type != "builtin" {
+		if m.Type != "docker" && m.Type != "builtin" && m.Type != TypeProcess {
 			at = member(m.Path, "type")
 		}
 		p.errorf(at, "%v", err)

@@ -658,6 +658,9 @@ func summary(m *Manifest, err error) string {
 		if mod.CreateOptions != "" {
 			fmt.Fprintf(&b, "  createOptions %s\n", mod.CreateOptions)
 		}
+		if pr := mod.Process; pr != nil {
+			fmt.Fprintf(&b, "  process path %q, args %q, workingDir %q\n", pr.Path, pr.Args, pr.WorkingDir)
+		}
 		keys := make([]string, 0, len(mod.Env))
 		for k := range mod.Env {
 			keys = append(keys, k)

@@ -18,7 +18,8 @@
 //     ("never", "on-failure", "on-unhealthy" or "always", the default),
 //     imagePullPolicy ("on-create" or "never"), startupOrder (0 …
 //     4294967295; schema 1.1 only) and env ({"NAME": {"value": …}}).
-//     Every module must map to a built-in module through the Resolver.
+//     Every module must map to a built-in module through the Resolver,
+//     except modules of type "process" (below).
 //   - $edgeHub: "properties.desired" with schemaVersion "1.0" … "1.3",
 //     routes (name → "FROM … INTO …", or from schema 1.1 on
 //     {"route": …, "priority": 0-9, "timeToLiveSecs": n}, 0 meaning the
@@ -34,6 +35,23 @@
 // does not know are ignored, as IoT Edge ignores them, so manifests written
 // for newer IoT Edge versions still load. A key written twice in one
 // object keeps its last value, as in IoT Hub, with a warning.
+//
+// # Process modules
+//
+// tinyedge's own module type "process" runs a program as a child process
+// instead of a container image; the settings say which (Module.Process):
+//
+//	"nodemodule": {
+//	  "type": "process", "status": "running", "restartPolicy": "on-failure",
+//	  "settings": {"path": "/usr/bin/node", "args": ["app.js"], "workingDir": "/opt/nodemodule"},
+//	  "env": {"LOG_LEVEL": {"value": "debug"}}
+//	}
+//
+// path is required: absolute, or a bare program name looked up in PATH.
+// args (an array of strings) and workingDir (absolute) are optional.
+// status, restartPolicy, startupOrder, version and env work as for any
+// module; settings.image and createOptions are ignored (image with a
+// warning). The Resolver is not asked about process modules.
 //
 // # What is ignored
 //

@@ -47,17 +47,31 @@ type Manifest struct {
 // Module is one entry of $edgeAgent's modules.
 type Module struct {
 	Name          string
-	Path          string // JSON path of the module entry, e.g. $.modulesContent.$edgeAgent['properties.desired'].modules.filter
-	DesiredPath   string // JSON path of its twin's desired properties, e.g. $.modulesContent.filter['properties.desired'] (present or not)
-	Type          string // "docker" or "builtin", as written
-	Image         string // settings.image as written
-	Builtin       string // the built-in module the Resolver chose
-	CreateOptions string // createOptions + createOptions01..99 joined; valid JSON when non-empty
+	Path          string   // JSON path of the module entry, e.g. $.modulesContent.$edgeAgent['properties.desired'].modules.filter
+	DesiredPath   string   // JSON path of its twin's desired properties, e.g. $.modulesContent.filter['properties.desired'] (present or not)
+	Type          string   // "docker", "builtin" or "process", as written
+	Image         string   // settings.image as written ("" for a process module)
+	Builtin       string   // the built-in module the Resolver chose ("" for a process module)
+	Process       *Process // the program a "process" module runs; nil for the others
+	CreateOptions string   // createOptions + createOptions01..99 joined; valid JSON when non-empty
 	Version       string
 	Status        string // "running" (default) or "stopped"
 	RestartPolicy string // "never", "on-failure", "on-unhealthy" or "always" (default)
 	StartupOrder  int64  // 0 starts first; DefaultStartupOrder when not set
 	Env           map[string]string
+}
+
+// TypeProcess is the module type of a program tinyedge runs as a child
+// process (see Process).
+const TypeProcess = "process"
+
+// Process is the settings of a module of type "process":
+//
+//	"settings": {"path": "/usr/bin/node", "args": ["main.js"], "workingDir": "/opt/mod"}
+type Process struct {
+	Path       string   `json:"path"`                 // settings.path: absolute, or a bare program name looked up in PATH
+	Args       []string `json:"args,omitempty"`       // settings.args: the arguments after the program name
+	WorkingDir string   `json:"workingDir,omitempty"` // settings.workingDir: absolute; "" for tinyedge's working directory
 }
 
 // StoreAndForward is $edgeHub's storeAndForwardConfiguration.
@@ -112,7 +126,7 @@ func ParseWith(data []byte, resolve Resolver, check SettingsChecker) (m *Manifes
 		mod.DesiredPath = member(member(p.mcPath, mod.Name), "properties.desired")
 		// The module's own checks of its settings, for every module
 		// that resolved, so they are reported with everything else.
-		if check != nil && mod.Builtin != "" {
+		if check != nil && (mod.Builtin != "" || mod.Process != nil) {
 			p.probs = append(p.probs, check(*mod, p.m.Desired[mod.Name])...)
 		}
 	}
