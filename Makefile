@@ -71,7 +71,8 @@ lint:
 # The appliance: a bootable arm64 image (Debian's kernel, an initramfs
 # with tinyedge as /init, a data disk with slot a) in dist/image, built
 # without root; `make qemu` boots it with the console on the terminal
-# (Ctrl-A X quits). See build/image.
+# (Ctrl-A X quits). `make image RPI=1` adds a Raspberry Pi 3/4 SD card
+# (dist/image/rpi-sdcard.img). See build/image.
 ARCH ?= arm64
 image: deps
 	ARCH=$(ARCH) ./scripts/image.sh

@@ -109,7 +109,7 @@ func cmdInit(ctx context.Context, args []string, stderr io.Writer) error {
 	_ = appliance.ReopenConsole()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid1", true)
 	self, _ := os.Executable()
-	log.Info("tinyedge init", "version", version, "binary", self, "uptime", uptime(), "args", strings.Join(os.Args[1:], " "))
+	log.Info("tinyedge init", "version", version, "binary", self, "uptime", kernelUptime(), "args", strings.Join(os.Args[1:], " "))
 	if mountErr != nil {
 		log.Error("mount the kernel file systems", "err", mountErr)
 	}
@@ -319,7 +319,7 @@ func buildTime() time.Time {
 	return time.Time{}
 }
 
-func uptime() string {
+func kernelUptime() string {
 	b, err := os.ReadFile("/proc/uptime")
 	if err != nil {
 		return "?"
