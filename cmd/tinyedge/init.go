@@ -12,11 +12,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tinyedge/tinyedge/build/ota"
 	"github.com/tinyedge/tinyedge/cmd/tinyedge/appliance"
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // ApplianceConfig is the config file's [appliance] section: what
@@ -162,10 +164,19 @@ func runAppliance(ctx context.Context, m *appliance.Machine, d ota.Decision, com
 			log.Error("set the host name", "name", cfg.Hostname, "err", err)
 		}
 	}
-	if to, err := m.RestoreClock(applianceDataDir, buildTime(), time.Now()); err != nil {
+	// A clock that reads earlier than the last known time has no
+	// real-time clock behind it: it moves forward, and stays untrusted
+	// until NTP syncs. One that reads later came from a real-time clock
+	// and is trusted now.
+	switch to, err := m.RestoreClock(applianceDataDir, buildTime(), time.Now()); {
+	case err != nil:
 		log.Warn("clock", "err", err)
-	} else if !to.IsZero() {
+	case !to.IsZero():
 		log.Info("clock was behind the last known time; moved forward (untrusted until NTP syncs)", "to", to.Format(time.RFC3339))
+	default:
+		if err := m.MarkClockSynced("real-time clock"); err != nil {
+			log.Error("clock", "err", err)
+		}
 	}
 	if dev, err := m.MountMedia(applianceMedia); err != nil {
 		log.Error("media", "err", err)
@@ -203,7 +214,7 @@ func runAppliance(ctx context.Context, m *appliance.Machine, d ota.Decision, com
 		// The service asks for a restart into an update by exiting with
 		// exitRestart, as a trial run does under the installed binary's
 		// watch: PID 1 then reboots, and the boot stage chooses the slot.
-		Env:         append(os.Environ(), trialEnv+"=1"),
+		Env:         append(os.Environ(), trialEnv+"=1", clockSyncedEnv+"="+appliance.SyncedMarker),
 		OneShot:     oneShot,
 		Trial:       d.Trial && !oneShot,
 		TrialWindow: window + trialGrace(window),
@@ -328,6 +339,39 @@ func kernelUptime() string {
 		return f[0] + "s"
 	}
 	return "?"
+}
+
+// clockSyncedEnv names, for the service PID 1 starts, the file whose
+// existence says the clock was synced (appliance.SyncedMarker).
+const clockSyncedEnv = "TINYEDGE_CLOCK_SYNCED"
+
+// storeClockTrust is the store's Trusted option. Outside the appliance it
+// is nil: the store's default (a clock after store.TrustedAfter). Under
+// tinyedge init the clock may have been moved forward to the last known
+// time, which passes that test without being right, so it is trusted
+// only once PID 1 marked it synced (NTP, or a real-time clock). The
+// marker is looked for at most once a second, and never again once there.
+func storeClockTrust() func(time.Time) bool {
+	marker := os.Getenv(clockSyncedEnv)
+	if marker == "" {
+		return nil
+	}
+	var synced atomic.Bool
+	var checked atomic.Int64
+	return func(t time.Time) bool {
+		if !synced.Load() {
+			now := time.Now().UnixNano()
+			if last := checked.Load(); last != 0 && now-last < int64(time.Second) {
+				return false
+			}
+			checked.Store(now)
+			if _, err := os.Stat(marker); err != nil {
+				return false
+			}
+			synced.Store(true)
+		}
+		return t.After(store.TrustedAfter)
+	}
 }
 
 // watchdogTimeout is what tinyedge asks of the hardware watchdog, and

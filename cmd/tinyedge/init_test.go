@@ -88,3 +88,28 @@ dns = ["192.168.7.254"]
 		t.Errorf("err = %v, want the misspelt key named", err)
 	}
 }
+
+func TestStoreTrustsTheClockOnceInitMarkedItSynced(t *testing.T) {
+	t.Setenv(clockSyncedEnv, "")
+	if storeClockTrust() != nil {
+		t.Fatal("outside the appliance the store's own rule must apply")
+	}
+	marker := filepath.Join(t.TempDir(), "clock-synced")
+	t.Setenv(clockSyncedEnv, marker)
+	trusted := storeClockTrust()
+	now := time.Now()
+	if trusted(now) {
+		t.Fatal("trusted before the clock was synced")
+	}
+	os.WriteFile(marker, []byte("ntp\n"), 0o644)
+	deadline := time.Now().Add(5 * time.Second) // the marker is looked for once a second
+	for !trusted(now) {
+		if time.Now().After(deadline) {
+			t.Fatal("not trusted after the marker appeared")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if trusted(time.Unix(0, 0)) {
+		t.Error("1970 trusted: a synced clock still must read after store.TrustedAfter")
+	}
+}

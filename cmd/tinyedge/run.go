@@ -94,7 +94,8 @@ func storePath(dataDir string) string { return filepath.Join(dataDir, "store.db"
 // It reports how many stores were recovered that way (0 or 1), for the
 // stop log line and, later, the metrics.
 func openStore(dataDir string, m *deploy.Manifest, log *slog.Logger) (*store.Store, int, error) {
-	st, err := store.Open(storePath(dataDir), &store.Options{MaxSizeBytes: m.StoreAndForward.MaxSizeBytes, DefaultTTL: m.StoreAndForward.TimeToLive})
+	st, err := store.Open(storePath(dataDir), &store.Options{MaxSizeBytes: m.StoreAndForward.MaxSizeBytes, DefaultTTL: m.StoreAndForward.TimeToLive,
+		Trusted: storeClockTrust()})
 	if rec, ok := errors.AsType[*store.RecoveredError](err); ok {
 		log.Error("STORE WAS UNREADABLE: moved aside, started empty; messages in it were not delivered",
 			"path", rec.Path, "movedTo", rec.MovedTo, "cause", rec.Cause.Error())

@@ -89,6 +89,19 @@ func (m *Machine) SaveClock(dataDir string, now time.Time) error {
 	return nil
 }
 
+// MarkClockSynced creates SyncedMarker, saying where the time came from:
+// from then on the clock is trusted.
+func (m *Machine) MarkClockSynced(source string) error {
+	marker := m.path(SyncedMarker)
+	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
+		return fmt.Errorf("mark clock synced: %w", err)
+	}
+	if err := os.WriteFile(marker, []byte(source+"\n"), 0o644); err != nil {
+		return fmt.Errorf("mark clock synced: %w", err)
+	}
+	return nil
+}
+
 // ClockOpts configures KeepClock.
 type ClockOpts struct {
 	DataDir string
@@ -156,9 +169,8 @@ func (m *Machine) syncOnce(ctx context.Context, o ClockOpts, log *slog.Logger) e
 				return fmt.Errorf("set clock from %s: %w", s, err)
 			}
 		}
-		marker := m.path(SyncedMarker)
-		if err := os.MkdirAll(filepath.Dir(marker), 0o755); err == nil {
-			_ = os.WriteFile(marker, []byte(s+"\n"), 0o644)
+		if err := m.MarkClockSynced("ntp " + s); err != nil {
+			log.Error("clock synced, but not marked", "err", err)
 		}
 		log.Info("clock synced", "server", s, "offset", off)
 		return nil
