@@ -282,20 +282,24 @@ func mediaDisk(t *testing.T, dir, name string, files map[string]string) string {
 // crashing 3.0.0 for arm64, their signed bundles, a tampered bundle and
 // the store's crash-test program.
 type artifacts struct {
-	v2, v3, tampered, crashtest string
+	v2, v3, v4, tampered, crashtest string
+	crashing                        string // the program of 3.0.0
 }
 
 func build(t *testing.T, dir string) artifacts {
 	t.Helper()
 	arm := []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"}
 	a := artifacts{crashtest: filepath.Join(dir, "crashtest")}
-	v2bin, v3bin := filepath.Join(dir, "tinyedge-2.0.0"), filepath.Join(dir, "crashing-3.0.0")
+	v2bin, v3bin, v4bin := filepath.Join(dir, "tinyedge-2.0.0"), filepath.Join(dir, "crashing-3.0.0"), filepath.Join(dir, "tinyedge-4.0.0")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=2.0.0", "-o", v2bin, "../../cmd/tinyedge")
+	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=4.0.0", "-o", v4bin, "../../cmd/tinyedge")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", v3bin, "./testdata/crashing")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", a.crashtest, "../../store/internal/crashtest/cmd/crashtest")
 	host := filepath.Join(workDir, "tinyedge-host")
 	key := filepath.Join(workDir, "dev.key")
-	a.v2, a.v3 = filepath.Join(dir, "v2.bundle"), filepath.Join(dir, "v3.bundle")
+	a.crashing = v3bin
+	a.v2, a.v3, a.v4 = filepath.Join(dir, "v2.bundle"), filepath.Join(dir, "v3.bundle"), filepath.Join(dir, "v4.bundle")
+	run(t, nil, host, "bundle", "create", "--key", key, "--version", "4.0.0", "--binary", v4bin, "-o", a.v4)
 	run(t, nil, host, "bundle", "create", "--key", key, "--version", "2.0.0", "--binary", v2bin, "-o", a.v2)
 	run(t, nil, host, "bundle", "create", "--key", key, "--version", "3.0.0", "--binary", v3bin, "-o", a.v3)
 	b, err := os.ReadFile(a.v2)
@@ -482,6 +486,37 @@ func TestSystem(t *testing.T) {
 				t.Errorf("%d trial boots, want 3", trials)
 			}
 			fig.add("rollback: 3.0.0 crashed on %d trial boots, then 2.0.0 was back, reporting it", trials)
+		})
+	}
+
+	if ok {
+		t.Run("unhealthy version rolled back", func(t *testing.T) {
+			// 4.0.0 runs, but a module it must keep running (a process
+			// module whose program exits at once) never stays up: it does
+			// not confirm itself within the health window, rolls back and
+			// reboots.
+			media := mediaDisk(t, dir, "v4", map[string]string{"update.bundle": a.v4, "unhealthy.json": "testdata/unhealthy.json", "crashing": a.crashing})
+			v := boot(t, "unhealthy-apply", data, media, "-- init update apply /media/update.bundle")
+			v.waitFor(`installed 4\.0\.0 on trial`, bootTimeout)
+			v.waitExit(bootTimeout)
+			v = boot(t, "unhealthy-trial", data, media, "-- init run --upstream console --manifest /media/unhealthy.json")
+			_, m := v.waitFor(bootLine, bootTimeout)
+			if m[1] != "a" || m[2] != "4.0.0" || m[3] != "true" {
+				t.Fatalf("trial boot: slot %s version %s trial %s; want a 4.0.0 true", m[1], m[2], m[3])
+			}
+			v.waitFor(`msg="new version did not become healthy; rolling back"`, 3*bootTimeout)
+			v.waitFor(`msg="service asks for a reboot"`, bootTimeout)
+			v.waitFor(`reboot: Restarting system`, bootTimeout)
+			v.waitExit(bootTimeout)
+			v = boot(t, "unhealthy-after", data, "", "")
+			_, m = v.waitFor(bootLine, bootTimeout)
+			if m[1] != "b" || m[2] != "2.0.0" || m[3] != "false" {
+				t.Fatalf("after the rollback: slot %s version %s trial %s; want b 2.0.0 false", m[1], m[2], m[3])
+			}
+			_, r := v.waitFor(`msg="last update" .*outcome=rolled_back version=4\.0\.0 reason="([^"]*module crasher[^"]*)"`, bootTimeout)
+			v.waitFor(`"module": "SimulatedTemperatureSensor"`, bootTimeout)
+			v.kill()
+			fig.add("unhealthy 4.0.0: rolled back by its own health check, reported as %q", r[1])
 		})
 	}
 
