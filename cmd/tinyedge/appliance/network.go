@@ -129,11 +129,9 @@ func (realNet) setAddr(name string, c addrConfig) error {
 	return nil
 }
 
-// Network configures the loopback interface and each interface, and for
-// DHCP interfaces keeps the lease renewed until ctx ends; it returns once
-// every interface got its first configuration or gave up trying for now
-// (DHCP goes on retrying in the background, owned by the returned wait).
-// DNS servers go to /etc/resolv.conf.
+// Network configures the network interfaces: the loopback, static
+// addresses, and DHCP leases kept renewed by one goroutine per interface.
+// Name servers go to /etc/resolv.conf.
 type Network struct {
 	Machine *Machine
 	Logger  *slog.Logger
@@ -143,8 +141,10 @@ type Network struct {
 	wg      sync.WaitGroup
 }
 
-// Start brings the interfaces up; DHCP runs in goroutines that end with
-// ctx (Wait waits for them).
+// Start brings the interfaces up and configures the static ones; DHCP
+// runs in goroutines that retry until they get a lease and renew it at
+// half its time, until ctx ends (Wait waits for them). It returns the
+// problems of the static settings and of interfaces that are missing.
 func (n *Network) Start(ctx context.Context, ifaces []Interface) error {
 	if n.ops == nil {
 		n.ops = realNet{}
