@@ -5,7 +5,8 @@ GO        ?= go
 PKG       := github.com/tinyedge/tinyedge
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+COMMIT_TIME ?= $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_TIME)
 STATICCHECK_VERSION := v0.8.2
 DIST      := dist
 RUNFLAGS  ?=

@@ -315,9 +315,17 @@ func interfaces(cs []InterfaceConfig) []appliance.Interface {
 	return out
 }
 
-// buildTime is when the running binary's commit was made (the vcs.time
-// the Go toolchain stamps): a clock reading earlier is certainly wrong.
+// commitTime is the commit's time (RFC 3339), set at build time with
+// -ldflags -X main.commitTime (scripts/image.sh, the Makefile).
+var commitTime string
+
+// buildTime is when the running binary's commit was made: commitTime, or
+// the vcs.time the Go toolchain stamps when it may. A clock reading
+// earlier is certainly wrong.
 func buildTime() time.Time {
+	if t, err := time.Parse(time.RFC3339, commitTime); err == nil {
+		return t
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.time" {
