@@ -87,6 +87,12 @@ func boot(t *testing.T, name, data, media, cmdline string, qemuArgs ...string) *
 	}
 	cmd := exec.Command(filepath.Join(repo, "scripts", "qemu.sh"), args...)
 	cmd.Env = append(os.Environ(), "DATA="+data, "APPEND="+cmdline, "IMG="+imgDir)
+	return startVM(t, name, cmd)
+}
+
+// startVM starts a QEMU command and reads its console.
+func startVM(t *testing.T, name string, cmd *exec.Cmd) *vm {
+	t.Helper()
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
@@ -519,6 +525,36 @@ func TestSystem(t *testing.T) {
 			fig.add("unhealthy 4.0.0: rolled back by its own health check, reported as %q", r[1])
 		})
 	}
+
+	t.Run("raspberry pi sd card", func(t *testing.T) {
+		// The SD card of make image RPI=1 on QEMU's Raspberry Pi 3B: the
+		// SD controller's modules load, the data partition is found on
+		// mmcblk0p2 by its label, and slot a boots. (QEMU's raspi3b has no
+		// network and starts kernel8.img itself, without the firmware.)
+		sd := filepath.Join(imgDir, "rpi-sdcard.img")
+		if _, err := os.Stat(sd); err != nil {
+			t.Fatalf("%v: scripts/system-test.sh builds the image with RPI=1", err)
+		}
+		card := filepath.Join(dir, "sdcard.img")
+		run(t, nil, "cp", "--sparse=always", sd, card)
+		run(t, nil, "truncate", "-s", "1G", card) // QEMU wants a power of two
+		cmd := exec.Command("qemu-system-aarch64", "-M", "raspi3b", "-nographic", "-no-reboot", "-serial", "mon:stdio",
+			"-kernel", filepath.Join(imgDir, "vmlinuz"), "-initrd", filepath.Join(imgDir, "initramfs.cpio.gz"),
+			"-dtb", filepath.Join(workDir, "rpi-boot", "bcm2837-rpi-3-b.dtb"),
+			"-append", "console=ttyAMA0 quiet panic=-1 -- init update status",
+			"-drive", "file="+card+",if=sd,format=raw")
+		v := startVM(t, "rpi3", cmd)
+		v.waitFor(`msg="data partition" .*device=/dev/mmcblk0p2`, 2*bootTimeout)
+		_, m := v.waitFor(bootLine, bootTimeout)
+		if m[1] != "a" || m[2] != "1.0.0" {
+			t.Errorf("pi: slot %s version %s; want a 1.0.0", m[1], m[2])
+		}
+		v.waitFor(`clock was behind the last known time; moved forward`, bootTimeout)
+		v.waitFor(`^active +slot a \(1\.0\.0\)`, bootTimeout)
+		v.waitFor(`reboot: Power down`, bootTimeout)
+		v.waitExit(bootTimeout)
+		fig.add("raspberry pi: the SD card booted on QEMU raspi3b, data partition on mmcblk0p2")
+	})
 
 	t.Run("power cuts, store", func(t *testing.T) {
 		data := dataDisk(t, dir, "crash")
