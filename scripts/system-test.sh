@@ -10,5 +10,6 @@ if [ ! -f dist/image/data.img ] || [ ! -f dist/image/rpi-sdcard.img ] || [ ! -f 
 fi
 rm -rf dist/system-test
 go test -tags system -count=1 -v -timeout 40m -run TestSystem ./build/image/ 2>&1 | tee dist/system-test.out | grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok|panic)|system_test.go' || true
+[ -f dist/system-test/summary.txt ] && sed 's/^/  /' dist/system-test/summary.txt
 # The exit status is go test's, which tee hid.
 tail -n 5 dist/system-test.out | grep -q '^ok' 
