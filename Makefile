@@ -5,13 +5,14 @@ GO        ?= go
 PKG       := github.com/tinyedge/tinyedge
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-COMMIT_TIME ?= $(shell git log -1 --format=%cI 2>/dev/null)
-LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.commitTime=$(COMMIT_TIME)
+BUILD_TIME ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# buildTime: a clock reading earlier than it is not trusted (no SAS token is minted on it).
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.buildTime=$(BUILD_TIME)
 STATICCHECK_VERSION := v0.8.2
 DIST      := dist
 RUNFLAGS  ?=
 
-.PHONY: all build cross bundle run test test-race test-qemu bench soak lint deps clean image qemu test-system
+.PHONY: all build cross bundle run test test-race test-qemu bench soak lint deps sdk clean image qemu test-system
 
 all: build
 
@@ -39,11 +40,11 @@ bundle: cross build
 # The quickstart: simulated temperature sensor -> filter -> $upstream,
 # printed to the terminal. Ctrl-C stops it.
 run: build
-	./$(DIST)/tinyedge run --upstream console $(RUNFLAGS)
+	./$(DIST)/tinyedge run $(RUNFLAGS)
 
 # Everything: lint, the race-detector run, and the suite on arm64 and armv6
 # under qemu-user.
-test: deps lint test-race test-qemu
+test: deps sdk lint test-race test-qemu
 	@echo "make test: all passed"
 
 test-race:
@@ -90,6 +91,11 @@ test-system: deps
 # Installs what the tests need on a fresh Debian machine.
 deps:
 	./scripts/deps.sh
+
+# The official Azure IoT Node SDK (scripts/sdk, pinned by its lockfile)
+# that the conformance tests drive against hubsim; needs node and npm.
+sdk:
+	./scripts/deps.sh sdk
 
 clean:
 	rm -rf $(DIST)

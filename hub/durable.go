@@ -21,8 +21,9 @@ const UpstreamQueue = "$upstream"
 // before Send returns, so a send's success means "on disk". A pump owned
 // by the hub reads the queue in priority order, hands each message to
 // Options.Upstream and acknowledges it in the store only after that
-// endpoint took it; what was not acknowledged when the process died is
-// delivered again after a restart.
+// endpoint took it (for an Uplink: after its ack, see uplink.go); what was
+// not acknowledged when the process died is delivered again after a
+// restart.
 
 // durable reports whether $upstream goes through the store.
 func (h *Hub) durable() bool { return h.opts.Store != nil }
@@ -59,8 +60,14 @@ func (h *Hub) ttlFor(route time.Duration) time.Duration {
 // pumpBatch is how many messages the pump reads from the store at a time.
 const pumpBatch = 64
 
-// pump delivers the $upstream queue to Options.Upstream until ctx ends.
+// pump delivers the $upstream queue to Options.Upstream until ctx ends:
+// with a window of messages in flight when it is an Uplink, else one
+// message at a time.
 func (h *Hub) pump(ctx context.Context) {
+	if up, ok := h.opts.Upstream.(Uplink); ok {
+		h.pumpUplink(ctx, up)
+		return
+	}
 	st, sink := h.opts.Store, h.opts.Upstream
 	log := h.log.With("queue", UpstreamQueue, "endpoint", sink.Name())
 	backoff := time.Duration(0)
@@ -152,6 +159,10 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 type twinBlob struct {
 	Doc      map[string]any `json:"doc"`
 	Deployed map[string]any `json:"deployed"`
+	// Cloud is the cloud's desired document as last fetched or patched,
+	// and CloudVersion its $version (see cloud.go).
+	Cloud        map[string]any `json:"cloud,omitempty"`
+	CloudVersion int64          `json:"cloudVersion,omitempty"`
 }
 
 // loadTwin returns the module's cached twin and the desired properties of
@@ -198,7 +209,7 @@ func (h *Hub) saveTwin(md *module) {
 	if !h.durable() {
 		return
 	}
-	d, err := json.Marshal(twinBlob{Doc: md.tw.Desired.Doc, Deployed: md.deployed})
+	d, err := json.Marshal(twinBlob{Doc: md.tw.Desired.Doc, Deployed: md.deployed, Cloud: md.cloud, CloudVersion: md.cloudVersion})
 	if err == nil {
 		var r []byte
 		r, err = json.Marshal(md.tw.Reported.Doc)

@@ -62,6 +62,10 @@ type Options struct {
 	StopTimeout time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// CloudModules are the modules whose twins are synced with the cloud
+	// by the upstream link (they have their own identity there): with a
+	// Store, their reported patches are queued durably for the link.
+	CloudModules []string
 }
 
 // Stats are the hub's counters, named after edgeHub's metrics.
@@ -97,10 +101,15 @@ type Hub struct {
 
 	wg sync.WaitGroup // supervisors
 
+	ext externals // external modules and leaf devices (external.go)
+
 	defaultTTL atomic.Int64  // the deployment's storeAndForwardConfiguration TTL
 	pumpWake   chan struct{} // an append happened; capacity 1
 	pumpStop   context.CancelFunc
 	pumpDone   chan struct{}
+
+	repMu sync.Mutex
+	repCh chan struct{} // closed when a reported patch is queued for the cloud
 }
 
 // New returns a hub with no routes and no modules.
@@ -296,22 +305,31 @@ func (h *Hub) formatIDs(first uint64) *idBlock {
 // returns when every sink has taken the message (for in-process inputs:
 // once it is in the input's buffer). Send takes ownership of m.
 func (h *Hub) Send(ctx context.Context, moduleID, output string, m *message.Message) error {
-	return h.accept(ctx, moduleID, output, m)
+	return h.accept(ctx, h.opts.DeviceID, moduleID, output, m)
 }
 
 // SendDevice accepts device telemetry (source /messages) from the edge
 // device itself.
 func (h *Hub) SendDevice(ctx context.Context, m *message.Message) error {
-	return h.accept(ctx, "", "", m)
+	return h.accept(ctx, h.opts.DeviceID, "", "", m)
 }
 
-func (h *Hub) accept(ctx context.Context, moduleID, output string, m *message.Message) error {
+func (h *Hub) accept(ctx context.Context, deviceID, moduleID, output string, m *message.Message) error {
+	keys, err := h.stamp(deviceID, moduleID, output, m)
+	if err != nil {
+		return err
+	}
+	return h.route(ctx, m, keys)
+}
+
+// stamp sets the system properties the hub owns and checks the size.
+func (h *Hub) stamp(deviceID, moduleID, output string, m *message.Message) (message.PropertyKeys, error) {
 	if m == nil {
-		return errors.New("send: nil message")
+		return 0, errors.New("send: nil message")
 	}
 	s := &m.System
 	// The hub, not the sender, says who sent it.
-	s.ConnectionDeviceID = h.opts.DeviceID
+	s.ConnectionDeviceID = deviceID
 	s.ConnectionModuleID = moduleID
 	s.OutputName = output
 	s.InputName = ""
@@ -319,7 +337,7 @@ func (h *Hub) accept(ctx context.Context, moduleID, output string, m *message.Me
 	size, keys := m.Measure()
 	if err := message.CheckSize(size); err != nil {
 		h.drop("too_large")
-		return fmt.Errorf("send on output %q: %w", output, err)
+		return 0, fmt.Errorf("send on output %q: %w", output, err)
 	}
 	seq := h.seq.Add(1)
 	m.Seq = seq
@@ -328,7 +346,7 @@ func (h *Hub) accept(ctx context.Context, moduleID, output string, m *message.Me
 	}
 	s.EnqueuedTime = h.now()
 	h.received.Add(1)
-	return h.route(ctx, m, keys)
+	return keys, nil
 }
 
 // twinFor returns the module's twin, for code outside the module (the CLI,

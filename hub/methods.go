@@ -33,6 +33,9 @@ func (h *Hub) InvokeMethod(ctx context.Context, deviceID, moduleID string, req M
 	if len(req.Payload) > MaxMethodPayload {
 		return MethodResponse{}, fmt.Errorf("method %q: payload is %d bytes, the limit is %d", req.Name, len(req.Payload), MaxMethodPayload)
 	}
+	if resp, ok, err := h.invokeRemote(ctx, deviceID, moduleID, req, timeout); ok {
+		return resp, err
+	}
 	if deviceID != h.opts.DeviceID {
 		return MethodResponse{Status: 404, Payload: errorPayload(fmt.Sprintf("device %q is not this edge device (%q)", deviceID, h.opts.DeviceID))}, nil
 	}

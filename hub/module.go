@@ -20,6 +20,10 @@ type module struct {
 	twinMu   sync.Mutex
 	tw       *twin.Twin
 	deployed map[string]any // the desired properties the last deployment gave
+	// cloud is the cloud's desired document as last seen, cloudVersion
+	// its $version (see cloud.go).
+	cloud        map[string]any
+	cloudVersion int64
 
 	active atomic.Pointer[Client] // the running client, nil between runs
 
@@ -47,6 +51,7 @@ func (md *module) patchDesired(patch map[string]any) (int64, error) {
 	if c := md.active.Load(); c != nil {
 		c.queuePatch()
 	}
+	md.hub.desiredChanged(md)
 	return v, nil
 }
 
@@ -77,6 +82,9 @@ func (md *module) patchReported(patch map[string]any) (int64, error) {
 		return 0, fmt.Errorf("patch reported properties of %s: %w", md.id, err)
 	}
 	md.hub.saveTwin(md)
+	if err := md.queueReported(patch); err != nil {
+		return v, fmt.Errorf("reported properties of %s applied here but not queued for the cloud: %w", md.id, err)
+	}
 	return v, nil
 }
 

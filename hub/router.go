@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub/message"
@@ -16,17 +17,22 @@ import (
 // routes or the modules change.
 type router struct {
 	routes []*route.Route
-	ends   []*inbox // per route: the module input's endpoint; nil for $upstream or an unknown module
+	ends   []*inbox    // per route: the module input's endpoint; nil for $upstream or an unknown module
+	ext    []*extQueue // per route: the external module input's queue, or nil
 }
 
 // compileRouter resolves the routes' module sinks against the modules
 // table. h.mu must be held.
 func (h *Hub) compileRouter(routes []*route.Route) *router {
-	r := &router{routes: append([]*route.Route(nil), routes...), ends: make([]*inbox, len(routes))}
+	r := &router{routes: append([]*route.Route(nil), routes...), ends: make([]*inbox, len(routes)), ext: make([]*extQueue, len(routes))}
 	for i, rt := range r.routes {
 		if rt.Sink.Kind == route.ModuleInput {
 			if md := h.modules[rt.Sink.Module]; md != nil {
-				r.ends[i] = md.inbox
+				if md.spec.External {
+					r.ext[i] = h.extQueue(rt.Sink.Module, rt.Sink.Input)
+				} else {
+					r.ends[i] = md.inbox
+				}
 			}
 		}
 	}
@@ -37,7 +43,8 @@ func (h *Hub) compileRouter(routes []*route.Route) *router {
 // to live of the routes that chose it.
 type hit struct {
 	sink     *route.Sink // of the first route that chose it
-	end      *inbox      // for module inputs
+	end      *inbox      // for in-process module inputs
+	ext      *extQueue   // for external module inputs
 	priority uint32
 	ttl      time.Duration
 }
@@ -65,7 +72,7 @@ func (r *router) match(m *message.Message, keys message.PropertyKeys, hits []hit
 			}
 		}
 		if !dup {
-			hits = append(hits, hit{sink: &rt.Sink, end: r.ends[i], priority: rt.Priority, ttl: rt.TimeToLive})
+			hits = append(hits, hit{sink: &rt.Sink, end: r.ends[i], ext: r.ext[i], priority: rt.Priority, ttl: rt.TimeToLive})
 		}
 	}
 	return hits
@@ -75,17 +82,38 @@ func (r *router) match(m *message.Message, keys message.PropertyKeys, hits []hit
 // route selects is counted as dropped with reason "no_route", as edgeHub
 // does.
 func (h *Hub) route(ctx context.Context, m *message.Message, keys message.PropertyKeys) error {
+	durable, err := h.routeMemory(ctx, m, keys)
+	if len(durable) > 0 {
+		// Stored once for all durable sinks, committed before we return.
+		if derr := h.appendDurable(ctx, m, durable); derr != nil {
+			err = errors.Join(err, fmt.Errorf("store for %s: %w", durableNames(durable), derr))
+		} else {
+			h.durableDone(durable)
+		}
+	}
+	return err
+}
+
+// routeMemory delivers m to the sinks its routes select that are not
+// durable and returns the store targets of the durable ones ($upstream
+// and external module inputs, with a store), for the caller to commit.
+func (h *Hub) routeMemory(ctx context.Context, m *message.Message, keys message.PropertyKeys) ([]store.Target, error) {
 	var scratch [8]hit
 	hits := h.router.Load().match(m, keys, scratch[:0])
 	if len(hits) == 0 {
 		h.drop("no_route")
-		return nil
+		return nil, nil
 	}
 	var errs []error
 	var durable []store.Target
 	for i := range hits {
 		if hits[i].sink.Kind == route.Upstream && h.durable() {
 			durable = append(durable, store.Target{Endpoint: UpstreamQueue, Priority: hits[i].priority, TTL: h.ttlFor(hits[i].ttl)})
+			continue
+		}
+		if hits[i].ext != nil && h.durable() {
+			// The input name is stamped when the queue is read.
+			durable = append(durable, store.Target{Endpoint: hits[i].ext.name, Priority: hits[i].priority, TTL: h.ttlFor(hits[i].ttl)})
 			continue
 		}
 		hm := m
@@ -100,15 +128,18 @@ func (h *Hub) route(ctx context.Context, m *message.Message, keys message.Proper
 		}
 		h.sent.Add(1)
 	}
-	if len(durable) > 0 {
-		// Stored once for all durable sinks, committed before we return.
-		if err := h.appendDurable(ctx, m, durable); err != nil {
-			errs = append(errs, fmt.Errorf("store for $upstream: %w", err))
-		} else {
-			h.sent.Add(uint64(len(durable)))
+	return durable, errors.Join(errs...)
+}
+
+// durableDone counts committed deliveries and wakes the readers of the
+// external modules' queues among them.
+func (h *Hub) durableDone(targets []store.Target) {
+	h.sent.Add(uint64(len(targets)))
+	for _, t := range targets {
+		if module, ok := externalModuleOf(t.Endpoint); ok {
+			h.wakeModule(module)
 		}
 	}
-	return errors.Join(errs...)
 }
 
 func (h *Hub) deliver(ctx context.Context, m *message.Message, ht *hit) error {
@@ -121,6 +152,14 @@ func (h *Hub) deliver(ctx context.Context, m *message.Message, ht *hit) error {
 		}
 		return h.opts.Upstream.Deliver(ctx, m, d)
 	case route.ModuleInput:
+		if ht.ext != nil {
+			m.System.InputName = ht.sink.Input
+			if err := ht.ext.Deliver(ctx, m, d); err != nil {
+				return err
+			}
+			h.wakeModule(ht.ext.module)
+			return nil
+		}
 		if ht.end == nil {
 			h.drop("unknown_module")
 			return fmt.Errorf("%w %q", ErrUnknownModule, ht.sink.Module)
@@ -129,6 +168,14 @@ func (h *Hub) deliver(ctx context.Context, m *message.Message, ht *hit) error {
 		return ht.end.Deliver(ctx, m, d)
 	}
 	return fmt.Errorf("unknown sink %v", ht.sink)
+}
+
+func durableNames(ts []store.Target) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.Endpoint
+	}
+	return strings.Join(names, ", ")
 }
 
 // lookupModule reads the copy-on-write module table without a lock: it is

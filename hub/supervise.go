@@ -56,6 +56,13 @@ type ModuleSpec struct {
 	Status        string         // StatusRunning (default) or StatusStopped
 	RestartPolicy RestartPolicy  // default RestartAlways, as in IoT Edge
 	StartupOrder  int64          // lower starts first
+	// External marks a module that talks to the hub through the local
+	// MQTT endpoint rather than a Client (see external.go): its inputs
+	// are queues the endpoint delivers, its methods are called over
+	// MQTT. A process module is external and has a Module (the hub runs
+	// its program); an external module without a Module is started
+	// elsewhere, and the hub neither starts nor restarts it.
+	External bool
 }
 
 // Deployment is what the hub runs: modules and routes.
@@ -161,7 +168,7 @@ func (h *Hub) Deploy(d Deployment) error {
 			return fmt.Errorf("deploy: module %q is listed twice", s.Name)
 		}
 		seen[s.Name] = true
-		if s.Module == nil {
+		if s.Module == nil && !s.External {
 			return fmt.Errorf("deploy: module %q has no implementation", s.Name)
 		}
 		if s.Status == "" {
@@ -236,13 +243,14 @@ func (h *Hub) Deploy(d Deployment) error {
 				deployed = twin.Clone(s.Desired)
 			}
 			md = &module{id: s.Name, hub: h, inbox: newInbox(s.Name, h.opts.InputCapacity), tw: tw, deployed: deployed}
+			h.loadCloudTwin(md)
 			h.modules[s.Name] = md
 		}
 		if err := md.applyDeployment(s.Desired); err != nil {
 			errs = append(errs, fmt.Errorf("deploy: module %q: desired properties: %w", s.Name, err))
 		}
 		md.spec = s
-		if md.sup == nil && s.Status == StatusRunning {
+		if md.sup == nil && s.Status == StatusRunning && s.Module != nil {
 			start = append(start, md)
 		}
 	}
@@ -265,7 +273,7 @@ func (h *Hub) publishModules() {
 }
 
 func changed(a, b ModuleSpec) bool {
-	return a.Image != b.Image || a.Version != b.Version || a.Status != b.Status ||
+	return a.Image != b.Image || a.Version != b.Version || a.Status != b.Status || a.External != b.External ||
 		a.RestartPolicy != b.RestartPolicy || !maps.Equal(a.Env, b.Env)
 }
 
@@ -298,6 +306,9 @@ func (h *Hub) ModuleStatus() []ModuleStatus {
 	out := make([]ModuleStatus, 0, len(h.modules))
 	for name, md := range h.modules {
 		st := ModuleStatus{Name: name, State: StateStopped}
+		if md.spec.External {
+			st = h.externalStatus(name)
+		}
 		if md.sup != nil {
 			md.sup.mu.Lock()
 			st = md.sup.status

@@ -159,7 +159,8 @@ cp -L "$e2/lib/ld-linux-aarch64.so.1" "$rd/lib/ld-linux-aarch64.so.1" 2>/dev/nul
 	cp -L "$e2/usr/lib/ld-linux-aarch64.so.1" "$rd/lib/ld-linux-aarch64.so.1"
 
 # 3. tinyedge for arm64: the boot stage (/init) and slot a.
-ldflags="-s -w -X main.version=$VERSION -X main.commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) -X main.commitTime=$(git log -1 --format=%cI 2>/dev/null)"
+# buildTime: the commit's date, so the same commit builds the same image.
+ldflags="-s -w -X main.version=$VERSION -X main.commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) -X main.buildTime=$(git log -1 --format=%cI 2>/dev/null)"
 CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -ldflags "$ldflags" -o "$WORK/tinyedge-arm64" ./cmd/tinyedge
 cp "$WORK/tinyedge-arm64" "$rd/init"
 (cd "$rd" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9n >"$OUT/initramfs.cpio.gz"

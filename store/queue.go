@@ -85,8 +85,89 @@ func checkEndpoint(op, name string) error {
 // once the writer has the message, Append waits for the commit, so a nil
 // error always means "on disk" and an error always means "not stored".
 func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, meta Meta) (uint64, error) {
+	a, err := s.prepareAppend(targets, payload, meta)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.closeMu.RUnlock()
+	if err := s.submit(ctx, &op{name: "append", app: a}); err != nil {
+		return 0, err
+	}
+	return a.seq, nil
+}
+
+// Entry is one message of AppendBatch.
+type Entry struct {
+	Targets []Target
+	Payload []byte
+	Meta    Meta
+}
+
+// AppendBatch appends entries as Append would one after the other, but
+// hands them to the writer together: they are committed in the same
+// transaction, with sequence numbers increasing in the order given (so
+// one producer's messages keep their order in every queue). It returns
+// when each entry has committed or failed; errs[i] is nil when entry i
+// is on disk, with seqs[i] its sequence number. An entry that fails (a
+// full store refuses it) does not stop the others: a caller that must
+// not skip one stops at the first error and sends the rest again (they
+// are then stored twice, which at-least-once delivery allows).
+//
+// ctx bounds only the wait for room in the writer's queue.
+func (s *Store) AppendBatch(ctx context.Context, entries []Entry) (seqs []uint64, errs []error) {
+	seqs, errs = make([]uint64, len(entries)), make([]error, len(entries))
+	ops := make([]*op, len(entries))
+	var carrier *op
+	for i, e := range entries {
+		a, err := s.prepareAppend(e.Targets, e.Payload, e.Meta)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		o := &op{name: "append", app: a, done: make(chan error, 1)}
+		ops[i] = o
+		if carrier == nil {
+			carrier = o
+		} else {
+			carrier.rest = append(carrier.rest, o)
+		}
+	}
+	if carrier == nil {
+		return seqs, errs
+	}
+	fail := func(err error) ([]uint64, []error) {
+		for i := range errs {
+			if ops[i] != nil {
+				errs[i] = err
+			}
+		}
+		return seqs, errs
+	}
+	if err := s.enter(); err != nil {
+		return fail(err)
+	}
+	defer s.closeMu.RUnlock()
+	if err := s.send(ctx, carrier); err != nil {
+		return fail(err)
+	}
+	for i, o := range ops {
+		if o == nil {
+			continue
+		}
+		if errs[i] = <-o.done; errs[i] == nil {
+			seqs[i] = o.app.seq
+		}
+	}
+	return seqs, errs
+}
+
+// prepareAppend checks an append's targets and encodes its record.
+func (s *Store) prepareAppend(targets []Target, payload []byte, meta Meta) (*appendReq, error) {
 	if len(targets) == 0 {
-		return 0, fmt.Errorf("%w: append: no targets", ErrInvalid)
+		return nil, fmt.Errorf("%w: append: no targets", ErrInvalid)
 	}
 	rec := messageRecord{V: recordVersion, Props: meta.Properties, Payload: payload}
 	enq := meta.Enqueued
@@ -98,10 +179,10 @@ func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, me
 	seen := make(map[string]bool, len(targets))
 	for _, t := range targets {
 		if err := checkEndpoint("append", t.Endpoint); err != nil {
-			return 0, err
+			return nil, err
 		}
 		if seen[t.Endpoint] {
-			return 0, fmt.Errorf("%w: append: endpoint %q listed twice", ErrInvalid, t.Endpoint)
+			return nil, fmt.Errorf("%w: append: endpoint %q listed twice", ErrInvalid, t.Endpoint)
 		}
 		seen[t.Endpoint] = true
 		ttl := t.TTL
@@ -121,18 +202,11 @@ func (s *Store) Append(ctx context.Context, targets []Target, payload []byte, me
 	}
 	data, err := encodeRecord(rec)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	a := &appendReq{targets: trs, rec: data, trusted: rec.Trusted}
 	a.est = estimate(len(data), len(targets))
-	if err := s.enter(); err != nil {
-		return 0, err
-	}
-	defer s.closeMu.RUnlock()
-	if err := s.submit(ctx, &op{name: "append", app: a}); err != nil {
-		return 0, err
-	}
-	return a.seq, nil
+	return a, nil
 }
 
 // estimate is the bytes a message of recLen bytes with n references adds

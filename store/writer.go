@@ -24,6 +24,15 @@ type op struct {
 
 	err  error // set when the op is refused before it runs (ErrFull)
 	skip bool
+
+	// rest are ops handed over with this one (AppendBatch): the writer
+	// takes them into the same batch, in order.
+	rest []*op
+}
+
+// withRest appends o and the ops handed over with it to batch.
+func withRest(batch []*op, o *op) []*op {
+	return append(append(batch, o), o.rest...)
 }
 
 type appendReq struct {
@@ -61,6 +70,15 @@ type wtx struct {
 // outcome is always waited for, so the caller never has to guess whether
 // a message was stored.
 func (s *Store) submit(ctx context.Context, o *op) error {
+	if err := s.send(ctx, o); err != nil {
+		return err
+	}
+	return <-o.done
+}
+
+// send hands o to the writer without waiting for it to run; o.done
+// receives the outcome.
+func (s *Store) send(ctx context.Context, o *op) error {
 	o.done = make(chan error, 1)
 	select {
 	case s.ops <- o:
@@ -71,7 +89,7 @@ func (s *Store) submit(ctx context.Context, o *op) error {
 			return ctx.Err()
 		}
 	}
-	return <-o.done
+	return nil
 }
 
 // writer gathers pending ops into batches and commits them.
@@ -81,7 +99,7 @@ func (s *Store) writer() {
 	for {
 		select {
 		case o := <-s.ops:
-			batch = s.gather(append(batch[:0], o))
+			batch = s.gather(withRest(batch[:0], o))
 			s.commit(batch)
 			clear(batch)
 		case <-s.quit:
@@ -91,7 +109,7 @@ func (s *Store) writer() {
 			for {
 				select {
 				case o := <-s.ops:
-					s.commit([]*op{o})
+					s.commit(withRest(nil, o))
 				default:
 					return
 				}
@@ -124,7 +142,7 @@ func (s *Store) gather(batch []*op) []*op {
 		for len(batch) < target {
 			select {
 			case o := <-s.ops:
-				batch = s.drainReady(append(batch, o))
+				batch = s.drainReady(withRest(batch, o))
 			case <-t.C:
 				break loop
 			case <-s.quit:
@@ -141,7 +159,7 @@ func (s *Store) drainReady(batch []*op) []*op {
 	for len(batch) < s.opts.MaxBatch {
 		select {
 		case o := <-s.ops:
-			batch = append(batch, o)
+			batch = withRest(batch, o)
 		default:
 			return batch
 		}

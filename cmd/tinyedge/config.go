@@ -15,6 +15,19 @@ import (
 // /etc/aziot/config.toml.
 const defaultConfigPath = "/etc/tinyedge/config.toml"
 
+// configEnv names the config file instead of the default path when
+// --config is not given (a file it names must exist).
+const configEnv = "TINYEDGE_CONFIG"
+
+// configPathFromEnv is the default of --config: $TINYEDGE_CONFIG, else
+// defaultConfigPath.
+func configPathFromEnv() (path string, named bool) {
+	if p := os.Getenv(configEnv); p != "" {
+		return p, true
+	}
+	return defaultConfigPath, false
+}
+
 // Config is the device config file (TOML). Its provisioning section reads
 // like IoT Edge's config.toml, so a user can copy theirs:
 //
@@ -104,8 +117,13 @@ type MQTTConfig struct {
 	Username string `toml:"username"`
 	Password string `toml:"password"`
 	// Topic is the template messages are published on; {deviceId},
-	// {moduleId} and {outputName} are replaced.
+	// {moduleId}, {outputName}, {messageId}, {correlationId},
+	// {contentType}, {priority} and {property:NAME} are replaced.
 	Topic string `toml:"topic"`
+	// IdentityCert and IdentityPK are an optional X.509 client identity
+	// (file:// URIs or paths) for an ssl:// broker.
+	IdentityCert string `toml:"identity_cert"`
+	IdentityPK   string `toml:"identity_pk"`
 }
 
 // EdgeConfig configures the local MQTT endpoint for external modules
@@ -117,6 +135,9 @@ type EdgeConfig struct {
 	// PlainListen is an optional listener without TLS. It must be a
 	// loopback address.
 	PlainListen string `toml:"plain_listen"`
+	// MethodsListen is the HTTPS listener for module-to-module direct
+	// methods (default ":443", where the SDKs call; "off" disables it).
+	MethodsListen string `toml:"methods_listen"`
 	// MaxConnections bounds concurrent clients (default 100).
 	MaxConnections int `toml:"max_connections"`
 	// LeafDevices are the downstream devices allowed to connect.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -18,7 +17,6 @@ import (
 	"github.com/tinyedge/tinyedge/build/ota"
 	"github.com/tinyedge/tinyedge/cmd/tinyedge/appliance"
 	"github.com/tinyedge/tinyedge/hub"
-	"github.com/tinyedge/tinyedge/store"
 )
 
 // ApplianceConfig is the config file's [appliance] section: what
@@ -168,7 +166,7 @@ func runAppliance(ctx context.Context, m *appliance.Machine, d ota.Decision, com
 	// real-time clock behind it: it moves forward, and stays untrusted
 	// until NTP syncs. One that reads later came from a real-time clock
 	// and is trusted now.
-	switch to, err := m.RestoreClock(applianceDataDir, buildTime(), time.Now()); {
+	switch to, err := m.RestoreClock(applianceDataDir, trustedAfter(), time.Now()); {
 	case err != nil:
 		log.Warn("clock", "err", err)
 	case !to.IsZero():
@@ -214,7 +212,8 @@ func runAppliance(ctx context.Context, m *appliance.Machine, d ota.Decision, com
 		// The service asks for a restart into an update by exiting with
 		// exitRestart, as a trial run does under the installed binary's
 		// watch: PID 1 then reboots, and the boot stage chooses the slot.
-		Env:         append(os.Environ(), trialEnv+"=1", clockSyncedEnv+"="+appliance.SyncedMarker),
+		Env: append(os.Environ(), trialEnv+"=1", clockSyncedEnv+"="+appliance.SyncedMarker,
+			configEnv+"="+cfgPath),
 		OneShot:     oneShot,
 		Trial:       d.Trial && !oneShot,
 		TrialWindow: window + trialGrace(window),
@@ -315,29 +314,6 @@ func interfaces(cs []InterfaceConfig) []appliance.Interface {
 	return out
 }
 
-// commitTime is the commit's time (RFC 3339), set at build time with
-// -ldflags -X main.commitTime (scripts/image.sh, the Makefile).
-var commitTime string
-
-// buildTime is when the running binary's commit was made: commitTime, or
-// the vcs.time the Go toolchain stamps when it may. A clock reading
-// earlier is certainly wrong.
-func buildTime() time.Time {
-	if t, err := time.Parse(time.RFC3339, commitTime); err == nil {
-		return t
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.time" {
-				if t, err := time.Parse(time.RFC3339, s.Value); err == nil {
-					return t
-				}
-			}
-		}
-	}
-	return time.Time{}
-}
-
 func kernelUptime() string {
 	b, err := os.ReadFile("/proc/uptime")
 	if err != nil {
@@ -353,16 +329,17 @@ func kernelUptime() string {
 // existence says the clock was synced (appliance.SyncedMarker).
 const clockSyncedEnv = "TINYEDGE_CLOCK_SYNCED"
 
-// storeClockTrust is the store's Trusted option. Outside the appliance it
-// is nil: the store's default (a clock after store.TrustedAfter). Under
-// tinyedge init the clock may have been moved forward to the last known
-// time, which passes that test without being right, so it is trusted
-// only once PID 1 marked it synced (NTP, or a real-time clock). The
-// marker is looked for at most once a second, and never again once there.
-func storeClockTrust() func(time.Time) bool {
+// clockTrust reports whether a clock reading can be trusted: after
+// trustedAfter() (the build time). Under tinyedge init the clock may have
+// been moved forward to the last known time, which passes that test
+// without being right, so there it is trusted only once PID 1 marked it
+// synced (NTP, or a real-time clock at boot). The marker is looked for at
+// most once a second, and never again once there.
+func clockTrust() func(time.Time) bool {
+	after := func(t time.Time) bool { return t.After(trustedAfter()) }
 	marker := os.Getenv(clockSyncedEnv)
 	if marker == "" {
-		return nil
+		return after
 	}
 	var synced atomic.Bool
 	var checked atomic.Int64
@@ -378,8 +355,17 @@ func storeClockTrust() func(time.Time) bool {
 			}
 			synced.Store(true)
 		}
-		return t.After(store.TrustedAfter)
+		return after(t)
 	}
+}
+
+// storeClockTrust is the store's Trusted option: nil (the store's own
+// rule) outside the appliance, clockTrust under tinyedge init.
+func storeClockTrust() func(time.Time) bool {
+	if os.Getenv(clockSyncedEnv) == "" {
+		return nil
+	}
+	return clockTrust()
 }
 
 // watchdogTimeout is what tinyedge asks of the hardware watchdog, and

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/certs"
 	"github.com/tinyedge/tinyedge/hub/deploy"
 	"github.com/tinyedge/tinyedge/hub/identity"
 	"github.com/tinyedge/tinyedge/hub/process"
@@ -23,10 +24,15 @@ func identitiesPath(dataDir string) string { return filepath.Join(dataDir, "iden
 func workloadSocket(dataDir string) string { return filepath.Join(dataDir, "workload.sock") }
 
 // workloadCA makes the certificate authority of the workload API for a
-// data directory. While it is nil the workload API has none: it still
-// signs tokens, but trust-bundle and certificate requests get 503, and
-// the Azure IoT SDKs' fromEnvironment needs the trust bundle.
-var workloadCA func(dataDir string) (workload.CA, error)
+// data directory: the device CA (hub/certs), the same one the local MQTT
+// endpoint's server certificate comes from (startEdge), so the trust
+// bundle modules get verifies the endpoint. While it is nil the workload
+// API has none: it still signs tokens, but trust-bundle and certificate
+// requests get 503, and the Azure IoT SDKs' fromEnvironment needs the
+// trust bundle.
+var workloadCA = func(dataDir string) (workload.CA, error) {
+	return certs.Open(certsDir(dataDir), nil)
+}
 
 // localOptions configure the local services.
 type localOptions struct {

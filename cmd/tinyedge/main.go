@@ -4,7 +4,7 @@
 //
 // Usage:
 //
-//	tinyedge run [--manifest FILE] [--data-dir DIR] [--upstream console] [--log-format text|json]
+//	tinyedge run [--manifest FILE] [--data-dir DIR] [--config FILE] [--upstream iothub|mqtt|console] [--log-format text|json]
 //	tinyedge check --manifest FILE
 //	tinyedge route test --route 'FROM … INTO …' --message FILE
 //	tinyedge store stat|compact [--data-dir DIR]
@@ -13,6 +13,7 @@
 //	tinyedge identities [--show-keys] [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
 //	tinyedge update apply|status|rollback …
+//	tinyedge hubsim serve|identity|twin|method|monitor …
 //	tinyedge init [COMMAND…]
 //	tinyedge version
 package main
@@ -52,7 +53,7 @@ var errUsage = errors.New("usage")
 const usage = `tinyedge — an IoT Edge runtime in one binary
 
 Usage:
-  tinyedge run [--manifest FILE] [--data-dir DIR] [--upstream console] [--log-format text|json]
+  tinyedge run [--manifest FILE] [--data-dir DIR] [--config FILE] [--upstream iothub|mqtt|console] [--log-format text|json]
       Run the hub and the modules of a deployment manifest (the quickstart
       deployment when no manifest is given) until SIGINT or SIGTERM.
       SIGHUP re-reads the manifest and applies it without a restart.
@@ -85,6 +86,8 @@ Usage:
       trusts are DIR/keys/*.pub); show the slots; go back to the previous
       version. The new version boots at the next start and confirms itself
       once healthy, or is rolled back.
+  tinyedge hubsim serve|identity|twin|method|monitor …
+      An IoT Hub emulator and its client (tinyedge hubsim help).
   tinyedge init [--data-label L] [COMMAND ARGS...]
       Be the gateway's PID 1 (run by the kernel; see build/image): mount
       the system, the data partition and the network, boot the OTA slot,
@@ -169,6 +172,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdBundle(args[1:], stdout, stderr)
 	case "update":
 		return cmdUpdate(ctx, args[1:], stdout, stderr)
+	case "hubsim":
+		return cmdHubsim(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help", "-help":

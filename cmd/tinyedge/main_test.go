@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -57,7 +58,36 @@ func TestMain(m *testing.M) {
 		}
 		main()
 	}
-	goleak.VerifyTestMain(m)
+	os.Exit(testMain(m))
+}
+
+// testMain keeps `tinyedge run` in tests on loopback and out of the
+// user's home: the embedded IoT Hub emulator's directory is a temporary
+// one, and the default config puts the local endpoint on a free loopback
+// port without the HTTPS methods listener. Tests that need other settings
+// pass --config.
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tinyedge-cmd-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte("[edge]\nlisten = \"127.0.0.1:0\"\nmethods_listen = \"off\"\n"), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
+	os.Setenv(configEnv, cfg)
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	return code
 }
 
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
@@ -268,12 +298,12 @@ func TestRunCommand(t *testing.T) {
 	var out, errOut syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1", "--log-format", "json"}, &out, &errOut)
+		done <- run(ctx, []string{"run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1", "--log-format", "json"}, &out, &errOut)
 	}()
 	hubtest.WaitFor(t, "an alert on the console", func() bool { return strings.Contains(out.String(), `"MessageType": "Alert"`) })
 
 	// A second instance on the same data dir is refused.
-	if err := run(context.Background(), []string{"run", "--manifest", manifest, "--data-dir", dir}, &syncBuffer{}, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "in use by another tinyedge") {
+	if err := run(context.Background(), []string{"run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir}, &syncBuffer{}, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "in use by another tinyedge") {
 		t.Errorf("second run on the same data dir: %v", err)
 	}
 	cancel()
@@ -306,7 +336,7 @@ func TestSignals(t *testing.T) {
 	if err := os.WriteFile(manifest, quiet, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "run", "--manifest", manifest, "--data-dir", dir, "--log-format", "json")
+	cmd := exec.Command(os.Args[0], "run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir, "--log-format", "json")
 	cmd.Env = append(os.Environ(), "TINYEDGE_MAIN=1")
 	var out, errOut syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -398,7 +428,7 @@ func TestRunSensorExample(t *testing.T) {
 	var out, errOut syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--log-format", "json"}, &out, &errOut)
+		done <- run(ctx, []string{"run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir, "--log-format", "json"}, &out, &errOut)
 	}()
 	hubtest.WaitFor(t, "BME280 readings on the console", func() bool { return strings.Count(out.String(), `"chip": "BME280"`) >= 2 })
 	cancel()
@@ -419,7 +449,9 @@ func TestStoreCommands(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"run", "--data-dir", dir}, &out, &syncBuffer{}) }()
+	go func() {
+		done <- run(ctx, []string{"run", "--upstream", "console", "--data-dir", dir}, &out, &syncBuffer{})
+	}()
 	hubtest.WaitFor(t, "the first message", func() bool { return strings.Contains(out.String(), `"event"`) })
 	// While it runs, the store belongs to it.
 	if _, _, code := runCLI(t, "store", "stat", "--data-dir", dir); code == 0 {
@@ -453,7 +485,7 @@ func TestRunRecoversFromCorruptStore(t *testing.T) {
 	var out, errOut syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"run", "--data-dir", dir, "--log-format", "json"}, &out, &errOut)
+		done <- run(ctx, []string{"run", "--upstream", "console", "--data-dir", dir, "--log-format", "json"}, &out, &errOut)
 	}()
 	hubtest.WaitFor(t, "the first message", func() bool { return strings.Contains(out.String(), `"event"`) })
 	cancel()
@@ -514,7 +546,7 @@ func otaDevice(t *testing.T) (dir string, bundleOf func(binary, version string) 
 // want, then stops it with SIGTERM and returns its log.
 func startTinyedge(t *testing.T, dir string, extra ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"run", "--data-dir", dir, "--log-format", "json"}, extra...)...)
+	cmd := exec.Command(os.Args[0], append([]string{"run", "--upstream", "console", "--data-dir", dir, "--log-format", "json"}, extra...)...)
 	cmd.Env = append(os.Environ(), "TINYEDGE_MAIN=1")
 	return cmd
 }

@@ -134,6 +134,9 @@ func deployment(m *deploy.Manifest, rt *runtimeEnv) hub.Deployment {
 				procs = rt.local.procs
 			}
 			spec.Module = procs.Module(process.Settings{Path: pr.Path, Args: pr.Args, WorkingDir: pr.WorkingDir})
+			// Its outputs, inputs, twin and methods go over the local
+			// MQTT endpoint, and its inputs queue durably for it.
+			spec.External = true
 		} else {
 			spec.Module = builtins[mod.Builtin].new(rt)
 		}
@@ -163,9 +166,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	manifest := fs.String("manifest", "", "deployment manifest `FILE` (default: the built-in quickstart)")
 	dataDir := fs.String("data-dir", defaultDataDir(), "`DIR` for tinyedge's state; one tinyedge at a time may use it")
-	upstream := fs.String("upstream", "console", "where $upstream goes: console (print each message like `az iot hub monitor-events`)")
+	envConfig, envNamed := configPathFromEnv()
+	configPath := fs.String("config", envConfig, "device config `FILE` (TOML): identity, upstream and local endpoint settings (default $"+configEnv+", else "+defaultConfigPath+")")
+	var upf upstreamFlags
+	fs.StringVar(&upf.kind, "upstream", "", "where $upstream goes: iothub (the provisioned IoT Hub), mqtt (any MQTT broker, see --mqtt-broker), hubsim (the IoT Hub emulator, started on loopback unless `tinyedge hubsim serve` runs) or console (print each message like `az iot hub monitor-events`); default: iothub when the config provisions the device, else hubsim")
+	fs.StringVar(&upf.broker, "mqtt-broker", "", "broker `URL` for --upstream mqtt: tcp://host:1883 or ssl://host:8883 (default: upstream.mqtt.broker)")
+	fs.StringVar(&upf.topic, "mqtt-topic", "", "topic `TEMPLATE` for --upstream mqtt, e.g. 'tinyedge/{deviceId}/{moduleId}/{outputName}' (default: upstream.mqtt.topic)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
-	deviceID := fs.String("device-id", hostname(), "the edge device's id")
+	deviceID := fs.String("device-id", hostname(), "the edge device's id (default: the provisioned one, else the host name)")
 	healthWindow := fs.Duration("health-window", 120*time.Second, "how long an updated version has to become healthy before it is rolled back")
 	watchdog := fs.String("watchdog", "", "feed the hardware watchdog `DEVICE` while the hub is healthy (tinyedge init passes /dev/watchdog)")
 	if err := fs.Parse(args); err != nil {
@@ -178,12 +186,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	var up hub.Endpoint
-	switch *upstream {
-	case "console":
-		up = hub.NewConsole(stdout)
+	named := envNamed
+	fs.Visit(func(f *flag.Flag) {
+		named = named || f.Name == "config"
+	})
+	cfg, err := loadConfig(*configPath, named)
+	if err != nil {
+		return err
+	}
+	switch k := upstreamKind(upf.kind, cfg); k {
+	case "console", "iothub", "mqtt", "hubsim":
 	default:
-		return fmt.Errorf("%w: --upstream %q: this build offers only console", errUsage, *upstream)
+		return fmt.Errorf("%w: --upstream %q: want console, iothub, mqtt or hubsim", errUsage, k)
 	}
 
 	// The OTA start-up path, before anything else: run the binary of the
@@ -216,11 +230,46 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 
+	if upstreamKind(upf.kind, cfg) == "hubsim" {
+		names := make([]string, len(m.Modules))
+		for i, mod := range m.Modules {
+			names[i] = mod.Name
+		}
+		prov, ups, stopSim, err := embeddedHub(*deviceID, names, log)
+		if err != nil {
+			return err
+		}
+		// Stopped after the link, which is closed by a later defer.
+		defer stopSim()
+		ups.Window, ups.RateLimit, ups.TokenLifetime = cfg.Upstream.Window, cfg.Upstream.RateLimit, cfg.Upstream.TokenLifetime
+		cfg.Provisioning, cfg.Upstream = prov, ups
+		upf.kind = "iothub"
+	}
+	up, err := newUpstream(upf, cfg, *deviceID, st, stdout, log)
+	if err != nil {
+		return err
+	}
+	deviceSet := false
+	fs.Visit(func(f *flag.Flag) {
+		deviceSet = deviceSet || f.Name == "device-id"
+	})
+	if *deviceID, err = checkDeviceID(deviceSet, *deviceID, up); err != nil {
+		return err
+	}
 	initHardware(m, log)
 	// The hub's log, and with it every module's, is tapped so that
 	// `tinyedge logs` shows built-in modules' lines too.
 	tap, taps := newLogTap(log.Handler())
-	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: slog.New(tap), Upstream: up, Store: st})
+	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: slog.New(tap), Upstream: up.endpoint, Store: st, CloudModules: up.modules})
+	if up.link != nil {
+		// Started once the deployment is applied (below), so the first
+		// twin fetch finds the modules.
+		defer func() {
+			if err := up.link.Close(); err != nil {
+				log.Error("close the upstream link", "err", err)
+			}
+		}()
+	}
 	log.Info("tinyedge starting", "version", version, "device", *deviceID, "manifest", name, "dataDir", *dataDir,
 		"modules", len(m.Modules), "routes", len(m.Routes))
 	ctx, stop := context.WithCancelCause(ctx)
@@ -231,13 +280,32 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer local.close(log)
+	if up.link != nil {
+		local.control.Register("upstream", func() any { return up.link.Status() })
+	}
+	ep, err := startEdgeOrWarn(cfg, h, *dataDir, local.ids, log)
+	if err != nil {
+		_ = h.Close()
+		return err
+	}
+	closeEdge := func() {
+		if ep != nil {
+			if err := ep.Close(); err != nil {
+				log.Error("close the local MQTT endpoint", "err", err)
+			}
+		}
+	}
 	rt := &runtimeEnv{dataDir: *dataDir, local: local, restart: func(reason string) {
 		log.Info("restarting", "reason", reason)
 		stop(errRestartForUpdate)
 	}}
 	if err := apply(h, m, rt, log); err != nil {
+		closeEdge()
 		_ = h.Close()
 		return err
+	}
+	if up.link != nil {
+		up.link.Start(h)
 	}
 	var confirming sync.WaitGroup
 	if *watchdog != "" {
@@ -271,6 +339,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log.Info("tinyedge stopping")
 	confirming.Wait()
 	start := time.Now()
+	// External clients go first, so nothing arrives while modules stop.
+	closeEdge()
 	err = h.Close()
 	hs := h.Stats()
 	log.Info("tinyedge stopped", "took", time.Since(start).Round(time.Millisecond),

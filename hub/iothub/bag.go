@@ -25,23 +25,28 @@ type Bag []Prop
 // A `+` is a plus sign, not a space, as for decodeURIComponent. Decoded keys
 // and values must be UTF-8 and keys must not be empty.
 func ParseBag(s string) (Bag, error) {
-	var bag Bag
-	for i, part := range strings.Split(s, "&") {
+	if s == "" {
+		return nil, nil
+	}
+	bag := make(Bag, 0, strings.Count(s, "&")+1)
+	for i := 1; s != ""; i++ {
+		var part string
+		part, s, _ = strings.Cut(s, "&")
 		if part == "" {
 			continue
 		}
 		rawKey, rawValue, hasValue := strings.Cut(part, "=")
 		key, err := unescape(rawKey)
 		if err != nil {
-			return nil, fmt.Errorf("property bag part %d %q: key: %w", i+1, part, err)
+			return nil, fmt.Errorf("property bag part %d %q: key: %w", i, part, err)
 		}
 		if key == "" {
-			return nil, fmt.Errorf("property bag part %d %q: empty key", i+1, part)
+			return nil, fmt.Errorf("property bag part %d %q: empty key", i, part)
 		}
 		p := Prop{Key: key, Null: !hasValue}
 		if hasValue {
 			if p.Value, err = unescape(rawValue); err != nil {
-				return nil, fmt.Errorf("property bag part %d %q: value of %q: %w", i+1, part, key, err)
+				return nil, fmt.Errorf("property bag part %d %q: value of %q: %w", i, part, key, err)
 			}
 		}
 		bag = append(bag, p)

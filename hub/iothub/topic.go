@@ -52,7 +52,9 @@ type Topic struct {
 // not part of the IoT Hub dialect.
 var ErrUnknownTopic = errors.New("not an IoT Hub topic")
 
-// ParseTopic parses an IoT Hub topic name.
+// ParseTopic parses an IoT Hub topic name. A slash after a message's
+// property bag is dropped: the Node SDK sends module outputs on
+// `devices/{d}/modules/{m}/messages/events/{bag}/`.
 func ParseTopic(s string) (Topic, error) {
 	t, err := parseTopic(s)
 	if err != nil {
@@ -95,12 +97,14 @@ func parseTopic(s string) (Topic, error) {
 		if input == "" {
 			return Topic{}, errors.New("empty input name")
 		}
-		return Topic{Kind: Input, DeviceID: dev, ModuleID: mod, Input: input, Bag: bag}, nil
+		return Topic{Kind: Input, DeviceID: dev, ModuleID: mod, Input: input, Bag: strings.TrimSuffix(bag, "/")}, nil
 	}
 	return Topic{}, ErrUnknownTopic
 }
 
-// cutSection cuts "section" or "section/" off s and returns what follows.
+// cutSection cuts "section" or "section/" off s and returns the bag that
+// follows, without a trailing slash: the Node SDK's sendOutputEvent writes
+// `…/messages/events/{bag}/` (an encoded bag never ends in a slash).
 func cutSection(s, section string) (string, bool) {
 	rest, ok := strings.CutPrefix(s, section)
 	if !ok {
@@ -112,7 +116,7 @@ func cutSection(s, section string) (string, bool) {
 	if rest[0] != '/' {
 		return "", false
 	}
-	return rest[1:], true
+	return strings.TrimSuffix(rest[1:], "/"), true
 }
 
 // parseIoTHubTopic parses what follows "$iothub/".

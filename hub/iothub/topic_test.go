@@ -15,6 +15,10 @@ var topicTests = []struct {
 	{in: "devices/gw/messages/events", want: Topic{Kind: Events, DeviceID: "gw"}},
 	{in: "devices/gw/messages/events/a=1", want: Topic{Kind: Events, DeviceID: "gw", Bag: "a=1"}},
 	{in: "devices/gw/modules/filter/messages/events/%24.on=out1", want: Topic{Kind: Events, DeviceID: "gw", ModuleID: "filter", Bag: "%24.on=out1"}},
+	// What azure-iot-device-mqtt 1.16.4's sendOutputEvent publishes: a
+	// slash after the bag.
+	{in: "devices/gw/modules/m/messages/events/%24.on=output1&unit=%C2%B0C/", want: Topic{Kind: Events, DeviceID: "gw", ModuleID: "m", Bag: "%24.on=output1&unit=%C2%B0C"}},
+	{in: "devices/gw/modules/filter/inputs/input1/%24.mid=1/", want: Topic{Kind: Input, DeviceID: "gw", ModuleID: "filter", Input: "input1", Bag: "%24.mid=1"}},
 	{in: "devices/gw/modules/filter/inputs/input1/%24.mid=1", want: Topic{Kind: Input, DeviceID: "gw", ModuleID: "filter", Input: "input1", Bag: "%24.mid=1"}},
 	{in: "devices/gw/modules/filter/inputs/input1/", want: Topic{Kind: Input, DeviceID: "gw", ModuleID: "filter", Input: "input1"}},
 	{in: "devices/gw/messages/devicebound/%24.to=x", want: Topic{Kind: C2D, DeviceID: "gw", Bag: "%24.to=x"}},

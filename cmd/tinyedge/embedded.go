@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub/hubsim"
+	"github.com/tinyedge/tinyedge/hub/iothub"
+)
+
+// embeddedHub gives a gateway that is not provisioned an IoT Hub to talk
+// to, so `make run` shows the whole loop on one machine: the IoT Hub
+// emulator of the default hubsim data directory — the one `tinyedge
+// hubsim serve` already runs there, or else one started in this process on
+// loopback. The device and each module of the manifest are registered
+// (kept when they exist), and the returned provisioning and upstream
+// sections connect the link to it with their keys, trusting its CA. The
+// `tinyedge hubsim` client commands find it through that directory.
+//
+// Modules added by a later re-deployment get no cloud identity until the
+// next start.
+func embeddedHub(deviceID string, modules []string, log *slog.Logger) (ProvisioningConfig, UpstreamConfig, func(), error) {
+	dir, err := hubsim.DefaultDataDir()
+	if err != nil {
+		return ProvisioningConfig{}, UpstreamConfig{}, nil, err
+	}
+	var (
+		register func(device, module string) (string, error)
+		stop     = func() {}
+	)
+	sim, err := hubsim.New(hubsim.Options{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: log.With("component", "hubsim")})
+	switch {
+	case errors.Is(err, hubsim.ErrDataDirInUse):
+		// A hubsim already serves that directory: use it.
+		c, derr := hubsim.Dial(dir)
+		if derr != nil {
+			return ProvisioningConfig{}, UpstreamConfig{}, nil, fmt.Errorf("the IoT Hub emulator in %s is locked but does not answer: %w", dir, derr)
+		}
+		register = func(device, module string) (string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			id, err := c.AddIdentity(ctx, device, module)
+			return id.ConnectionString, err
+		}
+		log.Info("using the running IoT Hub emulator", "dataDir", dir)
+	case err != nil:
+		return ProvisioningConfig{}, UpstreamConfig{}, nil, fmt.Errorf("start the embedded IoT Hub emulator: %w", err)
+	default:
+		if err := sim.Start(); err != nil {
+			sim.Close()
+			return ProvisioningConfig{}, UpstreamConfig{}, nil, fmt.Errorf("start the embedded IoT Hub emulator: %w", err)
+		}
+		stop = func() {
+			if err := sim.Close(); err != nil {
+				log.Error("stop the embedded IoT Hub emulator", "err", err)
+			}
+		}
+		register = func(device, module string) (string, error) {
+			id, err := sim.AddIdentity(hubsim.Identity{DeviceID: device, ModuleID: module})
+			if errors.Is(err, hubsim.ErrExists) {
+				id, err = sim.Identity(device, module)
+			}
+			if err != nil {
+				return "", err
+			}
+			return sim.ConnectionString(id), nil
+		}
+		log.Info("not provisioned: IoT Hub emulator started on loopback; watch it with `tinyedge hubsim monitor`",
+			"mqtt", sim.Addr(), "api", sim.HTTPAddr(), "dataDir", dir)
+	}
+	fail := func(err error) (ProvisioningConfig, UpstreamConfig, func(), error) {
+		stop()
+		return ProvisioningConfig{}, UpstreamConfig{}, nil, fmt.Errorf("register with the IoT Hub emulator: %w", err)
+	}
+	dcs, err := register(deviceID, "")
+	if err != nil {
+		return fail(err)
+	}
+	p := ProvisioningConfig{Source: "manual", ConnectionString: dcs}
+	u := UpstreamConfig{CAFile: filepath.Join(dir, "ca.pem"), Modules: map[string]AuthConfig{}}
+	for _, m := range modules {
+		cs, err := register(deviceID, m)
+		if err != nil {
+			return fail(err)
+		}
+		c, err := iothub.ParseConnectionString(cs)
+		if err != nil {
+			return fail(err)
+		}
+		u.Modules[m] = AuthConfig{SharedAccessKey: c.SharedAccessKeyRaw}
+	}
+	return p, u, stop, nil
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tinyedge/tinyedge/hub/hubsim"
+	"github.com/tinyedge/tinyedge/hub/hubtest"
+)
+
+// TestRunWithEmbeddedHubsim is `make run`'s loop: a gateway nobody
+// provisioned starts the IoT Hub emulator on loopback, its alerts arrive
+// there, and the emulator's CLI patches the filter's threshold and resets
+// the sensor through the cloud path.
+func TestRunWithEmbeddedHubsim(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "m.json")
+	fast := bytes.Replace(quickstartManifest, []byte(`"SendInterval": 5`), []byte(`"SendInterval": 0.01`), 1)
+	if err := os.WriteFile(manifest, fast, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1", "--log-format", "json"}, &out, &errOut)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v\n%s", err, errOut.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("run did not stop")
+		}
+	}()
+
+	simDir, err := hubsim.DefaultDataDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c *hubsim.Client
+	hubtest.WaitFor(t, "the embedded emulator", func() bool {
+		c, err = hubsim.Dial(simDir)
+		return err == nil
+	})
+	alert := func(line []byte) bool {
+		var ev struct {
+			ModuleID   string `json:"moduleId"`
+			Properties struct {
+				Application map[string]string `json:"application"`
+			} `json:"properties"`
+		}
+		return json.Unmarshal(line, &ev) == nil && ev.ModuleID == "filtermodule" && ev.Properties.Application["MessageType"] == "Alert"
+	}
+	mctx, mcancel := context.WithTimeout(ctx, hubtest.Patience)
+	defer mcancel()
+	errFound := context.Canceled
+	err = c.Monitor(mctx, 0, func(line []byte) error {
+		if alert(line) {
+			return errFound
+		}
+		return nil
+	})
+	if err != errFound {
+		t.Fatalf("no alert from filtermodule reached the emulator: %v\n%s", err, errOut.String())
+	}
+
+	// The CLI finds the emulator through its directory; bare names find
+	// the modules.
+	if o, e, code := runCLI(t, "hubsim", "twin", "patch", "filter", `{"TemperatureThreshold": 30}`); code != 0 {
+		t.Fatalf("twin patch: code %d\n%s%s", code, o, e)
+	}
+	hubtest.WaitFor(t, "the threshold reported by the filter", func() bool {
+		o, _, code := runCLI(t, "hubsim", "twin", "get", "filter")
+		if code != 0 {
+			return false
+		}
+		var tw struct {
+			Properties struct {
+				Reported map[string]any `json:"reported"`
+			} `json:"properties"`
+		}
+		if err := json.Unmarshal([]byte(o), &tw); err != nil {
+			t.Fatalf("twin get printed %q: %v", o, err)
+		}
+		return tw.Properties.Reported["TemperatureThreshold"] == 30.0
+	})
+	hubtest.WaitFor(t, "reset through the cloud", func() bool {
+		o, _, code := runCLI(t, "hubsim", "method", "invoke", "simtemp", "reset")
+		return code == 0 && strings.Contains(o, `"status": 200`)
+	})
+}

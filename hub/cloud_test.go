@@ -1,0 +1,195 @@
+package hub_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/hubtest"
+	"github.com/tinyedge/tinyedge/hub/twin"
+)
+
+// patchLog is a module that keeps the desired properties as it has been
+// told them: its twin at start, then every patch merged in.
+type patchLog struct {
+	mu      sync.Mutex
+	started bool
+	doc     twin.Properties
+}
+
+func (p *patchLog) module() hub.Module {
+	return hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		c.OnDesiredChange(func(_ context.Context, patch map[string]any, _ int64) {
+			p.mu.Lock()
+			_, _ = p.doc.Apply(patch)
+			p.mu.Unlock()
+		})
+		tw, err := c.Twin(ctx)
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		// Patches already merged are merged again: harmless.
+		base := twin.Properties{Doc: tw.Desired.Doc}
+		_, _ = base.Apply(p.doc.Doc)
+		p.doc, p.started = base, true
+		p.mu.Unlock()
+		<-ctx.Done()
+		return nil
+	})
+}
+
+// sees returns the desired properties the module knows, as JSON.
+func (p *patchLog) sees() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.started {
+		return ""
+	}
+	b, _ := json.Marshal(p.doc.Doc)
+	return string(b)
+}
+
+// TestCloudDesired follows a module twin through twin GETs and desired
+// notifications from the cloud: the manifest's properties stay, what the
+// cloud changed (also while offline) reaches the module as a patch, stale
+// versions are ignored, and the cloud document survives a restart.
+func TestCloudDesired(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	st := openStore(t, path)
+	pl := &patchLog{}
+	h := hub.New(hub.Options{DeviceID: "gw1", Store: st, CloudModules: []string{"m"}})
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "m", Module: pl.module(), Desired: map[string]any{"a": 1.0}}}}); err != nil {
+		t.Fatal(err)
+	}
+	desired := func() string {
+		tw, err := h.Twin("m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(tw.Desired.Doc)
+		return string(b)
+	}
+	steps := []struct {
+		name    string
+		apply   func() (int64, error)
+		desired string
+	}{
+		{"an empty cloud twin keeps the manifest's", func() (int64, error) {
+			return h.ApplyCloudDesired("m", map[string]any{"$version": 1.0}, 1)
+		}, `{"a":1}`},
+		{"a cloud property is added", func() (int64, error) {
+			return h.ApplyCloudDesired("m", map[string]any{"b": 2.0, "$version": 3.0}, 3)
+		}, `{"a":1,"b":2}`},
+		{"a stale GET is ignored", func() (int64, error) {
+			return h.ApplyCloudDesired("m", map[string]any{"b": 9.0}, 2)
+		}, `{"a":1,"b":2}`},
+		{"removed in the cloud while offline", func() (int64, error) {
+			return h.ApplyCloudDesired("m", map[string]any{"$version": 4.0}, 4)
+		}, `{"a":1}`},
+		{"a desired notification", func() (int64, error) {
+			return h.ApplyCloudDesiredPatch("m", map[string]any{"c": 3.0, "$version": 5.0}, 5)
+		}, `{"a":1,"c":3}`},
+		{"the same notification again", func() (int64, error) {
+			return h.ApplyCloudDesiredPatch("m", map[string]any{"c": 4.0}, 5)
+		}, `{"a":1,"c":3}`},
+	}
+	for _, s := range steps {
+		if _, err := s.apply(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if got := desired(); got != s.desired {
+			t.Errorf("%s: desired %s, want %s", s.name, got, s.desired)
+		}
+	}
+	hubtest.WaitFor(t, "the module to see the patches", func() bool { return pl.sees() == `{"a":1,"c":3}` })
+	if _, err := h.ApplyCloudDesired("nope", nil, 1); err == nil {
+		t.Error("a twin for an unknown module was applied")
+	}
+	_ = h.Close()
+	_ = st.Close()
+
+	// After a restart the cloud document is remembered: the same GET
+	// changes nothing, a newer one applies only its change.
+	st = openStore(t, path)
+	defer st.Close()
+	pl = &patchLog{}
+	h = hub.New(hub.Options{DeviceID: "gw1", Store: st, CloudModules: []string{"m"}})
+	defer h.Close()
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "m", Module: pl.module(), Desired: map[string]any{"a": 1.0}}}}); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "the module to start", func() bool { return pl.sees() != "" })
+	if _, err := h.ApplyCloudDesired("m", map[string]any{"c": 3.0}, 5); err != nil {
+		t.Fatal(err)
+	}
+	if got := desired(); got != `{"a":1,"c":3}` {
+		t.Errorf("after restart desired %s, want a and c kept", got)
+	}
+	if _, err := h.ApplyCloudDesired("m", map[string]any{"c": 3.0, "d": 4.0}, 6); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "the patch after restart", func() bool { return pl.sees() == `{"a":1,"c":3,"d":4}` })
+}
+
+// TestCloudReportedQueue checks that reported patches of a cloud-synced
+// module are queued in order, wake the link, and go once acknowledged;
+// a module not synced queues nothing.
+func TestCloudReportedQueue(t *testing.T) {
+	st := openStore(t, filepath.Join(t.TempDir(), "store.db"))
+	defer st.Close()
+	h := hub.New(hub.Options{DeviceID: "gw1", Store: st, CloudModules: []string{"m"}})
+	defer h.Close()
+	clients := make(chan *hub.Client, 2)
+	mod := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		clients <- c
+		<-ctx.Done()
+		return nil
+	})
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{Name: "m", Module: mod}, {Name: "local", Module: mod}}}); err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]*hub.Client{}
+	for range 2 {
+		c := <-clients
+		byID[c.ModuleID()] = c
+	}
+	woke := h.ReportedChanged()
+	for i := range 3 {
+		if _, err := byID["m"].UpdateReported(context.Background(), map[string]any{"n": float64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := byID["local"].UpdateReported(context.Background(), map[string]any{"x": 1.0}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-woke:
+	default:
+		t.Error("ReportedChanged was not closed by a queued patch")
+	}
+	ps, err := h.PendingReported("m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range ps {
+		got = append(got, string(p.Patch))
+	}
+	if want := `[{"n":0} {"n":1} {"n":2}]`; fmt.Sprint(got) != want {
+		t.Errorf("queued %v, want %s", got, want)
+	}
+	if err := h.AckReported("m", ps[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if ps, _ := h.PendingReported("m"); len(ps) != 2 {
+		t.Errorf("%d pending after an ack, want 2", len(ps))
+	}
+	if ps, _ := h.PendingReported("local"); len(ps) != 0 {
+		t.Errorf("a module not synced with the cloud queued %d patches", len(ps))
+	}
+}

@@ -1,0 +1,299 @@
+package edge_test
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tinyedge/tinyedge/hub/iothub"
+)
+
+// Benchmarks: external module → route → external module at QoS 1, paho
+// clients on loopback (plain listener, so TLS does not count), beside
+// the same publish/subscribe flow through mosquitto in the same run.
+//
+//	go test -run '^$' -bench BenchmarkExternalRoute -benchtime 20000x ./hub/edge/
+//
+// pairs=1 is one publisher and one receiver, pairs=4 four independent
+// ones at once (the hub routes all four). Each publisher keeps up to
+// window publishes unacknowledged: 16 is IoT Hub's in-flight limit per
+// connection; 256 is a client that pipelines more (paho and mqtt.js set
+// no limit of their own). Each payload carries its send time; the
+// receiver records the latency, which includes any backlog at the
+// receiver. Reported: msg/s, p50 and p99 latency, and for tinyedge
+// messages per store commit and its throughput as a multiple of
+// mosquitto's (x_mosquitto).
+//
+// What is compared: tinyedge authenticates, parses the property bag,
+// routes, commits every message to its bbolt store with an fsync (group
+// commit) before the PUBACK, delivers it from the store and commits the
+// receiver's acknowledgement. mosquitto with
+// persistence off does none of that: no routing, no fsync.
+
+const benchPayload = 256
+
+func BenchmarkExternalRoute(b *testing.B) {
+	for _, c := range []struct{ pairs, window int }{{1, 16}, {4, 16}, {1, 256}} {
+		pairs, window := c.pairs, c.window
+		name := fmt.Sprintf("pairs=%d/window=%d", pairs, window)
+		var mosquittoRate float64
+		b.Run(name+"/mosquitto", func(b *testing.B) {
+			addr := startMosquitto(b)
+			var flows []flow
+			for i := range pairs {
+				f := flow{
+					sub:    dialPlain(b, addr, fmt.Sprint("sub", i)),
+					pub:    dialPlain(b, addr, fmt.Sprint("pub", i)),
+					topic:  fmt.Sprint("bench/flow", i),
+					filter: fmt.Sprint("bench/flow", i),
+				}
+				flows = append(flows, f)
+			}
+			mosquittoRate = runFlows(b, flows, window)
+		})
+		b.Run(name+"/tinyedge", func(b *testing.B) {
+			var names, routes []string
+			for i := range pairs {
+				names = append(names, fmt.Sprint("a", i), fmt.Sprint("b", i))
+				routes = append(routes, fmt.Sprintf(`FROM /messages/modules/a%d/* INTO BrokeredEndpoint("/modules/b%d/inputs/in")`, i, i))
+			}
+			e := newEnv(b, envOpts{externals: names, routes: routes})
+			var flows []flow
+			for i := range pairs {
+				a, bm := fmt.Sprint("gw1/a", i), fmt.Sprint("gw1/b", i)
+				flows = append(flows, flow{
+					sub:    e.mustDial(b, bm, clientOpts{plain: true}),
+					pub:    e.mustDial(b, a, clientOpts{plain: true}),
+					topic:  eventsTopic(a, iothub.Bag{{Key: "$.on", Value: "out"}}),
+					filter: fmt.Sprintf("devices/gw1/modules/b%d/#", i),
+				})
+			}
+			st0, _ := e.st.Stats()
+			rate := runFlows(b, flows, window)
+			st1, _ := e.st.Stats()
+			b.ReportMetric(float64(b.N)/float64(st1.Commits-st0.Commits), "msg/commit")
+			if mosquittoRate > 0 {
+				b.ReportMetric(rate/mosquittoRate, "x_mosquitto")
+			}
+		})
+	}
+}
+
+// flow is one publisher and the subscriber its messages go to.
+type flow struct {
+	pub, sub      paho.Client
+	topic, filter string
+}
+
+// runFlows publishes b.N messages, spread over the flows, each publisher
+// pipelined, and waits until every subscriber received its share. It
+// reports msg/s and latency.
+func runFlows(b *testing.B, flows []flow, window int) float64 {
+	lat := make([]time.Duration, 0, b.N)
+	var mu sync.Mutex
+	all := make(chan struct{})
+	for _, f := range flows {
+		subscribe(b, f.sub, f.filter, 1, func(_ paho.Client, m paho.Message) {
+			p := m.Payload()
+			if len(p) < 8 {
+				return
+			}
+			d := time.Duration(time.Now().UnixNano() - int64(binary.BigEndian.Uint64(p)))
+			mu.Lock()
+			lat = append(lat, d)
+			if len(lat) == b.N {
+				close(all)
+			}
+			mu.Unlock()
+		})
+	}
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(flows))
+	for i, f := range flows {
+		n := b.N / len(flows)
+		if i < b.N%len(flows) {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- publishN(f.pub, f.topic, n, window)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(wait + time.Duration(b.N)*time.Millisecond):
+		mu.Lock()
+		n := len(lat)
+		mu.Unlock()
+		b.Fatalf("received %d of %d", n, b.N)
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	rate := float64(b.N) / el.Seconds()
+	slices.Sort(lat)
+	b.ReportMetric(rate, "msg/s")
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
+	b.ReportMetric(0, "ns/op")
+	return rate
+}
+
+// publishN publishes n messages at QoS 1 with at most window
+// unacknowledged.
+func publishN(pub paho.Client, topic string, n, window int) error {
+	tokens := make(chan paho.Token, window)
+	acked := make(chan error, 1)
+	go func() {
+		var err error
+		for tok := range tokens {
+			if !tok.WaitTimeout(wait) {
+				err = errors.New("publish not acknowledged in time")
+			} else if tok.Error() != nil {
+				err = tok.Error()
+			}
+		}
+		acked <- err
+	}()
+	payload := make([]byte, benchPayload)
+	for range n {
+		binary.BigEndian.PutUint64(payload, uint64(time.Now().UnixNano()))
+		tokens <- pub.Publish(topic, 1, false, slices.Clone(payload))
+	}
+	close(tokens)
+	return <-acked
+}
+
+func dialPlain(b *testing.B, addr, id string) paho.Client {
+	o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetProtocolVersion(4).
+		SetAutoReconnect(false).SetConnectTimeout(wait).SetOrderMatters(true)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		b.Fatalf("connect to mosquitto: %v", tok.Error())
+	}
+	b.Cleanup(func() { c.Disconnect(0) })
+	return c
+}
+
+// startMosquitto runs mosquitto on a free loopback port, without
+// persistence, and returns its address. It skips when mosquitto is not
+// installed or the test binary runs emulated.
+func startMosquitto(b *testing.B) string {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		b.Skip("mosquitto not installed (apt-get install mosquitto)")
+	}
+	if err := exec.Command(os.Args[0], "-test.run=^$").Run(); errors.Is(err, syscall.ENOEXEC) {
+		b.Skipf("cannot exec here (emulated?): %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := b.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	text := strings.Join([]string{
+		"listener " + strconv.Itoa(port) + " 127.0.0.1",
+		"allow_anonymous true",
+		"persistence false",
+		"max_queued_messages 0",
+		"max_inflight_messages 0",
+		"log_dest none",
+	}, "\n") + "\n"
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(wait)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("mosquitto did not listen on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkRSS10Modules reports the resident memory of the process with
+// a hub, the endpoint and 10 external modules connected (TLS), each
+// subscribed to its inputs, twin and methods.
+//
+//	go test -run '^$' -bench BenchmarkRSS10Modules -benchtime 1x ./hub/edge/
+func BenchmarkRSS10Modules(b *testing.B) {
+	base := rss(b)
+	var names []string
+	for i := range 10 {
+		names = append(names, fmt.Sprintf("m%d", i))
+	}
+	e := newEnv(b, envOpts{externals: names})
+	before := rss(b)
+	for _, n := range names {
+		c := e.mustDial(b, "gw1/"+n, clientOpts{})
+		subscribe(b, c, "devices/gw1/modules/"+n+"/#", 1, func(paho.Client, paho.Message) {})
+		subscribe(b, c, iothub.FilterTwinResponses, 0, func(paho.Client, paho.Message) {})
+		subscribe(b, c, iothub.FilterTwinDesired, 0, func(paho.Client, paho.Message) {})
+		subscribe(b, c, iothub.FilterMethods, 0, func(paho.Client, paho.Message) {})
+	}
+	runtime.GC()
+	after := rss(b)
+	b.ReportMetric(float64(after)/(1<<20), "MiB_rss")
+	b.ReportMetric(float64(after-before)/(1<<20), "MiB_for_10_modules")
+	b.ReportMetric(float64(before-base)/(1<<20), "MiB_hub_and_endpoint")
+	b.ReportMetric(0, "ns/op")
+}
+
+// rss is VmRSS of this process (which also holds the paho clients).
+func rss(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}

@@ -1,0 +1,590 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/iothub"
+	"github.com/tinyedge/tinyedge/hub/message"
+	"github.com/tinyedge/tinyedge/hub/twin"
+)
+
+// errTokenExpired closes a connection whose SAS token expired.
+var errTokenExpired = errors.New("SAS token expired; connect again with a new one")
+
+// expiryCheck bounds how long the expiry timer trusts one clock reading:
+// a clock stepped by NTP is noticed within it.
+const expiryCheck = time.Minute
+
+// session is one authenticated connection.
+type session struct {
+	e   *Endpoint
+	cl  *mqtt.Client
+	id  hub.Identity
+	log *slog.Logger
+
+	ctx    context.Context // ends when the connection does
+	cancel context.CancelFunc
+
+	expiry time.Time // of the token; zero for a certificate
+	timer  *time.Timer
+
+	// Telemetry goes to the hub from one goroutine (sender), in order
+	// and in batches, so a publisher with many messages in flight shares
+	// store commits between them; PUBACKs follow in the same order.
+	sendq      chan outgoing
+	senderDone chan struct{}
+
+	mu          sync.Mutex
+	closed      bool
+	subs        subs
+	stopMethods func()
+	stopDesired func() // stops the desired watcher and waits for it
+	pump        *pump
+	calls       map[string]chan hub.MethodResponse // method calls awaiting an answer, by $rid
+	rid         uint64
+}
+
+// outgoing is a PUBLISH on its way to the hub, or (m nil) one that only
+// waits for its turn to be acknowledged.
+type outgoing struct {
+	m   *message.Message
+	pid uint16
+	qos byte
+}
+
+// sendBatch is the most messages handed to the hub at once; it is also
+// how many a connection may have read and not yet acknowledged.
+const sendBatch = 64
+
+// subs is what a session subscribed to, as far as the hub cares.
+type subs struct {
+	allInputs bool
+	inputs    map[string]bool
+	inputQoS  byte
+	twinRes   bool
+	desired   bool
+	methods   bool
+}
+
+func (s subs) anyInputs() bool { return s.allInputs || len(s.inputs) > 0 }
+
+func newSession(e *Endpoint, cl *mqtt.Client, id hub.Identity, expiry time.Time) *session {
+	ctx, cancel := context.WithCancel(e.ctx)
+	return &session{
+		e:      e,
+		cl:     cl,
+		id:     id,
+		log:    e.log.With("identity", id.String(), "remote", cl.Net.Remote),
+		ctx:    ctx,
+		cancel: cancel,
+		expiry: expiry,
+		calls:  map[string]chan hub.MethodResponse{},
+
+		sendq:      make(chan outgoing, sendBatch),
+		senderDone: make(chan struct{}),
+	}
+}
+
+func (s *session) start() {
+	s.log.Info("connected", "tokenExpiry", s.expiry)
+	go func() {
+		defer close(s.senderDone)
+		s.sender()
+	}()
+	if s.id.ModuleID != "" {
+		s.e.opts.Hub.SetConnected(s.id.ModuleID, true)
+	}
+	if !s.expiry.IsZero() {
+		s.mu.Lock()
+		s.timer = time.AfterFunc(s.untilExpiryCheck(), s.checkExpiry)
+		s.mu.Unlock()
+	}
+	// A session taken over with clean session false inherits the
+	// subscriptions of the one before.
+	s.subscriptionsChanged()
+}
+
+func (s *session) untilExpiryCheck() time.Duration {
+	return max(min(s.expiry.Sub(s.e.now()), expiryCheck), 0)
+}
+
+func (s *session) checkExpiry() {
+	// Nothing expires on an untrusted clock (see DESIGN.md, Time): a
+	// gateway that booted without an RTC keeps its modules until NTP
+	// has set the clock, and checks again then.
+	if now := s.e.now(); s.e.opts.Trusted(now) && !now.Before(s.expiry) {
+		s.log.Info("closing the connection: its SAS token expired", "expiry", s.expiry)
+		s.cl.Stop(errTokenExpired)
+		return
+	}
+	s.mu.Lock()
+	if !s.closed {
+		s.timer.Reset(s.untilExpiryCheck())
+	}
+	s.mu.Unlock()
+}
+
+// close ends what the session started: input delivery (rewinding what
+// was not acknowledged), method serving, desired notifications.
+func (s *session) close(err error) {
+	s.mu.Lock()
+	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	stopMethods, stopDesired, p := s.stopMethods, s.stopDesired, s.pump
+	s.stopMethods, s.stopDesired, s.pump = nil, nil, nil
+	s.mu.Unlock()
+	s.cancel()
+	<-s.senderDone
+	if stopMethods != nil {
+		stopMethods()
+	}
+	if stopDesired != nil {
+		stopDesired()
+	}
+	if p != nil {
+		p.stop()
+	}
+	if s.id.ModuleID != "" {
+		s.e.opts.Hub.SetConnected(s.id.ModuleID, false)
+	}
+	s.log.Info("disconnected", "err", err)
+}
+
+// subscriptionsChanged reads the client's subscriptions and starts or
+// stops what depends on them.
+func (s *session) subscriptionsChanged() {
+	next := subs{inputs: map[string]bool{}}
+	for filter, sub := range s.cl.State.Subscriptions.GetAll() {
+		switch filter {
+		case iothub.FilterTwinResponses:
+			next.twinRes = true
+			continue
+		case iothub.FilterTwinDesired:
+			next.desired = true
+			continue
+		case iothub.FilterMethods:
+			next.methods = true
+			continue
+		}
+		if s.id.ModuleID == "" {
+			continue // a leaf device's devicebound filter: no cloud-to-device messages here
+		}
+		prefix := "devices/" + s.id.DeviceID + "/modules/" + s.id.ModuleID + "/"
+		rest, ok := strings.CutPrefix(filter, prefix)
+		if !ok {
+			continue
+		}
+		switch {
+		case rest == "#" || rest == "inputs/#":
+			next.allInputs = true
+		default:
+			in, _ := strings.CutPrefix(rest, "inputs/")
+			next.inputs[strings.TrimSuffix(in, "/#")] = true
+		}
+		next.inputQoS = max(next.inputQoS, min(sub.Qos, 1))
+	}
+
+	// What stops goroutines runs after the unlock: holding s.mu while
+	// waiting for them would hold up this connection's other users.
+	var after []func()
+	defer func() {
+		for _, f := range after {
+			f()
+		}
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.log.Debug("subscriptions", "inputs", next.allInputs || len(next.inputs) > 0, "twinResponses", next.twinRes, "desired", next.desired, "methods", next.methods)
+	s.subs = next
+	if next.methods && s.stopMethods == nil {
+		s.stopMethods = s.e.opts.Hub.ServeMethods(s.id, s.callMethod)
+	} else if !next.methods && s.stopMethods != nil {
+		after = append(after, s.stopMethods)
+		s.stopMethods = nil
+	}
+	if next.desired && s.stopDesired == nil {
+		s.stopDesired = s.watchDesired()
+	} else if !next.desired && s.stopDesired != nil {
+		after = append(after, s.stopDesired)
+		s.stopDesired = nil
+	}
+	if s.id.ModuleID == "" {
+		return
+	}
+	switch {
+	case next.anyInputs() && s.pump == nil:
+		// Started under s.mu, so close cannot miss it.
+		p, err := s.e.startPump(s, next)
+		if err != nil {
+			s.log.Error("cannot deliver inputs", "err", err)
+			return
+		}
+		s.pump = p
+	case next.anyInputs():
+		s.pump.setSubs(next)
+	case s.pump != nil:
+		after = append(after, s.pump.stop)
+		s.pump = nil
+	}
+}
+
+// publish handles a PUBLISH the ACL let through. It runs on the
+// connection's read goroutine: telemetry is queued for the sender (which
+// blocks the reading when sendBatch messages wait), the rest is answered
+// here, its PUBACK queued behind the telemetry before it.
+func (s *session) publish(pk packets.Packet) {
+	t, err := iothub.ParseTopic(pk.TopicName)
+	if err != nil {
+		s.log.Warn("publish refused; closing the connection", "topic", pk.TopicName, "err", err)
+		s.cl.Stop(err)
+		return
+	}
+	out := outgoing{pid: pk.PacketID, qos: pk.FixedHeader.Qos}
+	switch t.Kind {
+	case iothub.Events:
+		m, err := s.message(t, pk.Payload)
+		if err != nil {
+			s.log.Warn("message refused; closing the connection", "err", err)
+			s.cl.Stop(err)
+			return
+		}
+		out.m = m
+	case iothub.TwinGet:
+		s.twinGet(t.RID)
+	case iothub.TwinPatchReported:
+		s.twinReported(t.RID, pk.Payload)
+	case iothub.MethodResponse:
+		s.methodResponse(t, pk.Payload)
+	}
+	if out.m == nil && out.qos == 0 {
+		return
+	}
+	select {
+	case s.sendq <- out:
+	case <-s.ctx.Done():
+	}
+}
+
+// message decodes telemetry.
+func (s *session) message(t iothub.Topic, body []byte) (*message.Message, error) {
+	bag, err := iothub.ParseBag(t.Bag)
+	if err != nil {
+		return nil, fmt.Errorf("property bag of %s: %w", s.id, err)
+	}
+	m := message.New(body)
+	if err := iothub.MessageFromBag(bag, m); err != nil {
+		return nil, fmt.Errorf("property bag of %s: %w", s.id, err)
+	}
+	return m, nil
+}
+
+// sender hands queued telemetry to the hub, as much as is waiting at a
+// time, and acknowledges what the hub took, in order. If the hub refuses
+// a message, that one and those after it get no PUBACK and the
+// connection is closed: the client sends them again after reconnecting.
+func (s *session) sender() {
+	batch := make([]outgoing, 0, sendBatch)
+	msgs := make([]*message.Message, 0, sendBatch)
+	acks := make([]packets.Packet, 0, sendBatch)
+	for {
+		select {
+		case o := <-s.sendq:
+			batch = append(batch[:0], o)
+		case <-s.ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < sendBatch {
+			select {
+			case o := <-s.sendq:
+				batch = append(batch, o)
+			default:
+				break more
+			}
+		}
+		msgs = msgs[:0]
+		for _, o := range batch {
+			if o.m != nil {
+				msgs = append(msgs, o.m)
+			}
+		}
+		taken, err := len(msgs), error(nil)
+		if len(msgs) > 0 {
+			taken, err = s.e.opts.Hub.SendBatch(s.ctx, s.id, msgs)
+		}
+		acks = acks[:0]
+		n := 0
+		for _, o := range batch {
+			if o.m != nil {
+				if n == taken {
+					break
+				}
+				n++
+			}
+			if o.qos > 0 {
+				acks = append(acks, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: o.pid})
+			}
+		}
+		if err := s.writeAll(acks); err != nil {
+			s.log.Debug("write PUBACKs", "err", err)
+		}
+		clear(msgs)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Warn("message not taken; closing the connection so the client sends it again", "err", err)
+			}
+			s.cl.Stop(err)
+			return
+		}
+	}
+}
+
+// writeAll writes packets to the client in one write, where mochi's
+// WritePacket makes a system call for each: under load the PUBACKs of a
+// batch, and the inputs of a window, cost one. It serializes with
+// WritePacket through the client's lock, as WritePacket itself does
+// (mochi v2.7.9), and writes straight to the connection, as WritePacket
+// does whenever mochi's own outbound queue is empty — always here,
+// since the hub never has mochi forward anything.
+func (s *session) writeAll(pks []packets.Packet) error {
+	if len(pks) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	for i := range pks {
+		pk := &pks[i]
+		pk.ProtocolVersion = s.cl.Properties.ProtocolVersion
+		var err error
+		switch pk.FixedHeader.Type {
+		case packets.Publish:
+			err = pk.PublishEncode(&buf)
+		case packets.Puback:
+			err = pk.PubackEncode(&buf)
+		default:
+			err = fmt.Errorf("writeAll: packet type %d", pk.FixedHeader.Type)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if s.cl.Closed() {
+		return mqtt.ErrConnectionClosed
+	}
+	s.cl.Lock()
+	defer s.cl.Unlock()
+	_, err := buf.WriteTo(s.cl.Net.Conn)
+	return err
+}
+
+// publishQoS0 sends a hub-originated message (twin responses,
+// notifications, method calls) the way IoT Hub does: at QoS 0.
+func (s *session) publishQoS0(topic string, payload []byte) error {
+	return s.cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   topic,
+		Payload:     payload,
+	})
+}
+
+func (s *session) twinRespond(status int, rid string, version int64, body []byte) {
+	s.mu.Lock()
+	ok := s.subs.twinRes
+	s.mu.Unlock()
+	if !ok {
+		s.log.Warn("twin request without a subscription to "+iothub.FilterTwinResponses+"; the answer has nowhere to go", "rid", rid)
+		return
+	}
+	if err := s.publishQoS0(iothub.TwinResponseTopic(status, rid, version), body); err != nil {
+		s.log.Debug("twin response", "err", err)
+	}
+}
+
+func (s *session) twinGet(rid string) {
+	tw, err := s.e.opts.Hub.IdentityTwin(s.id)
+	if err != nil {
+		s.log.Warn("twin GET", "err", err)
+		s.twinRespond(404, rid, 0, errorBody(err.Error()))
+		return
+	}
+	b, err := json.Marshal(tw)
+	if err != nil {
+		s.twinRespond(500, rid, 0, errorBody(err.Error()))
+		return
+	}
+	s.twinRespond(200, rid, 0, b)
+}
+
+func (s *session) twinReported(rid string, body []byte) {
+	patch, err := twin.ParsePatch(body)
+	if err != nil {
+		s.twinRespond(400, rid, 0, errorBody(err.Error()))
+		return
+	}
+	v, err := s.e.opts.Hub.PatchReported(s.id, patch)
+	switch {
+	case errors.Is(err, twin.ErrTooLarge), errors.Is(err, twin.ErrTooDeep), errors.Is(err, twin.ErrBadPatch):
+		s.twinRespond(400, rid, 0, errorBody(err.Error()))
+	case err != nil:
+		s.log.Warn("reported properties", "err", err)
+		s.twinRespond(500, rid, 0, errorBody(err.Error()))
+	default:
+		s.twinRespond(204, rid, v, nil)
+	}
+}
+
+// watchDesired starts the goroutine that sends desired-property patches
+// and returns what stops it. s.mu is held.
+func (s *session) watchDesired() func() {
+	changed, unwatch, err := s.e.opts.Hub.WatchDesired(s.id)
+	if err != nil {
+		s.log.Error("desired-property notifications", "err", err)
+		return func() {}
+	}
+	tw, _ := s.e.opts.Hub.IdentityTwin(s.id)
+	seen := tw.Desired.Doc
+	ctx, cancel := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return
+			}
+			tw, err := s.e.opts.Hub.IdentityTwin(s.id)
+			if err != nil {
+				continue
+			}
+			// Patches that came faster than they were sent fold into one.
+			patch := twin.Diff(seen, tw.Desired.Doc)
+			seen = tw.Desired.Doc
+			if len(patch) == 0 {
+				continue
+			}
+			patch["$version"] = tw.Desired.Version
+			b, err := json.Marshal(patch)
+			if err != nil {
+				s.log.Error("encode desired patch", "err", err)
+				continue
+			}
+			if err := s.publishQoS0(iothub.TwinDesiredTopic(tw.Desired.Version), b); err != nil {
+				return
+			}
+			s.log.Debug("desired properties patch sent", "version", tw.Desired.Version)
+		}
+	}()
+	return func() {
+		cancel()
+		unwatch()
+		<-done
+	}
+}
+
+// callMethod sends a direct-method request to the client and waits for
+// its answer until ctx ends.
+func (s *session) callMethod(ctx context.Context, req hub.MethodRequest) (hub.MethodResponse, error) {
+	ch := make(chan hub.MethodResponse, 1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return hub.MethodResponse{Status: 404, Payload: errorBody(s.id.String() + " disconnected")}, nil
+	}
+	s.rid++
+	rid := strconv.FormatUint(s.rid, 16)
+	s.calls[rid] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.calls, rid)
+		s.mu.Unlock()
+	}()
+	payload := []byte(req.Payload)
+	if len(payload) == 0 {
+		payload = []byte("null")
+	}
+	if err := s.publishQoS0(iothub.MethodRequestTopic(req.Name, rid), payload); err != nil {
+		return hub.MethodResponse{Status: 404, Payload: errorBody(s.id.String() + " disconnected")}, nil
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return hub.MethodResponse{}, hub.ErrMethodTimeout
+	case <-s.ctx.Done():
+		return hub.MethodResponse{Status: 404, Payload: errorBody(s.id.String() + " disconnected before answering")}, nil
+	}
+}
+
+func (s *session) methodResponse(t iothub.Topic, body []byte) {
+	s.mu.Lock()
+	ch := s.calls[t.RID]
+	s.mu.Unlock()
+	if ch == nil {
+		s.log.Debug("answer to a method call nobody waits for (timed out?)", "rid", t.RID, "status", t.Status)
+		return
+	}
+	r := hub.MethodResponse{Status: t.Status}
+	if len(body) > 0 {
+		if !json.Valid(body) {
+			r = hub.MethodResponse{Status: 500, Payload: errorBody(s.id.String() + " answered with a payload that is not JSON")}
+		} else {
+			r.Payload = append(json.RawMessage(nil), body...)
+		}
+	}
+	select {
+	case ch <- r:
+	default:
+	}
+}
+
+func (s *session) puback(id uint16) {
+	s.mu.Lock()
+	p := s.pump
+	s.mu.Unlock()
+	if p != nil {
+		p.puback(id)
+	}
+}
+
+func errorBody(msg string) []byte {
+	b, _ := json.Marshal(map[string]string{"message": msg})
+	return b
+}
+
+// publishAllowed says whether identity id may publish on topic: its own
+// telemetry, its twin requests and its method answers.
+func publishAllowed(topic string, id hub.Identity) error {
+	t, err := iothub.ParseTopic(topic)
+	if err != nil {
+		return err
+	}
+	switch t.Kind {
+	case iothub.Events:
+		if t.DeviceID != id.DeviceID || t.ModuleID != id.ModuleID {
+			return fmt.Errorf("%s may not publish as %s", id, hub.Identity{DeviceID: t.DeviceID, ModuleID: t.ModuleID})
+		}
+		return nil
+	case iothub.TwinGet, iothub.TwinPatchReported, iothub.MethodResponse:
+		return nil
+	}
+	return fmt.Errorf("clients do not publish %s topics", t.Kind)
+}
