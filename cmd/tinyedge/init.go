@@ -206,14 +206,17 @@ func runAppliance(ctx context.Context, m *appliance.Machine, d ota.Decision, com
 		command = a.Service
 	}
 	argv := serviceArgv(command, window, watchdogDevice(a.Watchdog))
+	// The service asks for a restart into an update by exiting with
+	// exitRestart, as a trial run does under the installed binary's
+	// watch: PID 1 then reboots, and the boot stage chooses the slot.
+	env := append(os.Environ(), trialEnv+"=1", clockSyncedEnv+"="+appliance.SyncedMarker)
+	if _, err := os.Stat(cfgPath); err == nil {
+		env = append(env, configEnv+"="+cfgPath)
+	}
 	how := appliance.Supervise(appliance.Options{
 		Machine: m, Logger: log,
-		Service: argv,
-		// The service asks for a restart into an update by exiting with
-		// exitRestart, as a trial run does under the installed binary's
-		// watch: PID 1 then reboots, and the boot stage chooses the slot.
-		Env: append(os.Environ(), trialEnv+"=1", clockSyncedEnv+"="+appliance.SyncedMarker,
-			configEnv+"="+cfgPath),
+		Service:     argv,
+		Env:         env,
 		OneShot:     oneShot,
 		Trial:       d.Trial && !oneShot,
 		TrialWindow: window + trialGrace(window),
