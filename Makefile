@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 DIST      := dist
 RUNFLAGS  ?=
 
-.PHONY: all build cross bundle run test test-race test-qemu bench soak lint deps sdk clean
+.PHONY: all build cross bundle run test test-race test-qemu bench soak lint deps sdk clean image qemu test-system
 
 all: build
 
@@ -69,6 +69,24 @@ lint:
 	@out=$$(gofmt -l cmd hub modules hw store build scripts 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+# The appliance: a bootable arm64 image (Debian's kernel, an initramfs
+# with tinyedge as /init, a data disk with slot a) in dist/image, built
+# without root; `make qemu` boots it with the console on the terminal
+# (Ctrl-A X quits). `make image RPI=1` adds a Raspberry Pi 3/4 SD card
+# (dist/image/rpi-sdcard.img). See build/image.
+ARCH ?= arm64
+image: deps
+	ARCH=$(ARCH) ./scripts/image.sh
+
+qemu:
+	@[ -f dist/image/data.img ] || $(MAKE) image
+	./scripts/qemu.sh
+
+# The full-system tests under qemu-system-aarch64: boot, OTA, rollback,
+# power cuts, tampered bundles. Reuses dist/image when it is there.
+test-system: deps
+	./scripts/system-test.sh
 
 # Installs what the tests need on a fresh Debian machine.
 deps:

@@ -2,7 +2,9 @@
 # Installs what `make test` needs on a fresh Debian machine: the official
 # Azure IoT Node SDK in scripts/sdk (for the SDK conformance tests; only
 # when node and npm exist), qemu-user for the arm64 and ARMv6 test runs,
-# and mosquitto for the upstream link's tests against a real broker. Does
+# mosquitto for the upstream link's tests against a real broker, and
+# qemu-system-arm, cpio, e2fsprogs, dosfstools, mtools and fdisk for the
+# appliance image and its system tests (make image, make test-system). Does
 # nothing when it is already there. `deps.sh sdk` does the SDK only.
 set -eu
 
@@ -30,6 +32,14 @@ install_sdk
 need=""
 command -v qemu-aarch64 >/dev/null 2>&1 || need="$need qemu-user"
 command -v qemu-arm >/dev/null 2>&1 || need="$need qemu-user"
+command -v qemu-system-aarch64 >/dev/null 2>&1 || need="$need qemu-system-arm"
+command -v cpio >/dev/null 2>&1 || need="$need cpio"
+command -v mkfs.ext4 >/dev/null 2>&1 || need="$need e2fsprogs"
+command -v debugfs >/dev/null 2>&1 || need="$need e2fsprogs"
+command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
+command -v sfdisk >/dev/null 2>&1 || need="$need fdisk"
+command -v mkfs.vfat >/dev/null 2>&1 || need="$need dosfstools"
+command -v mcopy >/dev/null 2>&1 || need="$need mtools"
 # mosquitto lives in /usr/sbin, which is not on every user's PATH.
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need="$need mosquitto"
 [ -z "$need" ] && exit 0

@@ -58,6 +58,7 @@ type Config struct {
 	Upstream     UpstreamConfig     `toml:"upstream"`
 	Edge         EdgeConfig         `toml:"edge"`
 	Workload     WorkloadConfig     `toml:"workload"`
+	Appliance    ApplianceConfig    `toml:"appliance"` // see init.go
 
 	// path is the file it was read from, for messages.
 	path string

@@ -14,6 +14,7 @@
 //	tinyedge bundle keygen|create|inspect …
 //	tinyedge update apply|status|rollback …
 //	tinyedge hubsim serve|identity|twin|method|monitor …
+//	tinyedge init [COMMAND…]
 //	tinyedge version
 package main
 
@@ -87,6 +88,10 @@ Usage:
       once healthy, or is rolled back.
   tinyedge hubsim serve|identity|twin|method|monitor …
       An IoT Hub emulator and its client (tinyedge hubsim help).
+  tinyedge init [--data-label L] [COMMAND ARGS...]
+      Be the gateway's PID 1 (run by the kernel; see build/image): mount
+      the system, the data partition and the network, boot the OTA slot,
+      and keep the service (run) going; a COMMAND runs once, then powers off.
   tinyedge version
       Print version, commit, Go version and target.
 `
@@ -136,11 +141,14 @@ func exitCode(err error, stderr io.Writer) int {
 
 // run dispatches a subcommand. It is main without os.Exit, for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	args = initArgs(args)
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return &exitError{code: 2}
 	}
 	switch args[0] {
+	case "init":
+		return cmdInit(ctx, args[1:], stderr)
 	case "run":
 		return cmdRun(ctx, args[1:], stdout, stderr)
 	case "check":

@@ -94,7 +94,8 @@ func storePath(dataDir string) string { return filepath.Join(dataDir, "store.db"
 // It reports how many stores were recovered that way (0 or 1), for the
 // stop log line and, later, the metrics.
 func openStore(dataDir string, m *deploy.Manifest, log *slog.Logger) (*store.Store, int, error) {
-	st, err := store.Open(storePath(dataDir), &store.Options{MaxSizeBytes: m.StoreAndForward.MaxSizeBytes, DefaultTTL: m.StoreAndForward.TimeToLive})
+	st, err := store.Open(storePath(dataDir), &store.Options{MaxSizeBytes: m.StoreAndForward.MaxSizeBytes, DefaultTTL: m.StoreAndForward.TimeToLive,
+		Trusted: storeClockTrust()})
 	if rec, ok := errors.AsType[*store.RecoveredError](err); ok {
 		log.Error("STORE WAS UNREADABLE: moved aside, started empty; messages in it were not delivered",
 			"path", rec.Path, "movedTo", rec.MovedTo, "cause", rec.Cause.Error())
@@ -174,6 +175,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	deviceID := fs.String("device-id", hostname(), "the edge device's id (default: the provisioned one, else the host name)")
 	healthWindow := fs.Duration("health-window", 120*time.Second, "how long an updated version has to become healthy before it is rolled back")
+	watchdog := fs.String("watchdog", "", "feed the hardware watchdog `DEVICE` while the hub is healthy (tinyedge init passes /dev/watchdog)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -316,6 +318,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		up.link.Start(h)
 	}
 	var confirming sync.WaitGroup
+	if *watchdog != "" {
+		confirming.Add(1)
+		go func() {
+			defer confirming.Done()
+			feedWatchdog(ctx, *watchdog, h, log)
+		}()
+	}
 	if boot.Trial {
 		confirming.Add(1)
 		go func() {
