@@ -34,7 +34,7 @@ import (
 	"time"
 )
 
-// File names in the directory given to Open.
+// File names in the directory given to Open, unless Options name others.
 const (
 	CAFile    = "device-ca.pem"
 	CAKeyFile = "device-ca.key.pem"
@@ -58,6 +58,10 @@ type Options struct {
 	CommonName string
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// CertFile and KeyFile name the CA certificate and key in the
+	// directory; default CAFile and CAKeyFile. For a directory whose
+	// clients already trust a CA under another name (hubsim's ca.pem).
+	CertFile, KeyFile string
 }
 
 // Open loads the device CA from dir, or creates it there (key mode 0600)
@@ -74,12 +78,18 @@ func Open(dir string, opts *Options) (*Authority, error) {
 	if o.CommonName == "" {
 		o.CommonName = "tinyedge device CA"
 	}
-	certPath, keyPath := filepath.Join(dir, CAFile), filepath.Join(dir, CAKeyFile)
+	if o.CertFile == "" {
+		o.CertFile = CAFile
+	}
+	if o.KeyFile == "" {
+		o.KeyFile = CAKeyFile
+	}
+	certPath, keyPath := filepath.Join(dir, o.CertFile), filepath.Join(dir, o.KeyFile)
 	certPEM, certErr := os.ReadFile(certPath)
 	keyPEM, keyErr := os.ReadFile(keyPath)
 	switch {
 	case certErr == nil && keyErr == nil:
-		a, err := parseAuthority(certPEM, keyPEM)
+		a, err := parseAuthority(certPEM, keyPEM, o.CertFile, o.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("device CA in %s: %w", dir, err)
 		}
@@ -91,9 +101,9 @@ func Open(dir string, opts *Options) (*Authority, error) {
 	case keyErr != nil && !errors.Is(keyErr, fs.ErrNotExist):
 		return nil, fmt.Errorf("device CA: %w", keyErr)
 	default:
-		return nil, fmt.Errorf("device CA in %s: one of %s and %s is missing; restore it, or delete both to make a new CA", dir, CAFile, CAKeyFile)
+		return nil, fmt.Errorf("device CA in %s: one of %s and %s is missing; restore it, or delete both to make a new CA", dir, o.CertFile, o.KeyFile)
 	}
-	a, certPEM, keyPEM, err := newAuthority(o.CommonName, o.Now())
+	a, certPEM, keyPEM, err := newAuthority(o.CommonName, o.Now(), o.CertFile, o.KeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +145,7 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp, path)
 }
 
-func newAuthority(cn string, now time.Time) (*Authority, []byte, []byte, error) {
+func newAuthority(cn string, now time.Time, certFile, keyFile string) (*Authority, []byte, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("device CA: generate key: %w", err)
@@ -160,32 +170,34 @@ func newAuthority(cn string, now time.Time) (*Authority, []byte, []byte, error) 
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-	a, err := parseAuthority(certPEM, keyPEM)
+	a, err := parseAuthority(certPEM, keyPEM, certFile, keyFile)
 	return a, certPEM, keyPEM, err
 }
 
-func parseAuthority(certPEM, keyPEM []byte) (*Authority, error) {
+// parseAuthority parses the CA's PEM files; certFile and keyFile name
+// them in errors.
+func parseAuthority(certPEM, keyPEM []byte, certFile, keyFile string) (*Authority, error) {
 	cb, _ := pem.Decode(certPEM)
 	if cb == nil || cb.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("%s holds no PEM certificate", CAFile)
+		return nil, fmt.Errorf("%s holds no PEM certificate", certFile)
 	}
 	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", CAFile, err)
+		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	if !cert.IsCA {
-		return nil, fmt.Errorf("%s is not a CA certificate", CAFile)
+		return nil, fmt.Errorf("%s is not a CA certificate", certFile)
 	}
 	kb, _ := pem.Decode(keyPEM)
 	if kb == nil {
-		return nil, fmt.Errorf("%s holds no PEM key", CAKeyFile)
+		return nil, fmt.Errorf("%s holds no PEM key", keyFile)
 	}
 	key, err := x509.ParseECPrivateKey(kb.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", CAKeyFile, err)
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("%s does not belong to %s", CAKeyFile, CAFile)
+		return nil, fmt.Errorf("%s does not belong to %s", keyFile, certFile)
 	}
 	return &Authority{cert: cert, key: key, pem: pem.EncodeToMemory(cb)}, nil
 }

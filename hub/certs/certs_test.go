@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,5 +148,45 @@ func TestServerCertRenews(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("no renewal within 20 s of a certificate due after 1 s")
+	}
+}
+
+// A directory whose clients trust the CA under other names (hubsim's
+// ca.pem) keeps them: Open writes and reloads those files only, and its
+// errors name them.
+func TestOpenFileNames(t *testing.T) {
+	dir := t.TempDir()
+	opts := &certs.Options{CommonName: "test CA", CertFile: "ca.pem", KeyFile: "ca-key.pem"}
+	a, err := certs.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "ca.pem")); err != nil || !bytes.Equal(got, a.CAPEM()) {
+		t.Fatalf("ca.pem: %v; want the CA PEM", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "ca-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("ca-key.pem: %v, %v; want mode 0600", fi, err)
+	}
+	for _, f := range []string{certs.CAFile, certs.CAKeyFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			t.Errorf("%s written although the options name other files", f)
+		}
+	}
+	if got := a.Certificate().Subject.CommonName; got != "test CA" {
+		t.Errorf("common name %q, want %q", got, "test CA")
+	}
+	b, err := certs.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.CAPEM(), b.CAPEM()) {
+		t.Fatal("reopening with the same file names made a new CA")
+	}
+	if err := os.Remove(filepath.Join(dir, "ca-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = certs.Open(dir, opts)
+	if err == nil || !strings.Contains(err.Error(), "ca-key.pem") {
+		t.Fatalf("Open with ca-key.pem missing: %v; want an error naming ca-key.pem", err)
 	}
 }

@@ -75,7 +75,7 @@ func BenchmarkEventIngestBaselineMochi(b *testing.B) {
 	}
 	broker := mqtt.New(&mqtt.Options{Logger: testLoggerB()})
 	broker.AddHook(new(allowAll), nil)
-	broker.AddListener(listeners.NewNet("bare", tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{s.pki.server}})))
+	broker.AddListener(listeners.NewNet("bare", tls.NewListener(ln, &tls.Config{GetCertificate: s.cert.GetCertificate})))
 	if err := broker.Serve(); err != nil {
 		b.Fatal(err)
 	}

@@ -9,11 +9,16 @@
 //
 //	state.json        identities (keys, thumbprints) and their twins, written atomically
 //	events.jsonl      every event accepted, one JSON object a line, appended before the PUBACK
-//	ca.pem            the CA that signs the server certificate: what clients trust
-//	ca-key.pem, server.pem, server-key.pem
+//	ca.pem            the CA (package certs) that signs the server certificate: what clients trust
+//	ca-key.pem        its key (mode 0600)
 //	api-token         the bearer secret of the HTTP API (mode 0600)
 //	hubsim.json       the addresses of the running server, for the CLI
 //	lock              flocked by the Sim using the directory
+//
+// The server certificate (for Hostname, localhost, 127.0.0.1 and ::1) is
+// issued from the CA at each start, kept in memory and renewed while the
+// Sim runs; server.pem and server-key.pem, which older hubsims wrote, are
+// deleted.
 //
 // What an identity may do is IoT Hub's rule: it authenticates with a SAS
 // token signed by its own key (or a TLS client certificate whose SHA-256 or

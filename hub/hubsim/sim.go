@@ -24,6 +24,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/tinyedge/tinyedge/hub/certs"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/hub/twin"
 )
@@ -63,12 +64,14 @@ type Options struct {
 // Sim is a running IoT Hub emulator. Its methods are safe for concurrent
 // use.
 type Sim struct {
-	opts     Options
-	log      *slog.Logger
-	lock     *os.File // flock on the data directory, held until Close
-	pki      *pki
-	events   *eventLog
-	apiToken string
+	opts      Options
+	log       *slog.Logger
+	lock      *os.File // flock on the data directory, held until Close
+	ca        *certs.Authority
+	cert      *certs.ServerCert // renewed by a goroutine until stopRenew
+	stopRenew context.CancelFunc
+	events    *eventLog
+	apiToken  string
 
 	mu       sync.Mutex
 	reg      registry
@@ -88,7 +91,7 @@ type Sim struct {
 
 // New opens (or creates) the data directory: the registry, the event log,
 // the CA and a server certificate for the host name, localhost, 127.0.0.1
-// and ::1. It does not listen yet: see Start.
+// and ::1, which it renews until Close. It does not listen yet: see Start.
 func New(opts Options) (*Sim, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("hubsim: no data directory")
@@ -123,13 +126,7 @@ func New(opts Options) (*Sim, error) {
 	if s.reg, err = loadState(filepath.Join(opts.DataDir, stateFileName)); err != nil {
 		return nil, err
 	}
-	hosts := []string{opts.Hostname}
-	for _, h := range []string{"localhost", "127.0.0.1", "::1"} {
-		if !strings.EqualFold(h, opts.Hostname) {
-			hosts = append(hosts, h)
-		}
-	}
-	if s.pki, err = loadPKI(opts.DataDir, hosts, time.Now()); err != nil {
+	if s.ca, s.cert, err = openCerts(opts.DataDir, opts.Hostname); err != nil {
 		return nil, fmt.Errorf("hubsim: certificates in %s: %w", opts.DataDir, err)
 	}
 	if s.apiToken, err = loadOrMakeToken(filepath.Join(opts.DataDir, tokenFileName)); err != nil {
@@ -138,6 +135,17 @@ func New(opts Options) (*Sim, error) {
 	if s.events, err = openEventLog(filepath.Join(opts.DataDir, eventsFileName)); err != nil {
 		return nil, fmt.Errorf("hubsim: %w", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopRenew = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.cert.Run(ctx, func(c *tls.Certificate) {
+			s.log.Info("hubsim server certificate renewed", "expires", c.Leaf.NotAfter)
+		}, func(err error) {
+			s.log.Error("hubsim: renew the server certificate", "err", err)
+		})
+	}()
 	return s, nil
 }
 
@@ -238,8 +246,10 @@ func (s *Sim) StartMQTT() error {
 		addr = s.mqttAddr
 	}
 	cfg := &tls.Config{
-		Certificates: []tls.Certificate{s.pki.server},
-		MinVersion:   tls.VersionTLS12,
+		// Each handshake takes the current certificate: a renewal
+		// reaches new connections and leaves the others connected.
+		GetCertificate: s.cert.GetCertificate,
+		MinVersion:     tls.VersionTLS12,
 		// Client certificates are checked against the registry's
 		// thumbprints, not against a CA, as IoT Hub does for self-signed
 		// device certificates.
@@ -318,6 +328,7 @@ func (s *Sim) Close() error {
 	close(s.done)
 	srv := s.httpSrv
 	s.mu.Unlock()
+	s.stopRenew()
 	err := s.StopMQTT()
 	if srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -376,7 +387,7 @@ func (s *Sim) Hostname() string { return s.opts.Hostname }
 
 // CAPEM is the PEM certificate of the CA that signed the server
 // certificate: what a client must trust.
-func (s *Sim) CAPEM() []byte { return s.pki.caPEM }
+func (s *Sim) CAPEM() []byte { return s.ca.CAPEM() }
 
 // APIToken is the bearer secret of the service API.
 func (s *Sim) APIToken() string { return s.apiToken }
