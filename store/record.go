@@ -176,8 +176,21 @@ func decodeRecord(data []byte, v any) error {
 // on: at least one target, each with a name.
 func decodeMessage(data []byte) (*messageRecord, error) {
 	var r messageRecord
-	if err := decodeRecord(data, &r); err != nil {
-		return nil, err
+	// Every read decodes one: a record of this version is decoded in one
+	// pass (the fast decoder's when it can), and only one that does not
+	// decode, or is of another version, goes through decodeRecord, which
+	// tells a newer record from damage.
+	if !decodeMessageFast(data, &r) {
+		r = messageRecord{}
+		if err := decMode.Unmarshal(data, &r); err != nil {
+			r.V = 0
+		}
+	}
+	if r.V == 0 || r.V > recordVersion {
+		r = messageRecord{}
+		if err := decodeRecord(data, &r); err != nil {
+			return nil, err
+		}
 	}
 	if len(r.Targets) == 0 {
 		return nil, fmt.Errorf("%w: message without targets", ErrCorrupt)

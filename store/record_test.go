@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"testing"
 )
 
@@ -46,7 +47,11 @@ func FuzzDecodeRecord(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0xa1, 0x61, 0x76, 0x03})
+	for _, b := range fastRecordCases(f) {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		checkFastRecord(t, data)
 		r, err := decodeMessage(data)
 		if err != nil {
 			return
@@ -65,6 +70,68 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("not stable:\n%x\n%x", b, b2)
 		}
 	})
+}
+
+// fastRecordCases are records the fast decoder must get right or leave to
+// the general one: encodeRecord's output, and near misses of it.
+func fastRecordCases(t testing.TB) [][]byte {
+	var out [][]byte
+	for _, r := range recordTests {
+		b, err := encodeRecord(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return append(out,
+		[]byte{0xa1, 0x61, 0x76, 0x01},                                                                                           // no targets
+		[]byte{0xa2, 0x61, 0x76, 0x01, 0x61, 0x65, 0x80},                                                                         // empty targets
+		[]byte{0xa2, 0x61, 0x65, 0x81, 0xa1, 0x61, 0x6e, 0x61, 0x61, 0x61, 0x76, 0x01},                                           // keys out of order
+		[]byte{0xa3, 0x61, 0x76, 0x01, 0x61, 0x76, 0x01, 0x61, 0x65, 0x81, 0xa0},                                                 // repeated key
+		[]byte{0xa3, 0x61, 0x76, 0x01, 0x61, 0x70, 0x40, 0x61, 0x65, 0x81, 0xa0},                                                 // empty payload
+		[]byte{0xa3, 0x61, 0x76, 0x01, 0x61, 0x63, 0xf6, 0x61, 0x65, 0x81, 0xa0},                                                 // null trusted
+		[]byte{0xa3, 0x61, 0x76, 0x01, 0x61, 0x74, 0x3b, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x61, 0x65, 0x81, 0xa0},                      // time below int64
+		[]byte{0xa3, 0x61, 0x76, 0x01, 0x61, 0x74, 0x3b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x61, 0x65, 0x81, 0xa0}, // smallest int64
+		[]byte{0xa2, 0x61, 0x76, 0x01, 0x61, 0x65, 0x81, 0xa1, 0x61, 0x70, 0x1b, 0, 0, 0, 1, 0, 0, 0, 0},                         // priority above uint32
+		[]byte{0xa2, 0x61, 0x76, 0x01, 0x61, 0x65, 0x81, 0xa1, 0x61, 0x6e, 0x61, 0xff},                                           // endpoint not UTF-8
+		[]byte{0xa2, 0x61, 0x76, 0x01, 0x61, 0x65, 0x81, 0xa1, 0x61, 0x6e, 0x41, 0x61},                                           // endpoint as bytes
+		[]byte{0xa2, 0x61, 0x76, 0x01, 0x61, 0x7a, 0x01},                                                                         // unknown key
+		[]byte{0xa2, 0x61, 0x76, 0x02, 0x61, 0x65, 0x81, 0xa0},                                                                   // newer version
+		[]byte{0xa2, 0x61, 0x76, 0x01, 0x61, 0x65, 0x81, 0xa0, 0x00},                                                             // trailing byte
+	)
+}
+
+// TestDecodeMessageFastAgrees checks that the fast decoder gives what the
+// general one does, or leaves the record to it.
+func TestDecodeMessageFastAgrees(t *testing.T) {
+	accepted := 0
+	for _, b := range fastRecordCases(t) {
+		if checkFastRecord(t, b) {
+			accepted++
+		}
+	}
+	if accepted < len(recordTests) {
+		t.Errorf("the fast decoder took %d records, want at least encodeRecord's %d", accepted, len(recordTests))
+	}
+}
+
+// checkFastRecord fails t when decodeMessageFast accepts b and the general
+// decoder refuses it or decodes it otherwise; it reports whether
+// decodeMessageFast accepted b.
+func checkFastRecord(t *testing.T, b []byte) bool {
+	t.Helper()
+	var fast messageRecord
+	if !decodeMessageFast(b, &fast) {
+		return false
+	}
+	var slow messageRecord
+	if err := decMode.Unmarshal(b, &slow); err != nil {
+		t.Fatalf("decodeMessageFast accepted %x, the general decoder says %v", b, err)
+	}
+	if !reflect.DeepEqual(fast, slow) {
+		t.Fatalf("decodeMessageFast(%x)\n got %+v\nwant %+v", b, fast, slow)
+	}
+	return true
 }
 
 var endpointTests = []endpointRecord{

@@ -2,7 +2,7 @@ package iothub
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -58,18 +58,18 @@ func ParseBag(s string) (Bag, error) {
 // like encodeURIComponent, parts joined with `&`, a null value as its key
 // alone.
 func (b Bag) Encode() string {
-	var sb strings.Builder
+	var buf []byte
 	for i, p := range b {
 		if i > 0 {
-			sb.WriteByte('&')
+			buf = append(buf, '&')
 		}
-		sb.WriteString(Escape(p.Key))
+		buf = appendEscape(buf, p.Key)
 		if !p.Null {
-			sb.WriteByte('=')
-			sb.WriteString(Escape(p.Value))
+			buf = append(buf, '=')
+			buf = appendEscape(buf, p.Value)
 		}
 	}
-	return sb.String()
+	return string(buf)
 }
 
 // Get returns the value of the last property named key and whether there is
@@ -128,6 +128,28 @@ func escapeWith(s string, keep func(byte) bool) string {
 		b = append(b, '%', hex[c>>4], hex[c&15])
 	}
 	return string(b)
+}
+
+// unreservedTable is unreservedURI for every byte.
+var unreservedTable = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = unreservedURI(byte(c))
+	}
+	return t
+}()
+
+// appendEscape appends Escape(s) to b.
+func appendEscape(b []byte, s string) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if unreservedTable[c] {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '%', hex[c>>4], hex[c&15])
+	}
+	return b
 }
 
 // unescape decodes %XX escapes like decodeURIComponent: a bad escape or a
@@ -267,11 +289,34 @@ type BagOptions struct {
 // (they would be read back as one). The input name is not in the bag: it travels in
 // the topic (InputTopic).
 func BagFromMessage(m *message.Message, opts BagOptions) Bag {
-	s := &m.System
 	bag := make(Bag, 0, 8+len(m.Properties))
+	eachBagProp(m, opts, func(k, v string) { bag = append(bag, Prop{Key: k, Value: v}) })
+	return bag
+}
+
+// AppendBag appends BagFromMessage(m, opts).Encode() to b, without making
+// the bag: it is on the path of every message sent upstream.
+func AppendBag(b []byte, m *message.Message, opts BagOptions) []byte {
+	first := true
+	eachBagProp(m, opts, func(k, v string) {
+		if !first {
+			b = append(b, '&')
+		}
+		first = false
+		b = appendEscape(b, k)
+		b = append(b, '=')
+		b = appendEscape(b, v)
+	})
+	return b
+}
+
+// eachBagProp calls fn with the properties of m's bag, in the order
+// BagFromMessage documents.
+func eachBagProp(m *message.Message, opts BagOptions, fn func(k, v string)) {
+	s := &m.System
 	add := func(k, v string) {
 		if v != "" {
-			bag = append(bag, Prop{Key: k, Value: v})
+			fn(k, v)
 		}
 	}
 	add(KeyMessageID, s.MessageID)
@@ -296,18 +341,19 @@ func BagFromMessage(m *message.Message, opts BagOptions) Bag {
 		add(KeyConnectionDeviceID, s.ConnectionDeviceID)
 		add(KeyConnectionModuleID, s.ConnectionModuleID)
 	}
-	keys := make([]string, 0, len(m.Properties))
+	// A few properties are the rule: sort their names on the stack.
+	var arr [16]string
+	keys := arr[:0]
 	for k := range m.Properties {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	for _, k := range keys {
 		if systemKeys[k] {
 			continue // it would be read back as the system property
 		}
-		bag = append(bag, Prop{Key: k, Value: m.Properties[k]})
+		fn(k, m.Properties[k])
 	}
-	return bag
 }
 
 var systemKeys = map[string]bool{

@@ -1,6 +1,7 @@
 package iothub
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -135,6 +136,20 @@ func TestBagFromMessage(t *testing.T) {
 		if got := BagFromMessage(m, tt.opts).Encode(); got != tt.want {
 			t.Errorf("BagFromMessage(%+v)\n got %s\nwant %s", tt.opts, got, tt.want)
 		}
+		if got := string(AppendBag([]byte("t/"), m, tt.opts)); got != "t/"+tt.want {
+			t.Errorf("AppendBag(%+v)\n got %s\nwant t/%s", tt.opts, got, tt.want)
+		}
+	}
+	// More properties than AppendBag sorts on the stack, and none at all.
+	many := message.New(nil)
+	for i := range 40 {
+		many.Properties[fmt.Sprintf("k%02d", 39-i)] = fmt.Sprint(i)
+	}
+	for _, mm := range []*message.Message{many, message.New(nil)} {
+		want := BagFromMessage(mm, BagOptions{}).Encode()
+		if got := string(AppendBag(nil, mm, BagOptions{})); got != want {
+			t.Errorf("AppendBag\n got %s\nwant %s", got, want)
+		}
 	}
 	// And back: every field survives.
 	back := message.New(nil)
@@ -172,6 +187,10 @@ func FuzzParseBag(f *testing.F) {
 			m2 := message.New(nil)
 			if err := MessageFromBag(BagFromMessage(m, BagOptions{Output: true, Identity: true}), m2); err != nil {
 				t.Fatalf("re-read of BagFromMessage: %v", err)
+			}
+			opts := BagOptions{Output: true, Identity: true}
+			if got, want := string(AppendBag(nil, m, opts)), BagFromMessage(m, opts).Encode(); got != want {
+				t.Fatalf("AppendBag of %q\n got %s\nwant %s", s, got, want)
 			}
 		}
 	})

@@ -38,6 +38,17 @@ func BenchmarkBagFromMessageEncode(b *testing.B) {
 	}
 }
 
+func BenchmarkAppendBag(b *testing.B) {
+	bag, _ := ParseBag(nodeEventBag)
+	m := message.New(nil)
+	MessageFromBag(bag, m)
+	buf := make([]byte, 0, 512)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendBag(buf[:0], m, BagOptions{Output: true, Identity: true})
+	}
+}
+
 func BenchmarkTokenVerify(b *testing.B) {
 	tok, _ := ParseToken(nodeModuleToken)
 	now := nodeExpiry.Add(-time.Hour)

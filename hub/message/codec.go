@@ -93,14 +93,20 @@ func Marshal(m *Message) ([]byte, error) {
 // Unmarshal decodes what Marshal wrote.
 func Unmarshal(b []byte) (*Message, error) {
 	var r record
-	if err := decMode.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("decode message record: %w", err)
+	if !decodeFast(b, &r) {
+		r = record{}
+		if err := decMode.Unmarshal(b, &r); err != nil {
+			return nil, fmt.Errorf("decode message record: %w", err)
+		}
 	}
 	switch {
 	case r.V > codecVersion:
 		return nil, fmt.Errorf("decode message record: %w: version %d, this binary reads up to %d; upgrade tinyedge", ErrNewerFormat, r.V, codecVersion)
 	case r.V < 1:
 		return nil, fmt.Errorf("decode message record: no version")
+	}
+	if len(r.Body) == 0 {
+		r.Body = nil // as Marshal left it out
 	}
 	m := &Message{Body: r.Body, Properties: r.Props, Kind: r.Kind, Seq: r.Seq}
 	if m.Properties == nil {

@@ -58,13 +58,86 @@ func TestCodecRefusesNewerAndGarbage(t *testing.T) {
 	}
 }
 
-func FuzzUnmarshal(f *testing.F) {
+// fastCases are records the fast decoder must get right or leave to the
+// general one: Marshal's output, and near misses of it.
+func fastCases(t testing.TB) [][]byte {
+	var out [][]byte
 	for _, m := range codecSamples() {
-		b, _ := Marshal(m)
+		b, err := Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	enc := func(v any) []byte {
+		b, err := cbor.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	return append(out,
+		[]byte{0xa1, 0x00, 0x02},
+		[]byte{0xa1, 0x00, 0x01, 0x00},                                           // trailing byte
+		[]byte{0xa1, 0x18, 0x00, 0x01},                                           // key not in shortest form
+		[]byte{0xa1, 0x00, 0x1b, 0, 0, 0, 0, 0, 0, 0, 1},                         // version not in shortest form
+		[]byte{0xa1, 0x00, 0x1b, 0x80, 0, 0, 0, 0, 0, 0, 1},                      // version too large
+		[]byte{0xbf, 0x00, 0x01, 0xff},                                           // indefinite map
+		[]byte{0xa2, 0x00, 0x01, 0x01, 0x40},                                     // empty body
+		[]byte{0xa2, 0x00, 0x01, 0x01, 0x5f, 0x41, 0x61, 0xff},                   // indefinite body
+		[]byte{0xa2, 0x00, 0x01, 0x02, 0xa0},                                     // no properties
+		[]byte{0xa2, 0x00, 0x01, 0x02, 0xa2, 0x61, 0x61, 0x60, 0x61, 0x61, 0x60}, // repeated property
+		[]byte{0xa2, 0x00, 0x01, 0x02, 0xa1, 0x61, 0xff, 0x60},                   // property not UTF-8
+		[]byte{0xa2, 0x00, 0x01, 0x05, 0x42, 0x61, 0x62},                         // message id as bytes
+		[]byte{0xa2, 0x00, 0x01, 0x03, 0x19, 0x01, 0x00},                         // kind too large
+		[]byte{0xa2, 0x00, 0x01, 0x0b, 0x20},                                     // negative time
+		[]byte{0xa2, 0x01, 0x41, 0x61, 0x00, 0x01},                               // keys out of order
+		[]byte{0xa2, 0x00, 0x01, 0x00, 0x01},                                     // repeated key
+		[]byte{0xa2, 0x00, 0x01, 0x15, 0x01},                                     // unknown key
+		[]byte{0xa2, 0x00, 0x01, 0x02, 0xbb, 0xff, 0, 0, 0, 0, 0, 0, 0},          // huge property count
+		enc(map[int]any{0: 1, 2: map[string]string{"a": "1", "b": ""}, 9: "ü", 11: int64(1) << 62}),
+	)
+}
+
+// TestDecodeFastAgrees checks that the fast decoder gives what the general
+// one does, or leaves the record to it.
+func TestDecodeFastAgrees(t *testing.T) {
+	accepted := 0
+	for _, b := range fastCases(t) {
+		if checkFast(t, b) {
+			accepted++
+		}
+	}
+	if accepted < len(codecSamples()) {
+		t.Errorf("the fast decoder took %d records, want at least Marshal's %d", accepted, len(codecSamples()))
+	}
+}
+
+// checkFast fails t when decodeFast accepts b and the general decoder
+// refuses it or decodes it otherwise; it reports whether decodeFast
+// accepted b.
+func checkFast(t *testing.T, b []byte) bool {
+	t.Helper()
+	var fast record
+	if !decodeFast(b, &fast) {
+		return false
+	}
+	var slow record
+	if err := decMode.Unmarshal(b, &slow); err != nil {
+		t.Fatalf("decodeFast accepted %x, the general decoder says %v", b, err)
+	}
+	if !reflect.DeepEqual(fast, slow) {
+		t.Fatalf("decodeFast(%x)\n got %+v\nwant %+v", b, fast, slow)
+	}
+	return true
+}
+
+func FuzzUnmarshal(f *testing.F) {
+	for _, b := range fastCases(f) {
 		f.Add(b)
 	}
-	f.Add([]byte{0xa1, 0x00, 0x02})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		checkFast(t, b)
 		m, err := Unmarshal(b)
 		if err != nil {
 			return
@@ -78,4 +151,35 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Errorf("decode(encode(decode(b))) differs: %v", err)
 		}
 	})
+}
+
+func BenchmarkUnmarshal(b *testing.B) {
+	m := codecSamples()[2]
+	rec, err := Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Unmarshal(rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUnmarshalGeneral is the baseline: the general CBOR decoder on
+// the same record.
+func BenchmarkUnmarshalGeneral(b *testing.B) {
+	m := codecSamples()[2]
+	rec, err := Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var r record
+		if err := decMode.Unmarshal(rec, &r); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

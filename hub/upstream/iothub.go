@@ -140,13 +140,16 @@ func NewIoTHub(cfg IoTHubConfig, opts *Options) (*Link, error) {
 		accts = append(accts, mk(m.ModuleID, m.SharedAccessKey, m.Certificate))
 	}
 	l := newLink("iothub", accts, opts)
+	devicePrefix := iothub.EventsTopic(cfg.DeviceID, "", "")
 	l.encode = func(m *message.Message, _ hub.Delivery) (string, []byte, error) {
-		module := ""
+		prefix := devicePrefix
 		if _, ok := l.byMod[m.System.ConnectionModuleID]; ok {
-			module = m.System.ConnectionModuleID
+			prefix = iothub.EventsTopic(cfg.DeviceID, m.System.ConnectionModuleID, "")
 		}
-		bag := iothub.BagFromMessage(m, iothub.BagOptions{Output: true}).Encode()
-		return iothub.EventsTopic(cfg.DeviceID, module, bag), m.Body, nil
+		// The topic is built in one buffer: this is on every message's path.
+		var buf [256]byte
+		topic := iothub.AppendBag(append(buf[:0], prefix...), m, iothub.BagOptions{Output: true})
+		return string(topic), m.Body, nil
 	}
 	for _, id := range l.ids {
 		if id.acct.module != "" {

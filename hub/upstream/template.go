@@ -116,6 +116,7 @@ func (t *Template) String() string { return t.text }
 // Expand returns the topic for m.
 func (t *Template) Expand(m *message.Message, d hub.Delivery) string {
 	var b strings.Builder
+	b.Grow(128) // one allocation for most topics
 	for _, p := range t.parts {
 		switch p.name {
 		case "":
