@@ -5,7 +5,11 @@
 # boots another disk instead (and keeps what the appliance writes to it).
 #
 # The guest's network is QEMU's user network with restrict=on: it reaches
-# nothing outside; DHCP gives it 10.0.2.15. Extra QEMU arguments may follow
+# nothing outside; DHCP gives it 10.0.2.15. NETOPTS adds options to that
+# network, such as explicit forwards to the host's loopback
+# (NETOPTS=guestfwd=tcp:10.0.2.100:8883-tcp:127.0.0.1:8883: the guest's
+# connections to 10.0.2.100:8883 reach a hub on this machine), which
+# restrict=on leaves working. Extra QEMU arguments may follow
 # (a second disk: -drive file=media.img,if=none,id=m,format=raw
 # -device virtio-blk-device,drive=m), and APPEND adds to the kernel
 # command line (APPEND='-- init update status' runs one command).
@@ -31,6 +35,6 @@ exec qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 1 -m ${MEM:-256} -nographi
 	-kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.cpio.gz" \
 	-append "$(cat "$IMG/cmdline") ${APPEND:-}" \
 	-drive "file=$data,if=none,id=data,format=raw" -device virtio-blk-device,drive=data \
-	-netdev user,id=net,restrict=on -device virtio-net-device,netdev=net \
+	-netdev "user,id=net,restrict=on${NETOPTS:+,$NETOPTS}" -device virtio-net-device,netdev=net \
 	-device i6300esb \
 	"$@"
