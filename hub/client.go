@@ -59,7 +59,9 @@ type Client struct {
 	npatches atomic.Int32                            // desired properties changed since seen; read per message without the lock
 	methods  map[string]MethodHandler
 	desired  DesiredHandler
-	seen     map[string]any // the desired document as the module last saw it
+	seenMu   sync.Mutex     // guards seen and seenVer: the dispatcher and Twin both move them
+	seen     map[string]any // the desired document as the module last saw it (a note or Twin)
+	seenVer  int64          // its version
 	wake     chan struct{}  // a handler was registered or a patch queued
 	healthy  bool
 	stopping bool
@@ -78,7 +80,7 @@ type patchNote struct {
 }
 
 func newClient(h *Hub, md *module, env map[string]string) *Client {
-	return &Client{
+	c := &Client{
 		hub:     h,
 		md:      md,
 		log:     h.log.With("module", md.id),
@@ -86,8 +88,10 @@ func newClient(h *Hub, md *module, env map[string]string) *Client {
 		methods: map[string]MethodHandler{},
 		wake:    make(chan struct{}, 1),
 		healthy: true,
-		seen:    md.twinSnapshot().Desired.Doc,
 	}
+	snap := md.twinSnapshot().Desired
+	c.seen, c.seenVer = snap.Doc, snap.Version
+	return c
 }
 
 // DeviceID is the edge device's id.
@@ -160,7 +164,17 @@ func (c *Client) Twin(ctx context.Context) (twin.Twin, error) {
 	if err := ctx.Err(); err != nil {
 		return twin.Twin{}, err
 	}
-	return c.md.twinSnapshot(), nil
+	tw := c.md.twinSnapshot()
+	// What the module reads is what it has seen: the next desired-change
+	// note is relative to it. Otherwise a change made and undone between
+	// the read and the next note (a member added, then deleted) would fold
+	// into nothing, and the module would keep the member it read.
+	c.seenMu.Lock()
+	if tw.Desired.Version >= c.seenVer {
+		c.seen, c.seenVer = tw.Desired.Doc, tw.Desired.Version
+	}
+	c.seenMu.Unlock()
+	return tw, nil
 }
 
 // UpdateReported merges patch into the module's reported properties (null
@@ -232,8 +246,10 @@ func (c *Client) nextPatch() (patchNote, DesiredHandler, bool) {
 	}
 	c.npatches.Store(0)
 	cur := c.md.twinSnapshot().Desired
+	c.seenMu.Lock()
 	patch := twin.Diff(c.seen, cur.Doc)
-	c.seen = cur.Doc
+	c.seen, c.seenVer = cur.Doc, cur.Version
+	c.seenMu.Unlock()
 	if len(patch) == 0 {
 		return patchNote{}, nil, false
 	}

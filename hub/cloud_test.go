@@ -19,28 +19,52 @@ type patchLog struct {
 	mu      sync.Mutex
 	started bool
 	doc     twin.Properties
+	pending []versionedPatch // patches that came before the module read its twin
 }
 
+type versionedPatch struct {
+	patch   map[string]any
+	version int64
+}
+
+// module keeps the desired properties the way a module should: patches
+// that arrive before its twin read are held, and only those newer than
+// the twin it read are applied, so a deletion is never lost to the race
+// between the two.
 func (p *patchLog) module() hub.Module {
 	return hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
-		c.OnDesiredChange(func(_ context.Context, patch map[string]any, _ int64) {
+		c.OnDesiredChange(func(_ context.Context, patch map[string]any, v int64) {
 			p.mu.Lock()
-			_, _ = p.doc.Apply(patch)
-			p.mu.Unlock()
+			defer p.mu.Unlock()
+			if !p.started {
+				p.pending = append(p.pending, versionedPatch{patch, v})
+				return
+			}
+			p.apply(patch, v)
 		})
 		tw, err := c.Twin(ctx)
 		if err != nil {
 			return err
 		}
 		p.mu.Lock()
-		// Patches already merged are merged again: harmless.
-		base := twin.Properties{Doc: tw.Desired.Doc}
-		_, _ = base.Apply(p.doc.Doc)
-		p.doc, p.started = base, true
+		p.doc = twin.Properties{Doc: tw.Desired.Doc, Version: tw.Desired.Version}
+		for _, q := range p.pending {
+			p.apply(q.patch, q.version)
+		}
+		p.pending, p.started = nil, true
 		p.mu.Unlock()
 		<-ctx.Done()
 		return nil
 	})
+}
+
+// apply merges a patch newer than what the module has; p.mu is held.
+func (p *patchLog) apply(patch map[string]any, v int64) {
+	if v <= p.doc.Version {
+		return
+	}
+	_, _ = p.doc.Apply(patch)
+	p.doc.Version = v
 }
 
 // sees returns the desired properties the module knows, as JSON.
@@ -106,6 +130,11 @@ func TestCloudDesired(t *testing.T) {
 			t.Errorf("%s: desired %s, want %s", s.name, got, s.desired)
 		}
 	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("the module sees %s", pl.sees())
+		}
+	}()
 	hubtest.WaitFor(t, "the module to see the patches", func() bool { return pl.sees() == `{"a":1,"c":3}` })
 	if _, err := h.ApplyCloudDesired("nope", nil, 1); err == nil {
 		t.Error("a twin for an unknown module was applied")
