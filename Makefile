@@ -38,7 +38,9 @@ bundle: cross build
 	@ls -l $(DIST)/*.bundle
 
 # The quickstart: simulated temperature sensor -> filter -> $upstream,
-# printed to the terminal. Ctrl-C stops it.
+# into the IoT Hub emulator tinyedge starts on loopback when the device is
+# not provisioned (watch it with `dist/tinyedge hubsim monitor`). Ctrl-C
+# stops it.
 run: build
 	./$(DIST)/tinyedge run $(RUNFLAGS)
 
