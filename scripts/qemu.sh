@@ -9,7 +9,10 @@
 # network, such as explicit forwards to the host's loopback
 # (NETOPTS=guestfwd=tcp:10.0.2.100:8883-tcp:127.0.0.1:8883: the guest's
 # connections to 10.0.2.100:8883 reach a hub on this machine), which
-# restrict=on leaves working. Extra QEMU arguments may follow
+# restrict=on leaves working. That forward is one connection, made when
+# QEMU starts; guestfwd=tcp:IP:PORT-cmd:COMMAND runs COMMAND for every
+# guest connection instead, with the connection as its stdin and stdout
+# (the system test's way, for reconnects). Extra QEMU arguments may follow
 # (a second disk: -drive file=media.img,if=none,id=m,format=raw
 # -device virtio-blk-device,drive=m), and APPEND adds to the kernel
 # command line (APPEND='-- init update status' runs one command).

@@ -57,12 +57,16 @@
 // network with restrict=on (the guest gets 10.0.2.15 by DHCP and reaches
 // nothing), and QEMU's i6300esb PCI watchdog, which Debian's arm64 kernel
 // drives. It boots a copy of data.img unless DATA names a disk to keep.
-// NETOPTS adds options to that network: the system test's boot adds
-// guestfwd=tcp:10.0.2.100:8883-tcp:127.0.0.1:PORT, its one way out, to a
-// hubsim on the host's loopback. (A guestfwd to a tcp: character device
-// is one host connection, opened when QEMU starts: enough for the
-// gateway's single upstream connection, not for reconnects or for modules
-// with cloud identities of their own.)
+// NETOPTS adds options to that network. A guestfwd to a tcp: character
+// device (guestfwd=tcp:10.0.2.100:8883-tcp:127.0.0.1:8883) is one host
+// connection, opened when QEMU starts: enough for one upstream
+// connection, not for reconnects or for modules with cloud identities of
+// their own. The cmd: form runs a command for every connection the guest
+// opens, with the connection as its standard input and output: the
+// system test's boot adds guestfwd=tcp:10.0.2.100:8883-cmd:TEST -guestpipe=PORT
+// LOG, its one way out, which runs the test binary as a pipe to a hubsim
+// on the host's loopback, so the device and a module connect at once,
+// and reconnect when the hubsim is restarted.
 //
 // # Raspberry Pi SD card
 //

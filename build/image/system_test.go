@@ -4,8 +4,9 @@
 // qemu-system-aarch64 -M virt, with power cuts. Run them with
 // `make test-system`. The guest's only links to the host are its serial
 // console (read here) and QEMU's user network with restrict=on: it
-// reaches nothing but, in the boot test, the one explicit forward from
-// 10.0.2.100:8883 to the hubsim this test runs on 127.0.0.1.
+// reaches nothing but, in the boot test, the hubsim this test runs on
+// 127.0.0.1, through an explicit forward from 10.0.2.100:8883 that runs
+// this test binary as a pipe for each connection (see guestPipe).
 package image_test
 
 import (
@@ -16,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,19 +114,36 @@ type vm struct {
 // arguments.
 func boot(t *testing.T, name, data, media, cmdline string, qemuArgs ...string) *vm {
 	t.Helper()
-	return bootNet(t, name, data, media, cmdline, "", qemuArgs...)
+	return bootWith(t, name, data, bootOpts{media: media, cmdline: cmdline, args: qemuArgs})
 }
 
-// bootNet is boot with netOpts added to QEMU's user network (qemu.sh's
-// NETOPTS): the boot test's forward to its hubsim.
-func bootNet(t *testing.T, name, data, media, cmdline, netOpts string, qemuArgs ...string) *vm {
+// bootOpts are what a boot adds to scripts/qemu.sh's machine.
+type bootOpts struct {
+	media   string   // a second, read-only disk, if not ""
+	cmdline string   // added to the kernel command line (APPEND)
+	netOpts string   // added to QEMU's user network (NETOPTS)
+	img     string   // the image directory (IMG); imgDir if ""
+	reboot  bool     // a reset reboots the guest instead of ending QEMU (no -no-reboot)
+	args    []string // more QEMU arguments
+}
+
+// bootWith starts QEMU through scripts/qemu.sh on the data disk.
+func bootWith(t *testing.T, name, data string, o bootOpts) *vm {
 	t.Helper()
-	args := append([]string{"-no-reboot"}, qemuArgs...)
-	if media != "" {
-		args = append(args, "-drive", "file="+media+",if=none,id=media,format=raw,readonly=on", "-device", "virtio-blk-device,drive=media")
+	var args []string
+	if !o.reboot {
+		args = append(args, "-no-reboot")
+	}
+	args = append(args, o.args...)
+	if o.media != "" {
+		args = append(args, "-drive", "file="+o.media+",if=none,id=media,format=raw,readonly=on", "-device", "virtio-blk-device,drive=media")
+	}
+	img := o.img
+	if img == "" {
+		img = imgDir
 	}
 	cmd := exec.Command(filepath.Join(repo, "scripts", "qemu.sh"), args...)
-	cmd.Env = append(os.Environ(), "DATA="+data, "APPEND="+cmdline, "IMG="+imgDir, "NETOPTS="+netOpts)
+	cmd.Env = append(os.Environ(), "DATA="+data, "APPEND="+o.cmdline, "IMG="+img, "NETOPTS="+o.netOpts)
 	return startVM(t, name, cmd)
 }
 
@@ -318,20 +337,48 @@ func dataDiskWith(t *testing.T, dir, name, config string, files map[string][]byt
 	return p
 }
 
+// cloudModule is the quickstart module the boot test gives a cloud
+// identity of its own ([upstream.modules]): the appliance then keeps two
+// connections to the hubsim, the device's and the module's.
+const cloudModule = "filtermodule"
+
 // startHubsim runs an IoT Hub emulator on 127.0.0.1 for the boot test,
-// named hubHost, with the device provisioned: it returns the sim and the
-// boot test's data disk, provisioned on it. Its log goes to hubsim.log
-// beside the consoles.
-func startHubsim(t *testing.T, dir, device string) (*hubsim.Sim, string) {
+// named hubHost, with the device and its cloudModule provisioned: it
+// returns the sim, its data directory and the boot test's data disk,
+// provisioned on it.
+func startHubsim(t *testing.T, dir, device string) (*hubsim.Sim, string, string) {
+	t.Helper()
+	data := filepath.Join(dir, "hubsim")
+	sim := runHubsim(t, data, "127.0.0.1:0")
+	id, err := sim.AddDevice(device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod, err := sim.AddModule(device, cloudModule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := hubConfig(sim.ConnectionString(id)) + fmt.Sprintf(`
+[upstream.modules.%s]
+shared_access_key = %q
+`, cloudModule, mod.PrimaryKey)
+	disk := dataDiskWith(t, dir, "boot", config, map[string][]byte{"hubsim-ca.pem": sim.CAPEM()})
+	return sim, data, disk
+}
+
+// runHubsim starts a hubsim on its data directory (new, or the state a
+// closed one left) listening on addr; it is closed when the test ends.
+// Its log goes to hubsim.log beside the consoles.
+func runHubsim(t *testing.T, data, addr string) *hubsim.Sim {
 	t.Helper()
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(logDir, "hubsim.log"))
+	logf, err := os.OpenFile(filepath.Join(logDir, "hubsim.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim, err := hubsim.New(hubsim.Options{DataDir: filepath.Join(dir, "hubsim"), MQTTAddr: "127.0.0.1:0", Hostname: hubHost,
+	sim, err := hubsim.New(hubsim.Options{DataDir: data, MQTTAddr: addr, Hostname: hubHost,
 		Logger: slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		logf.Close()
@@ -344,12 +391,81 @@ func startHubsim(t *testing.T, dir, device string) (*hubsim.Sim, string) {
 	if err := sim.Start(); err != nil {
 		t.Fatal(err)
 	}
-	id, err := sim.AddDevice(device)
+	return sim
+}
+
+// guestPipeFlag makes the test binary the guest's way to the hubsim (see
+// guestPipe): -guestpipe=PORT LOGFILE.
+const guestPipeFlag = "-guestpipe="
+
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && strings.HasPrefix(os.Args[1], guestPipeFlag) {
+		os.Exit(guestPipe(strings.TrimPrefix(os.Args[1], guestPipeFlag), os.Args[2]))
+	}
+	os.Exit(m.Run())
+}
+
+// guestForward is the boot test's forward of QEMU's user network: each
+// connection the guest opens to hubHost:hubPort runs this test binary as
+// a guestPipe to the hubsim's port on 127.0.0.1. (A guestfwd to a tcp:
+// character device is one connection made when QEMU starts: no
+// reconnect, no second identity. The cmd: form runs its command, split
+// as a shell would but without a shell, for every connection.)
+func guestForward(t *testing.T, hubsimAddr string) string {
+	t.Helper()
+	host, port, err := net.SplitHostPort(hubsimAddr)
+	if err != nil || host != "127.0.0.1" {
+		t.Fatalf("hubsim address %q: want 127.0.0.1:PORT (%v)", hubsimAddr, err)
+	}
+	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	disk := dataDiskWith(t, dir, "boot", hubConfig(sim.ConnectionString(id)), map[string][]byte{"hubsim-ca.pem": sim.CAPEM()})
-	return sim, disk
+	logPath := filepath.Join(logDir, "guestpipe.log")
+	// QEMU's option syntax reads a comma as the next option; the
+	// command's own splitting would cut at white space or quotes.
+	for _, p := range []string{self, logPath} {
+		if strings.ContainsAny(p, ", \t\n'\"\\") {
+			t.Fatalf("%q: the guest forward's command cannot hold commas, spaces or quotes", p)
+		}
+	}
+	return fmt.Sprintf("guestfwd=tcp:%s:%s-cmd:%s %s%s %s", hubHost, hubPort, self, guestPipeFlag, port, logPath)
+}
+
+// guestPipe is one guest connection: QEMU made it the standard input and
+// output (and error) of this process. It copies both ways between it and
+// 127.0.0.1:port until either side ends, then exits, which closes the
+// guest's side. A hubsim that is down fails the dial: the guest sees its
+// connection closed, as with a refused one. It logs to logPath, since
+// standard error is the guest's connection too.
+func guestPipe(port, logPath string) int {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 1
+	}
+	defer logf.Close()
+	say := func(format string, args ...any) {
+		fmt.Fprintf(logf, "%s pid %d: %s\n", time.Now().Format("15:04:05.000"), os.Getpid(), fmt.Sprintf(format, args...))
+	}
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", port), 5*time.Second)
+	if err != nil {
+		say("guest connection not forwarded: %v", err)
+		return 1
+	}
+	defer conn.Close()
+	say("guest connection forwarded to %s", conn.RemoteAddr())
+	ended := make(chan string, 2)
+	go func() {
+		n, err := io.Copy(conn, os.Stdin)
+		ended <- fmt.Sprintf("guest to hubsim ended after %d bytes (%v)", n, err)
+	}()
+	go func() {
+		n, err := io.Copy(os.Stdout, conn)
+		ended <- fmt.Sprintf("hubsim to guest ended after %d bytes (%v)", n, err)
+	}()
+	// The process's exit ends the other copy.
+	say("%s", <-ended)
+	return 0
 }
 
 // sensorOutput is the quickstart sensor's output: the hub forwards its
@@ -363,14 +479,14 @@ func fromSensor(e hubsim.Event, device string) bool {
 	return e.DeviceID == device && e.System.ConnectionDeviceID == device && e.System.OutputName == sensorOutput
 }
 
-// firstEvent waits for the first of the quickstart sensor's messages the
-// hubsim received from device, and returns it with when it arrived.
-func firstEvent(ctx context.Context, sim *hubsim.Sim, device string) (hubsim.Event, time.Time, error) {
-	next := int64(0)
+// waitEvent waits for the first event from seq on that the hubsim
+// received and match takes, and returns it with when it was found.
+func waitEvent(ctx context.Context, sim *hubsim.Sim, seq int64, what string, match func(hubsim.Event) bool) (hubsim.Event, time.Time, error) {
+	next := seq
 	for {
 		evs, n, more := sim.Events(next)
 		for _, e := range evs {
-			if fromSensor(e, device) {
+			if match(e) {
 				return e, time.Now(), nil
 			}
 		}
@@ -378,9 +494,82 @@ func firstEvent(ctx context.Context, sim *hubsim.Sim, device string) (hubsim.Eve
 		select {
 		case <-more:
 		case <-ctx.Done():
-			return hubsim.Event{}, time.Time{}, fmt.Errorf("no event from %s with $.on=%s: %w", device, sensorOutput, ctx.Err())
+			return hubsim.Event{}, time.Time{}, fmt.Errorf("no event %s: %w", what, ctx.Err())
 		}
 	}
+}
+
+// reading is what the hubsim got of one of the quickstart sensor's
+// messages: its sequenceNumber and batchId (the sensor's run), and when
+// the guest made it (timeCreated).
+type reading struct {
+	seq     int
+	batch   string
+	created time.Time
+}
+
+func readingOf(e hubsim.Event) (reading, error) {
+	var body struct {
+		TimeCreated string `json:"timeCreated"`
+	}
+	seq, err := strconv.Atoi(e.Properties["sequenceNumber"])
+	if err != nil {
+		return reading{}, fmt.Errorf("event %d: sequenceNumber %q: %v", e.Seq, e.Properties["sequenceNumber"], err)
+	}
+	if err := json.Unmarshal(e.Body, &body); err != nil {
+		return reading{}, fmt.Errorf("event %d: body %s: %v", e.Seq, e.Body, err)
+	}
+	at, err := time.Parse(time.RFC3339Nano, body.TimeCreated)
+	if err != nil {
+		return reading{}, fmt.Errorf("event %d: timeCreated: %v", e.Seq, err)
+	}
+	return reading{seq: seq, batch: e.Properties["batchId"], created: at}, nil
+}
+
+// readings returns the sensor's messages the hubsim holds from device.
+func readings(t *testing.T, sim *hubsim.Sim, device string) []reading {
+	t.Helper()
+	evs, _, _ := sim.Events(0)
+	var rs []reading
+	for _, e := range evs {
+		if !fromSensor(e, device) {
+			continue
+		}
+		r, err := readingOf(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// gaps checks that rs hold every message of each of the sensor's runs
+// from 1 to the last one there, and returns that last number of the
+// last run and how many came twice (delivery is at least once).
+func gaps(rs []reading) (last, dups int, err error) {
+	seen := map[string]map[int]bool{}
+	maxOf := map[string]int{}
+	var batch string
+	for _, r := range rs {
+		if seen[r.batch] == nil {
+			seen[r.batch] = map[int]bool{}
+		}
+		if seen[r.batch][r.seq] {
+			dups++
+		}
+		seen[r.batch][r.seq] = true
+		maxOf[r.batch] = max(maxOf[r.batch], r.seq)
+		batch = r.batch
+	}
+	for b, got := range seen {
+		for i := 1; i <= maxOf[b]; i++ {
+			if !got[i] {
+				return 0, dups, fmt.Errorf("run %s of the sensor: message %d of 1..%d missing", b, i, maxOf[b])
+			}
+		}
+	}
+	return maxOf[batch], dups, nil
 }
 
 // mediaDisk makes an ext4 disk labelled tinyedge-media holding files
@@ -406,22 +595,24 @@ func mediaDisk(t *testing.T, dir, name string, files map[string]string) string {
 }
 
 // artifacts builds what the tests install: tinyedge 2.0.0 and the
-// crashing 3.0.0 for arm64, their signed bundles, a tampered bundle and
-// the store's crash-test program.
+// crashing 3.0.0 for arm64, their signed bundles, a tampered bundle, the
+// store's crash-test program and the trivial init of the boot baseline.
 type artifacts struct {
 	v2, v3, v4, tampered, crashtest string
 	crashing                        string // the program of 3.0.0
+	trivialInit                     string // the boot figures' baseline
 }
 
 func build(t *testing.T, dir string) artifacts {
 	t.Helper()
 	arm := []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"}
-	a := artifacts{crashtest: filepath.Join(dir, "crashtest")}
+	a := artifacts{crashtest: filepath.Join(dir, "crashtest"), trivialInit: filepath.Join(dir, "trivialinit")}
 	v2bin, v3bin, v4bin := filepath.Join(dir, "tinyedge-2.0.0"), filepath.Join(dir, "crashing-3.0.0"), filepath.Join(dir, "tinyedge-4.0.0")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=2.0.0", "-o", v2bin, "../../cmd/tinyedge")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=4.0.0", "-o", v4bin, "../../cmd/tinyedge")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", v3bin, "./testdata/crashing")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", a.crashtest, "../../store/internal/crashtest/cmd/crashtest")
+	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", a.trivialInit, "./testdata/trivialinit")
 	host := filepath.Join(workDir, "tinyedge-host")
 	key := filepath.Join(workDir, "dev.key")
 	a.crashing = v3bin
@@ -490,23 +681,57 @@ func TestSystem(t *testing.T) {
 	data := dataDisk(t, dir, "data")
 	var applyTook time.Duration
 
+	// The baseline of the boot figures: the same kernel under the same
+	// QEMU options, with an initramfs that holds only a trivial init,
+	// which says it runs and powers off.
+	var trivial time.Duration
+	t.Run("kernel alone", func(t *testing.T) {
+		img, root := filepath.Join(dir, "trivial-image"), filepath.Join(dir, "trivial-root")
+		for _, d := range []string{img, filepath.Join(root, "dev")} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		run(t, nil, "cp", a.trivialInit, filepath.Join(root, "init"))
+		run(t, nil, "sh", "-c", `cd "$1" && printf 'dev\ninit\n' | cpio -o -H newc -R 0:0 --quiet | gzip -9n >"$2"`, "sh", root, filepath.Join(img, "initramfs.cpio.gz"))
+		for _, f := range []string{"vmlinuz", "cmdline", "data.img"} {
+			if err := os.Symlink(filepath.Join(imgDir, f), filepath.Join(img, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v := bootWith(t, "trivial-init", dataDisk(t, dir, "trivial"), bootOpts{img: img})
+		l, m := v.waitFor(`^trivial init: uptime=([0-9.]+)s$`, bootTimeout)
+		v.waitFor(`reboot: Power down`, bootTimeout)
+		v.waitExit(bootTimeout)
+		trivial = l.at
+		fig.add("boot: the kernel alone, to a trivial init: QEMU start %.2fs (guest uptime %ss)", l.at.Seconds(), m[1])
+	})
+
 	ok := t.Run("boot", func(t *testing.T) {
 		// The quickstart's messages go to a hubsim on this machine's
 		// loopback, over TLS verified with the hubsim's CA, authenticated
 		// by SAS tokens minted on the clock the guest's real-time clock
-		// set (QEMU's PL031 reads the host's time).
+		// set (QEMU's PL031 reads the host's time). The device and its
+		// filtermodule connect each on their own, through the forward.
 		const device = "tinyedge-test"
-		sim, disk := startHubsim(t, dir, device)
-		_, port, _ := strings.Cut(sim.Addr(), "127.0.0.1:")
-		v := bootNet(t, "boot", disk, "", "", "guestfwd=tcp:"+hubHost+":"+hubPort+"-tcp:127.0.0.1:"+port)
+		sim, simData, disk := startHubsim(t, dir, device)
+		// The cloud sets the filter's threshold below any reading, so
+		// every reading passes it and goes up on the module's own
+		// connection.
+		if _, err := sim.PatchDesired(device, cloudModule, map[string]any{"TemperatureThreshold": -100}); err != nil {
+			t.Fatal(err)
+		}
+		addr := sim.Addr()
+		v := bootWith(t, "boot", disk, bootOpts{netOpts: guestForward(t, addr)})
 		l, m := v.waitFor(initLine, bootTimeout)
-		fig.add("boot: kernel start to init (guest uptime) %ss; QEMU start to init %.2fs", m[1], l.at.Seconds())
+		fig.add("boot: QEMU start to tinyedge init %.2fs (guest uptime %ss)", l.at.Seconds(), m[1])
 		v.waitFor(bootLine, bootTimeout)
 		v.waitSeen(`msg=network .*address=10\.0\.2\.15/24`, bootTimeout)
 		hub, _ := v.waitFor(`msg="tinyedge starting" version=1\.0\.0`, bootTimeout)
+		ready, _ := v.waitSeen(`msg="feeding the watchdog while the hub is healthy" device=/dev/watchdog`, bootTimeout)
 		ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 		defer cancel()
-		ev, at, err := firstEvent(ctx, sim, device)
+		ev, at, err := waitEvent(ctx, sim, 0, "from the sensor", func(e hubsim.Event) bool { return fromSensor(e, device) })
 		if err != nil {
 			t.Fatalf("hubsim: %v; console:\n%s", err, v.tail(40))
 		}
@@ -518,8 +743,25 @@ func TestSystem(t *testing.T) {
 		if err := json.Unmarshal(ev.Body, &body); err != nil || body.Machine.Temperature == nil {
 			t.Errorf("first event's body %s: want the sensor's machine.temperature (%v)", ev.Body, err)
 		}
-		fig.add("boot: QEMU start to hub starting %.2fs, to the first message in the hubsim on the host's loopback %.2fs", hub.at.Seconds(), at.Sub(v.start).Seconds())
-		v.waitSeen(`msg="feeding the watchdog while the hub is healthy" device=/dev/watchdog`, bootTimeout)
+		first := at.Sub(v.start)
+		fig.add("boot: QEMU start to hub starting %.2fs, hub ready (its health loop feeding the watchdog) %.2fs, the first message in the hubsim on the host's loopback %.2fs",
+			hub.at.Seconds(), ready.at.Seconds(), first.Seconds())
+		if trivial > 0 {
+			fig.add("boot: beyond the kernel alone (%.2fs): hub starting +%.2fs (x%.1f), hub ready +%.2fs (x%.1f), first message +%.2fs (x%.1f)", trivial.Seconds(),
+				(hub.at - trivial).Seconds(), float64(hub.at)/float64(trivial), (ready.at - trivial).Seconds(), float64(ready.at)/float64(trivial),
+				(first - trivial).Seconds(), float64(first)/float64(trivial))
+		}
+		fromModule := func(e hubsim.Event) bool {
+			return e.DeviceID == device && e.ModuleID == cloudModule && e.System.ConnectionModuleID == cloudModule
+		}
+		_, mat, err := waitEvent(ctx, sim, 0, "from "+cloudModule+" on its own connection", fromModule)
+		if err != nil {
+			t.Fatalf("hubsim: %v; console:\n%s", err, v.tail(40))
+		}
+		if !sim.Connected(device, "") || !sim.Connected(device, cloudModule) {
+			t.Fatalf("hubsim: device connected %v, %s connected %v; want both", sim.Connected(device, ""), cloudModule, sim.Connected(device, cloudModule))
+		}
+		fig.add("forward: two guest connections at once through guestfwd cmd: (the device's and %s's, whose first message came %.2fs after QEMU start)", cloudModule, mat.Sub(v.start).Seconds())
 		_, st := v.waitFor(`msg=status .*uptime=([0-9.]+)s initRSS="([^"]+)" .*serviceRSS="([^"]+)"`, bootTimeout)
 		fig.add("rss: PID 1 %s, tinyedge run %s (quickstart, %ss after boot)", st[2], st[3], st[1])
 		// The i6300esb resets the machine 30 s after its last feed (and
@@ -532,14 +774,62 @@ func TestSystem(t *testing.T) {
 			}
 		}
 		fig.add("watchdog: i6300esb opened by the hub's health loop, machine still up at %ss (heartbeat 30 s)", st[1])
-		evs, _, _ := sim.Events(0)
-		n := 0
-		for _, e := range evs {
-			if fromSensor(e, device) {
-				n++
+
+		// Reconnects: the hubsim goes away (closed, as a hub outage or a
+		// restart would) and comes back on the same port with its state.
+		// The link backs off and reconnects both identities through new
+		// runs of the forward, and the messages made meanwhile, kept in
+		// the appliance's store, arrive.
+		before := readings(t, sim, device)
+		_, lastBefore, _ := sim.Events(0)
+		if err := sim.Close(); err != nil {
+			t.Fatal(err)
+		}
+		down := time.Now()
+		v.waitFor(`msg="upstream backing off" .*retryIn=`, bootTimeout)
+		const outage = 12 * time.Second // over two of the sensor's 5 s intervals
+		time.Sleep(time.Until(down.Add(outage)))
+		sim = runHubsim(t, simData, addr)
+		back := time.Now()
+		for !sim.Connected(device, "") || !sim.Connected(device, cloudModule) {
+			if time.Since(back) > bootTimeout {
+				t.Fatalf("hubsim back for %s: device connected %v, %s connected %v; console:\n%s", bootTimeout,
+					sim.Connected(device, ""), cloudModule, sim.Connected(device, cloudModule), v.tail(40))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		reconnected := time.Since(back)
+		// A message made after the reconnect: the pump sends in order, so
+		// those made before it are in too.
+		ctx, cancel = context.WithTimeout(context.Background(), bootTimeout)
+		defer cancel()
+		if _, _, err := waitEvent(ctx, sim, lastBefore, "from the sensor made after the reconnect", func(e hubsim.Event) bool {
+			r, err := readingOf(e)
+			return fromSensor(e, device) && err == nil && r.created.After(back)
+		}); err != nil {
+			t.Fatalf("hubsim: %v; console:\n%s", err, v.tail(40))
+		}
+		if _, _, err := waitEvent(ctx, sim, lastBefore, "from "+cloudModule+" after the reconnect", fromModule); err != nil {
+			t.Fatalf("hubsim: %v; console:\n%s", err, v.tail(40))
+		}
+		after := readings(t, sim, device)
+		last, dups, err := gaps(after)
+		if err != nil {
+			t.Error(err)
+		}
+		during := 0
+		for _, r := range after {
+			if r.created.After(down) && r.created.Before(back) {
+				during++
 			}
 		}
-		fig.add("hubsim: %d of the sensor's messages (of %d events) from %s by %ss of guest uptime", n, len(evs), device, st[1])
+		if during == 0 {
+			t.Errorf("no message made during the %s outage reached the hubsim", outage)
+		}
+		fig.add("reconnect: hubsim closed %.1fs, started again on the same port: both identities back %.1fs later through new forwards; the sensor's messages 1..%d all in the hubsim (%d before the outage, %d made during it, %d duplicates)",
+			back.Sub(down).Seconds(), reconnected.Seconds(), last, len(before), during, dups)
+		evs, _, _ := sim.Events(0)
+		fig.add("hubsim: %d of the sensor's messages (of %d events) from %s", len(after), len(evs), device)
 		v.kill()
 	})
 	if !ok {
