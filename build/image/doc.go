@@ -38,9 +38,12 @@
 // restores the clock from /data/clock (SNTP when time_servers are given),
 // mounts a disk labelled tinyedge-media read-only on /media, and keeps
 // the service running: `tinyedge run` (which feeds /dev/watchdog while
-// the hub is healthy). A service that exits with status 75 (an update
-// installed, or rolled back) makes PID 1 stop everything, sync, unmount
-// and reboot, so the boot stage chooses again.
+// the hub is healthy). A hub that hangs stops feeding it, and 30 s later
+// the watchdog resets the machine: PID 1 restarts a service that exited,
+// but leaves one that stopped answering to the watchdog, as it cannot
+// tell a hung hub from a busy one. A service that exits with status 75
+// (an update installed, or rolled back) makes PID 1 stop everything,
+// sync, unmount and reboot, so the boot stage chooses again.
 //
 // A command after `-- init` on the kernel command line replaces the
 // service and runs once, then the machine powers off: a maintenance

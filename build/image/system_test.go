@@ -596,23 +596,25 @@ func mediaDisk(t *testing.T, dir, name string, files map[string]string) string {
 
 // artifacts builds what the tests install: tinyedge 2.0.0 and the
 // crashing 3.0.0 for arm64, their signed bundles, a tampered bundle, the
-// store's crash-test program and the trivial init of the boot baseline.
+// store's crash-test program, the trivial init of the boot baseline and
+// the process module that hangs the hub.
 type artifacts struct {
 	v2, v3, v4, tampered, crashtest string
 	crashing                        string // the program of 3.0.0
-	trivialInit                     string // the boot figures' baseline
+	trivialInit, hanger             string
 }
 
 func build(t *testing.T, dir string) artifacts {
 	t.Helper()
 	arm := []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64"}
-	a := artifacts{crashtest: filepath.Join(dir, "crashtest"), trivialInit: filepath.Join(dir, "trivialinit")}
+	a := artifacts{crashtest: filepath.Join(dir, "crashtest"), trivialInit: filepath.Join(dir, "trivialinit"), hanger: filepath.Join(dir, "hanger")}
 	v2bin, v3bin, v4bin := filepath.Join(dir, "tinyedge-2.0.0"), filepath.Join(dir, "crashing-3.0.0"), filepath.Join(dir, "tinyedge-4.0.0")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=2.0.0", "-o", v2bin, "../../cmd/tinyedge")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=4.0.0", "-o", v4bin, "../../cmd/tinyedge")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", v3bin, "./testdata/crashing")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", a.crashtest, "../../store/internal/crashtest/cmd/crashtest")
 	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", a.trivialInit, "./testdata/trivialinit")
+	run(t, arm, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", a.hanger, "./testdata/hanger")
 	host := filepath.Join(workDir, "tinyedge-host")
 	key := filepath.Join(workDir, "dev.key")
 	a.crashing = v3bin
@@ -835,6 +837,60 @@ func TestSystem(t *testing.T) {
 	if !ok {
 		t.FailNow()
 	}
+
+	t.Run("watchdog resets a hung hub", func(t *testing.T) {
+		// A process module (testdata/hanger) stops the hub, its parent,
+		// with SIGSTOP 10 s after it starts: the hub's health loop stops
+		// feeding the i6300esb, and the watchdog must reset the machine.
+		// PID 1 does not wait for stopped children (no WUNTRACED), so it
+		// goes on as if the service ran, as it must: it cannot tell a
+		// hung hub from a busy one, the watchdog's timeout does. QEMU
+		// runs without -no-reboot, so the reset boots the guest again on
+		// the same console.
+		disk := dataDisk(t, dir, "watchdog")
+		media := mediaDisk(t, dir, "hang", map[string]string{"hang.json": "testdata/hang.json", "hanger": a.hanger})
+		v := bootWith(t, "watchdog", disk, bootOpts{media: media, cmdline: "-- init run --upstream console --manifest /media/hang.json",
+			reboot: true, args: []string{"-action", "watchdog=reset"}})
+		v.waitFor(initLine, bootTimeout)
+		fed, _ := v.waitFor(`msg="feeding the watchdog while the hub is healthy" device=/dev/watchdog timeout=30s`, bootTimeout)
+		hang, h := v.waitFor(`^hanger: stopping the hub \(pid ([0-9]+)\) at uptime=([0-9.]+)s$`, bootTimeout)
+		from := len(v.linesFrom(0))
+		second, m := v.waitFor(initLine, 2*bootTimeout)
+		// Between the hang and the second boot: no reboot by the kernel
+		// or PID 1, no restart of the service; PID 1's status lines show
+		// it alive, with the stopped hub still its service.
+		alive := 0
+		for _, l := range v.linesFrom(from) {
+			if l.at >= second.at {
+				break
+			}
+			switch {
+			case strings.Contains(l.text, "reboot: "), strings.Contains(l.text, "Kernel panic"),
+				strings.Contains(l.text, `msg="shutting down"`), strings.Contains(l.text, `msg="service ended`):
+				t.Errorf("before the second boot, at %.2fs: %q: want a reset by the watchdog alone", l.at.Seconds(), l.text)
+			case strings.Contains(l.text, "msg=status ") && strings.Contains(l.text, "servicePID="+h[1]+" "):
+				alive++
+			}
+		}
+		if alive == 0 {
+			t.Errorf("no status line of PID 1 with the stopped hub (pid %s) as its service while it hung; console:\n%s", h[1], v.tail(40))
+		}
+		up, err := strconv.ParseFloat(m[1], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The second kernel started uptime seconds before its init line:
+		// that is when the watchdog reset the machine.
+		reset := second.at - time.Duration(up*float64(time.Second))
+		v.waitFor(`msg="tinyedge starting"`, bootTimeout)
+		v.kill()
+		took := reset - hang.at
+		if took < 20*time.Second || took > 40*time.Second {
+			t.Errorf("reset %.1fs after the hang; want the watchdog's 30 s timeout less up to a 5 s feed interval", took.Seconds())
+		}
+		fig.add("watchdog: hub stopped (SIGSTOP) %.1fs after the health loop opened the i6300esb; the machine reset %.1fs after the hang (timeout 30 s, fed every 5 s), its second boot reached init %.1fs after the hang; PID 1 logged %d status lines meanwhile",
+			(hang.at - fed.at).Seconds(), took.Seconds(), (second.at - hang.at).Seconds(), alive)
+	})
 
 	t.Run("first boot on a blank disk", func(t *testing.T) {
 		blank := filepath.Join(dir, "blank.img")
