@@ -763,7 +763,7 @@ func TestSystem(t *testing.T) {
 		if !sim.Connected(device, "") || !sim.Connected(device, cloudModule) {
 			t.Fatalf("hubsim: device connected %v, %s connected %v; want both", sim.Connected(device, ""), cloudModule, sim.Connected(device, cloudModule))
 		}
-		fig.add("forward: two guest connections at once through guestfwd cmd: (the device's and %s's, whose first message came %.2fs after QEMU start)", cloudModule, mat.Sub(v.start).Seconds())
+		fig.add("forward: two guest connections at once through the guestfwd cmd: pipe, the device's and %s's (its first message %.2fs after QEMU start)", cloudModule, mat.Sub(v.start).Seconds())
 		_, st := v.waitFor(`msg=status .*uptime=([0-9.]+)s initRSS="([^"]+)" .*serviceRSS="([^"]+)"`, bootTimeout)
 		fig.add("rss: PID 1 %s, tinyedge run %s (quickstart, %ss after boot)", st[2], st[3], st[1])
 		// The i6300esb resets the machine 30 s after its last feed (and
