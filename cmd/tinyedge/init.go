@@ -337,26 +337,33 @@ const clockSyncedEnv = "TINYEDGE_CLOCK_SYNCED"
 // been moved forward to the last known time, which passes that test
 // without being right, so there it is trusted only once PID 1 marked it
 // synced (NTP, or a real-time clock at boot). The marker is looked for at
-// most once a second, and never again once there.
+// most once a second, and never again once there; callers that ask
+// meanwhile wait for the look under way rather than take a no for it
+// (the link's identities connect at once).
 func clockTrust() func(time.Time) bool {
 	after := func(t time.Time) bool { return t.After(trustedAfter()) }
 	marker := os.Getenv(clockSyncedEnv)
 	if marker == "" {
 		return after
 	}
-	var synced atomic.Bool
-	var checked atomic.Int64
+	var (
+		synced  atomic.Bool
+		mu      sync.Mutex
+		checked time.Time // the last look, under mu
+	)
 	return func(t time.Time) bool {
 		if !synced.Load() {
-			now := time.Now().UnixNano()
-			if last := checked.Load(); last != 0 && now-last < int64(time.Second) {
+			mu.Lock()
+			if !synced.Load() && (checked.IsZero() || time.Since(checked) >= time.Second) {
+				checked = time.Now()
+				if _, err := os.Stat(marker); err == nil {
+					synced.Store(true)
+				}
+			}
+			mu.Unlock()
+			if !synced.Load() {
 				return false
 			}
-			checked.Store(now)
-			if _, err := os.Stat(marker); err != nil {
-				return false
-			}
-			synced.Store(true)
 		}
 		return after(t)
 	}

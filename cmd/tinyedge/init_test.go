@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,5 +113,38 @@ func TestStoreTrustsTheClockOnceInitMarkedItSynced(t *testing.T) {
 	}
 	if trusted(time.Unix(0, 0)) {
 		t.Error("1970 trusted: a synced clock still must read after store.TrustedAfter")
+	}
+}
+
+// Callers that look at once, the upstream link's identities connecting
+// together, all see a marker that is there: the once-a-second limit on
+// looking must not answer no to one while another is still looking.
+func TestClockTrustConcurrentFirstLooks(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "clock-synced")
+	if err := os.WriteFile(marker, []byte("rtc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(clockSyncedEnv, marker)
+	now := time.Now()
+	for round := 0; round < 50; round++ {
+		trusted := clockTrust()
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var no atomic.Int32
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if !trusted(now) {
+					no.Add(1)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if n := no.Load(); n > 0 {
+			t.Fatalf("round %d: %d of 8 callers told the clock is untrusted with the marker there", round, n)
+		}
 	}
 }
