@@ -349,6 +349,7 @@ const cloudModule = "filtermodule"
 func startHubsim(t *testing.T, dir, device string) (*hubsim.Sim, string, string) {
 	t.Helper()
 	data := filepath.Join(dir, "hubsim")
+	os.Remove(filepath.Join(logDir, "hubsim.log")) // a log of this run only; runHubsim appends
 	sim := runHubsim(t, data, "127.0.0.1:0")
 	id, err := sim.AddDevice(device)
 	if err != nil {
@@ -422,6 +423,7 @@ func guestForward(t *testing.T, hubsimAddr string) string {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(logDir, "guestpipe.log")
+	os.Remove(logPath) // a log of this run only; each pipe appends
 	// QEMU's option syntax reads a comma as the next option; the
 	// command's own splitting would cut at white space or quotes.
 	for _, p := range []string{self, logPath} {
