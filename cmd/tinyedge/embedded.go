@@ -23,6 +23,11 @@ import (
 //
 // Modules added by a later re-deployment get no cloud identity until the
 // next start.
+// embeddedKeepEvents is how many events the embedded emulator keeps in
+// memory: a few hundred KiB, where hubsim's default would grow to
+// hundreds of MiB over a long run.
+const embeddedKeepEvents = 1000
+
 func embeddedHub(deviceID string, modules []string, log *slog.Logger) (ProvisioningConfig, UpstreamConfig, func(), error) {
 	dir, err := hubsim.DefaultDataDir()
 	if err != nil {
@@ -32,7 +37,11 @@ func embeddedHub(deviceID string, modules []string, log *slog.Logger) (Provision
 		register func(device, module string) (string, error)
 		stop     = func() {}
 	)
-	sim, err := hubsim.New(hubsim.Options{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: log.With("component", "hubsim")})
+	// The embedded emulator runs inside the gateway's process for as long
+	// as it does: it keeps few events in memory (the monitor shows the
+	// newest; events.jsonl has them all).
+	sim, err := hubsim.New(hubsim.Options{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Logger: log.With("component", "hubsim"), KeepEvents: embeddedKeepEvents})
 	switch {
 	case errors.Is(err, hubsim.ErrDataDirInUse):
 		// A hubsim already serves that directory: use it.
