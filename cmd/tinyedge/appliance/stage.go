@@ -116,8 +116,10 @@ func (s *Stage) Handover() error {
 		if err != nil {
 			log.Error("update state not written; running the safe choice", "err", err)
 		}
-		log.Info("boot", "slot", string(d.Slot), "version", d.Version, "trial", d.Trial, "reason", d.Reason)
 		if d.Path == "" {
+			// ota's "installed binary" is this boot stage, which cannot
+			// run the hub.
+			log.Warn("no slot holds a tinyedge binary to boot", "reason", d.Reason)
 			if installed {
 				return fmt.Errorf("%w: installed %s from the media, yet build/ota chose none", ErrNothingToRun, ota.BinaryPath(dir, ota.SlotA))
 			}
@@ -135,6 +137,7 @@ func (s *Stage) Handover() error {
 			installed = true
 			continue
 		}
+		log.Info("boot", "slot", string(d.Slot), "version", d.Version, "trial", d.Trial, "reason", d.Reason)
 		if err, ok := tried[d.Path]; ok {
 			return fmt.Errorf("%w: %s chosen again after it failed to start: %v", ErrNothingToRun, d.Path, err)
 		}
