@@ -73,7 +73,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 # The appliance: a bootable arm64 image (Debian's kernel, an initramfs
-# with tinyedge as /init, a data disk with slot a) in dist/image, built
+# with the boot stage tinyedge-boot as /init, a data disk with slot a) in dist/image, built
 # without root; `make qemu` boots it with the console on the terminal
 # (Ctrl-A X quits). `make image RPI=1` adds a Raspberry Pi 3/4 SD card
 # (dist/image/rpi-sdcard.img). See build/image.
