@@ -567,7 +567,7 @@ func TestSystem(t *testing.T) {
 		v.waitFor(`msg="data partition" .*created=true`, bootTimeout)
 		v.waitFor(`msg="first boot: installed tinyedge from the media into slot a"`, bootTimeout)
 		_, m := v.waitFor(bootLine, bootTimeout)
-		if m[1] != "a" || !strings.Contains(m[4], "only a has a binary") {
+		if m[1] != "a" || !strings.Contains(m[4], "only slot a has a binary") {
 			t.Errorf("first boot: slot %s reason %q; want slot a, installed", m[1], m[4])
 		}
 		v.waitFor(`msg="tinyedge starting" version=1\.0\.0`, bootTimeout)
