@@ -19,12 +19,14 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge ./cmd/tinyedge
 
-# Static, stripped, version-stamped binaries for the gateways.
+# Static, stripped, version-stamped binaries for the gateways, and the
+# appliance's boot stage (the image's /init; scripts/image.sh builds its own).
 cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm   GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-armv6 ./cmd/tinyedge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm   GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-armv7 ./cmd/tinyedge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64         $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-arm64 ./cmd/tinyedge
-	@ls -l $(DIST)/tinyedge-linux-*
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64         $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-boot-linux-arm64 ./cmd/tinyedge-boot
+	@ls -l $(DIST)/tinyedge-linux-* $(DIST)/tinyedge-boot-linux-*
 
 # Signed OTA bundles of the cross builds: make bundle KEY=path/to/signing.key
 # (make one with `./dist/tinyedge bundle keygen -o NAME`; keep it out of the
