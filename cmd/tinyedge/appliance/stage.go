@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -161,6 +162,7 @@ func joinTried(tried map[string]error) string {
 	for p, err := range tried {
 		parts = append(parts, p+": "+err.Error())
 	}
+	slices.Sort(parts)
 	return strings.Join(parts, "; ")
 }
 
