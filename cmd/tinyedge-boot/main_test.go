@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,5 +43,35 @@ func TestDataLabel(t *testing.T) {
 		if got != tt.want || (err != nil) != tt.err {
 			t.Errorf("dataLabel(%q) = %q, %v; want %q, error %v", tt.args, got, err, tt.want, tt.err)
 		}
+	}
+}
+
+// TestStaysSmall guards the boot stage's size: it must not link the hub,
+// the store or the MQTT and TOML libraries, which tinyedge (the slot
+// binary) brings. It reads the build's dependencies with `go list`.
+func TestStaysSmall(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("go list: %v\n%s", err, ee.Stderr)
+		}
+		t.Skipf("go list: %v (no go tool here, or emulated)", err)
+	}
+	deps := strings.Fields(string(out))
+	heavy := []string{
+		"github.com/tinyedge/tinyedge/hub", "github.com/tinyedge/tinyedge/store", "go.etcd.io/bbolt",
+		"github.com/mochi-mqtt/server/v2", "github.com/eclipse/paho.mqtt.golang", "github.com/BurntSushi/toml",
+		"net/http", "crypto/tls",
+	}
+	for _, d := range deps {
+		for _, h := range heavy {
+			if d == h || strings.HasPrefix(d, h+"/") {
+				t.Errorf("the boot stage links %s", d)
+			}
+		}
+	}
+	if !slices.Contains(deps, "github.com/tinyedge/tinyedge/build/ota") {
+		t.Errorf("the boot stage does not link build/ota; deps: %q", deps)
 	}
 }
