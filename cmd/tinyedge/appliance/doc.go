@@ -18,7 +18,7 @@
 // the initramfs's /init: small (3.2 MiB for arm64, against 11.8 MiB for
 // tinyedge; the linker keeps only what it calls, so the network and
 // supervision code here cost it 0.06 MiB, while build/ota brings
-// build/bundle's COSE and X.509 code, 0.44 MiB, for Apply, which the boot
+// build/bundle's COSE and X.509 code, 0.38 MiB, for Apply, which the boot
 // stage never calls) and rarely changed, since an update cannot replace
 // it. Its
 // Stage mounts the kernel's file systems (MountBase), loads the modules
