@@ -278,7 +278,8 @@ func (l *Link) newPahoClient(a *account, c credentials, lost func(error)) paho.C
 		SetConnectTimeout(l.opts.ConnectTimeout).
 		SetWriteTimeout(l.opts.ConnectTimeout).
 		SetOrderMatters(true). // twin answers and notifications in order; handlers never block
-		SetConnectionLostHandler(func(_ paho.Client, err error) { lost(err) })
+		SetConnectionLostHandler(func(_ paho.Client, err error) { lost(err) }).
+		SetCustomOpenConnectionFn(dialer(l.opts.ConnectTimeout, l.opts.ConnectTimeout))
 	if a.tls != nil {
 		o.SetTLSConfig(a.tls)
 	}
