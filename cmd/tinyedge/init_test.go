@@ -113,3 +113,11 @@ func TestStoreTrustsTheClockOnceInitMarkedItSynced(t *testing.T) {
 		t.Error("1970 trusted: a synced clock still must read after store.TrustedAfter")
 	}
 }
+
+func TestServiceDoesNotInheritTheHandoff(t *testing.T) {
+	env := appliance.Handoff{Stage: "1.0.0", Slot: "b", Trial: true}.Environ([]string{"PATH=/bin", "TINYEDGE_BOOT_STAGEX=kept"})
+	got := withoutHandoff(env)
+	if want := []string{"PATH=/bin", "TINYEDGE_BOOT_STAGEX=kept"}; !slices.Equal(got, want) {
+		t.Errorf("withoutHandoff(%q) = %q, want %q", env, got, want)
+	}
+}
