@@ -104,22 +104,22 @@ func TestCloudDesired(t *testing.T) {
 		desired string
 	}{
 		{"an empty cloud twin keeps the manifest's", func() (int64, error) {
-			return h.ApplyCloudDesired("m", map[string]any{"$version": 1.0}, 1)
+			return h.ApplyCloudDesired(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, map[string]any{"$version": 1.0}, 1)
 		}, `{"a":1}`},
 		{"a cloud property is added", func() (int64, error) {
-			return h.ApplyCloudDesired("m", map[string]any{"b": 2.0, "$version": 3.0}, 3)
+			return h.ApplyCloudDesired(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, map[string]any{"b": 2.0, "$version": 3.0}, 3)
 		}, `{"a":1,"b":2}`},
 		{"a stale GET is ignored", func() (int64, error) {
-			return h.ApplyCloudDesired("m", map[string]any{"b": 9.0}, 2)
+			return h.ApplyCloudDesired(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, map[string]any{"b": 9.0}, 2)
 		}, `{"a":1,"b":2}`},
 		{"removed in the cloud while offline", func() (int64, error) {
-			return h.ApplyCloudDesired("m", map[string]any{"$version": 4.0}, 4)
+			return h.ApplyCloudDesired(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, map[string]any{"$version": 4.0}, 4)
 		}, `{"a":1}`},
 		{"a desired notification", func() (int64, error) {
-			return h.ApplyCloudDesiredPatch("m", map[string]any{"c": 3.0, "$version": 5.0}, 5)
+			return h.ApplyCloudDesiredPatch(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, map[string]any{"c": 3.0, "$version": 5.0}, 5)
 		}, `{"a":1,"c":3}`},
 		{"the same notification again", func() (int64, error) {
-			return h.ApplyCloudDesiredPatch("m", map[string]any{"c": 4.0}, 5)
+			return h.ApplyCloudDesiredPatch(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, map[string]any{"c": 4.0}, 5)
 		}, `{"a":1,"c":3}`},
 	}
 	for _, s := range steps {
@@ -136,7 +136,7 @@ func TestCloudDesired(t *testing.T) {
 		}
 	}()
 	hubtest.WaitFor(t, "the module to see the patches", func() bool { return pl.sees() == `{"a":1,"c":3}` })
-	if _, err := h.ApplyCloudDesired("nope", nil, 1); err == nil {
+	if _, err := h.ApplyCloudDesired(hub.Identity{DeviceID: "gw1", ModuleID: "nope"}, nil, 1); err == nil {
 		t.Error("a twin for an unknown module was applied")
 	}
 	_ = h.Close()
@@ -153,13 +153,13 @@ func TestCloudDesired(t *testing.T) {
 		t.Fatal(err)
 	}
 	hubtest.WaitFor(t, "the module to start", func() bool { return pl.sees() != "" })
-	if _, err := h.ApplyCloudDesired("m", map[string]any{"c": 3.0}, 5); err != nil {
+	if _, err := h.ApplyCloudDesired(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, map[string]any{"c": 3.0}, 5); err != nil {
 		t.Fatal(err)
 	}
 	if got := desired(); got != `{"a":1,"c":3}` {
 		t.Errorf("after restart desired %s, want a and c kept", got)
 	}
-	if _, err := h.ApplyCloudDesired("m", map[string]any{"c": 3.0, "d": 4.0}, 6); err != nil {
+	if _, err := h.ApplyCloudDesired(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, map[string]any{"c": 3.0, "d": 4.0}, 6); err != nil {
 		t.Fatal(err)
 	}
 	hubtest.WaitFor(t, "the patch after restart", func() bool { return pl.sees() == `{"a":1,"c":3,"d":4}` })
@@ -201,7 +201,7 @@ func TestCloudReportedQueue(t *testing.T) {
 	default:
 		t.Error("ReportedChanged was not closed by a queued patch")
 	}
-	ps, err := h.PendingReported("m")
+	ps, err := h.PendingReported(hub.Identity{DeviceID: "gw1", ModuleID: "m"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,13 +212,13 @@ func TestCloudReportedQueue(t *testing.T) {
 	if want := `[{"n":0} {"n":1} {"n":2}]`; fmt.Sprint(got) != want {
 		t.Errorf("queued %v, want %s", got, want)
 	}
-	if err := h.AckReported("m", ps[0].Seq); err != nil {
+	if err := h.AckReported(hub.Identity{DeviceID: "gw1", ModuleID: "m"}, ps[0].Seq); err != nil {
 		t.Fatal(err)
 	}
-	if ps, _ := h.PendingReported("m"); len(ps) != 2 {
+	if ps, _ := h.PendingReported(hub.Identity{DeviceID: "gw1", ModuleID: "m"}); len(ps) != 2 {
 		t.Errorf("%d pending after an ack, want 2", len(ps))
 	}
-	if ps, _ := h.PendingReported("local"); len(ps) != 0 {
+	if ps, _ := h.PendingReported(hub.Identity{DeviceID: "gw1", ModuleID: "local"}); len(ps) != 0 {
 		t.Errorf("a module not synced with the cloud queued %d patches", len(ps))
 	}
 }

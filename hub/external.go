@@ -91,6 +91,8 @@ type externals struct {
 	watchers  map[*module]map[chan struct{}]struct{}
 	methods   map[Identity]*methodReg
 	connected map[string]int // by module: open sessions
+	leafConns map[string]int // by leaf device: open sessions
+	leavesCh  chan struct{}  // closed when the set of connected leaves changes
 }
 
 type methodReg struct{ f RemoteMethodHandler }
@@ -110,6 +112,7 @@ func (e *externals) init() {
 		e.watchers = map[*module]map[chan struct{}]struct{}{}
 		e.methods = map[Identity]*methodReg{}
 		e.connected = map[string]int{}
+		e.leafConns = map[string]int{}
 	}
 }
 
@@ -182,19 +185,52 @@ func (h *Hub) externalModule(module string) (*module, error) {
 	return md, nil
 }
 
-// SetConnected records that a session of the external module opened
-// (true) or closed (false); ModuleStatus shows an external module as
-// running while it has a session.
-func (h *Hub) SetConnected(module string, connected bool) {
+// SetConnected records that a session of an external module or a leaf
+// device opened (true) or closed (false) on the local endpoint.
+// ModuleStatus shows an external module as running while it has a
+// session; the upstream link keeps a leaf device's own connection to the
+// cloud open while the leaf has one (ConnectedLeaves).
+func (h *Hub) SetConnected(id Identity, connected bool) {
 	e := &h.ext
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.init()
-	if connected {
-		e.connected[module]++
-	} else if e.connected[module] > 0 {
-		e.connected[module]--
+	key, counts := id.ModuleID, e.connected
+	if id.ModuleID == "" {
+		key, counts = id.DeviceID, e.leafConns
 	}
+	before := counts[key] > 0
+	if connected {
+		counts[key]++
+	} else if counts[key] > 0 {
+		counts[key]--
+	}
+	if counts[key] == 0 {
+		delete(counts, key)
+	}
+	if id.ModuleID == "" && before != (counts[key] > 0) && e.leavesCh != nil {
+		close(e.leavesCh)
+		e.leavesCh = nil
+	}
+}
+
+// ConnectedLeaves returns the leaf devices that have a session on the
+// local endpoint now, sorted, and a channel closed when that set next
+// changes.
+func (h *Hub) ConnectedLeaves() ([]string, <-chan struct{}) {
+	e := &h.ext
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.init()
+	leaves := make([]string, 0, len(e.leafConns))
+	for l := range e.leafConns {
+		leaves = append(leaves, l)
+	}
+	slices.Sort(leaves)
+	if e.leavesCh == nil {
+		e.leavesCh = make(chan struct{})
+	}
+	return leaves, e.leavesCh
 }
 
 func (h *Hub) externalStatus(name string) ModuleStatus {
@@ -337,13 +373,13 @@ func (h *Hub) identityTwin(id Identity) (*module, error) {
 	if md := e.leaves[id.DeviceID]; md != nil {
 		return md, nil
 	}
-	// Store keys of module twins are module names, which cannot hold '/'.
-	key := "devices/" + id.DeviceID
+	key := twinKey(id)
 	tw, deployed, ok := h.loadTwin(key)
 	if !ok {
 		tw, _ = twin.New(nil)
 	}
 	md := &module{id: key, hub: h, tw: tw, deployed: deployed}
+	h.loadCloudTwin(md)
 	e.leaves[id.DeviceID] = md
 	return md, nil
 }

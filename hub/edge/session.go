@@ -104,9 +104,7 @@ func (s *session) start() {
 		defer close(s.senderDone)
 		s.sender()
 	}()
-	if s.id.ModuleID != "" {
-		s.e.opts.Hub.SetConnected(s.id.ModuleID, true)
-	}
+	s.e.opts.Hub.SetConnected(s.id, true)
 	if !s.expiry.IsZero() {
 		s.mu.Lock()
 		s.timer = time.AfterFunc(s.untilExpiryCheck(), s.checkExpiry)
@@ -159,9 +157,7 @@ func (s *session) close(err error) {
 	if p != nil {
 		p.stop()
 	}
-	if s.id.ModuleID != "" {
-		s.e.opts.Hub.SetConnected(s.id.ModuleID, false)
-	}
+	s.e.opts.Hub.SetConnected(s.id, false)
 	s.log.Info("disconnected", "err", err)
 }
 

@@ -22,16 +22,15 @@ type twinAnswer struct {
 	body    []byte
 }
 
-// twinSync is the twin and method traffic of one module identity's
-// connection: requests by $rid, desired notifications in order, method
-// calls handed to the hub.
+// twinSync is the twin and method traffic of one module or leaf device
+// identity's connection: requests by $rid, desired notifications in
+// order, method calls handed to the hub.
 type twinSync struct {
-	l      *Link
-	id     *identity
-	s      *session
-	device string
-	module string
-	cloud  Cloud
+	l     *Link
+	id    *identity
+	s     *session
+	who   hub.Identity // whose twin and methods, in the hub
+	cloud Cloud
 
 	mu      sync.Mutex
 	rid     uint64
@@ -40,16 +39,16 @@ type twinSync struct {
 	poke    chan struct{} // a notification arrived; capacity 1
 }
 
-// moduleReady is the ready hook of a module identity: subscribe to twin
-// answers, desired notifications and methods, then sync the twin in a
-// goroutine the session owns.
-func (l *Link) moduleReady(device string, id *identity) func(ctx context.Context, s *session) error {
+// twinReady is the ready hook of a module or leaf device identity (who):
+// subscribe to twin answers, desired notifications and methods, then sync
+// the twin in a goroutine the session owns.
+func (l *Link) twinReady(who hub.Identity, id *identity) func(ctx context.Context, s *session) error {
 	return func(ctx context.Context, s *session) error {
 		cloud := l.cloud
 		if cloud == nil {
 			return nil
 		}
-		t := &twinSync{l: l, id: id, s: s, device: device, module: id.acct.module, cloud: cloud,
+		t := &twinSync{l: l, id: id, s: s, who: who, cloud: cloud,
 			waiting: map[string]chan twinAnswer{}, poke: make(chan struct{}, 1)}
 		subs := map[string]paho.MessageHandler{
 			iothub.FilterTwinResponses: t.onResponse,
@@ -108,8 +107,9 @@ func (t *twinSync) onMethod(_ paho.Client, m paho.Message) {
 	payload := m.Payload()
 	t.s.goTask(func(ctx context.Context) {
 		// IoT Hub does not tell the device the caller's timeout; it
-		// enforces it itself, so the module gets the longest it allows.
-		resp, err := t.cloud.InvokeMethod(ctx, t.device, t.module, hub.MethodRequest{Name: tp.Method, Payload: payload}, hub.MaxMethodTimeout)
+		// enforces it itself, so the module or leaf gets the longest it
+		// allows.
+		resp, err := t.cloud.InvokeMethod(ctx, t.who.DeviceID, t.who.ModuleID, hub.MethodRequest{Name: tp.Method, Payload: payload}, hub.MaxMethodTimeout)
 		if err != nil {
 			status := 500
 			if errors.Is(err, hub.ErrMethodTimeout) {
@@ -216,7 +216,7 @@ func (t *twinSync) get(ctx context.Context) bool {
 		return false
 	}
 	v := version(doc.Desired)
-	if _, err := t.cloud.ApplyCloudDesired(t.module, doc.Desired, v); err != nil {
+	if _, err := t.cloud.ApplyCloudDesired(t.who, doc.Desired, v); err != nil {
 		if errors.Is(err, hub.ErrUnknownModule) {
 			// Not deployed (yet): fetch again later.
 			t.id.log.Warn("twin fetched for a module that is not deployed; retrying", "err", err)
@@ -241,7 +241,7 @@ func (t *twinSync) applyDesired() {
 			t.id.log.Warn("desired notification is not JSON; ignored", "err", err)
 			continue
 		}
-		if _, err := t.cloud.ApplyCloudDesiredPatch(t.module, patch, version(patch)); err != nil {
+		if _, err := t.cloud.ApplyCloudDesiredPatch(t.who, patch, version(patch)); err != nil {
 			t.id.log.Error("desired notification not applied", "err", err)
 		}
 	}
@@ -250,7 +250,7 @@ func (t *twinSync) applyDesired() {
 // sendReported sends the queued reported patches in order and reports
 // whether it got through them all.
 func (t *twinSync) sendReported(ctx context.Context) bool {
-	ps, err := t.cloud.PendingReported(t.module)
+	ps, err := t.cloud.PendingReported(t.who)
 	if err != nil {
 		t.id.log.Error("read queued reported patches", "err", err)
 		return false
@@ -273,7 +273,7 @@ func (t *twinSync) sendReported(ctx context.Context) bool {
 			t.id.log.Warn("reported patch not accepted; retrying", "status", a.status)
 			return false
 		}
-		if err := t.cloud.AckReported(t.module, p.Seq); err != nil {
+		if err := t.cloud.AckReported(t.who, p.Seq); err != nil {
 			t.id.log.Error("forget a sent reported patch", "err", err)
 			return false
 		}
