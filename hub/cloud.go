@@ -106,6 +106,12 @@ func (h *Hub) ApplyCloudDesiredPatch(id Identity, patch map[string]any, version 
 // makes of it and applies the difference to the twin.
 func (md *module) applyCloud(next func(cur map[string]any) (map[string]any, error), version int64, full bool) (int64, error) {
 	md.twinMu.Lock()
+	if fresh := md.cloudFresh; full && fresh != nil {
+		// A twin GET's document: SyncedTwin may answer once it is
+		// applied, when this returns.
+		defer close(fresh)
+		md.cloudFresh = nil
+	}
 	stale := version != 0 && (version < md.cloudVersion || !full && version == md.cloudVersion)
 	if stale {
 		v := md.tw.Desired.Version

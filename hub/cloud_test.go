@@ -222,3 +222,103 @@ func TestCloudReportedQueue(t *testing.T) {
 		t.Errorf("a module not synced with the cloud queued %d patches", len(ps))
 	}
 }
+
+// TestCloudLeafTwin follows a cloud-synced leaf device's twin: the
+// cloud's desired document applies to it and is remembered across a
+// restart, its reported patches are queued for the link (a leaf not
+// synced queues none), its local sessions are announced to the link, and
+// a session's twin GET waits for the cloud's copy fetched for it.
+func TestCloudLeafTwin(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	st := openStore(t, path)
+	h := hub.New(hub.Options{DeviceID: "gw1", Store: st, CloudLeaves: []string{"leaf1"}})
+	leaf1, leaf2 := hub.Identity{DeviceID: "leaf1"}, hub.Identity{DeviceID: "leaf2"}
+	desired := func(h *hub.Hub) string {
+		tw, err := h.IdentityTwin(leaf1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(tw.Desired.Doc)
+		return string(b)
+	}
+
+	if _, err := h.ApplyCloudDesired(leaf1, map[string]any{"a": 1.0, "$version": 2.0}, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := desired(h); got != `{"a":1}` {
+		t.Errorf("desired %s after the cloud's GET, want a=1", got)
+	}
+	for _, id := range []hub.Identity{leaf1, leaf2} {
+		if _, err := h.PatchReported(id, map[string]any{"fw": "1.0"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ps, err := h.PendingReported(leaf1); err != nil || len(ps) != 1 || string(ps[0].Patch) != `{"fw":"1.0"}` {
+		t.Errorf("leaf1's queued patches %v, %v; want its one patch", ps, err)
+	}
+	if ps, _ := h.PendingReported(leaf2); len(ps) != 0 {
+		t.Errorf("a leaf not synced with the cloud queued %d patches", len(ps))
+	}
+
+	// A local session: announced, and its GET waits for the cloud.
+	leaves, changed := h.ConnectedLeaves()
+	if len(leaves) != 0 {
+		t.Errorf("connected leaves %v before any session", leaves)
+	}
+	h.SetConnected(leaf1, true)
+	select {
+	case <-changed:
+	default:
+		t.Error("a leaf's session did not wake the link")
+	}
+	if leaves, _ := h.ConnectedLeaves(); leaves["leaf1"] != 1 || len(leaves) != 1 {
+		t.Errorf("connected leaves %v, want leaf1's first session", leaves)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if tw, _ := h.SyncedTwin(done, leaf1); tw.Desired.Doc["b"] != nil {
+		t.Errorf("SyncedTwin without the cloud's copy gave %v", tw.Desired.Doc)
+	}
+	got := make(chan twin.Twin, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), hubtest.Patience)
+		defer cancel()
+		tw, _ := h.SyncedTwin(ctx, leaf1)
+		got <- tw
+	}()
+	select {
+	case tw := <-got:
+		t.Fatalf("SyncedTwin answered %v before the cloud's copy came", tw.Desired.Doc)
+	default:
+	}
+	if _, err := h.ApplyCloudDesired(leaf1, map[string]any{"a": 1.0, "b": 2.0, "$version": 3.0}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if tw := <-got; tw.Desired.Doc["b"] != 2.0 {
+		t.Errorf("SyncedTwin gave %v, want the cloud's copy with b", tw.Desired.Doc)
+	}
+	if tw, _ := h.SyncedTwin(done, leaf2); tw.Desired.Doc == nil {
+		t.Error("no twin for a leaf not synced with the cloud")
+	}
+	h.SetConnected(leaf1, false)
+	if leaves, _ := h.ConnectedLeaves(); len(leaves) != 0 {
+		t.Errorf("connected leaves %v after the session closed", leaves)
+	}
+	_ = h.Close()
+	_ = st.Close()
+
+	// After a restart the cloud's document is remembered: the same GET
+	// changes nothing.
+	st = openStore(t, path)
+	defer st.Close()
+	h = hub.New(hub.Options{DeviceID: "gw1", Store: st, CloudLeaves: []string{"leaf1"}})
+	defer h.Close()
+	before, _ := h.IdentityTwin(leaf1)
+	if _, err := h.ApplyCloudDesired(leaf1, map[string]any{"a": 1.0, "b": 2.0, "$version": 3.0}, 3); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := h.IdentityTwin(leaf1)
+	if got := desired(h); got != `{"a":1,"b":2}` || after.Desired.Version != before.Desired.Version {
+		t.Errorf("after a restart desired %s version %d (was %d), want a and b kept and no new version", got, after.Desired.Version, before.Desired.Version)
+	}
+}

@@ -36,7 +36,11 @@ import (
 // Leaf devices are downstream devices that connect to the endpoint with
 // their own device identity. Their telemetry enters the router with
 // source /messages and their own connectionDeviceId (SendLeaf); their
-// twins are kept by the hub, and cached in the store, like a module's.
+// twins are kept by the hub, and cached in the store, like a module's,
+// and synced with the cloud on the leaf's own upstream connection when
+// Options.CloudLeaves names them (cloud.go). Their sessions are counted
+// (SetConnected) so the upstream link knows when they need that
+// connection (ConnectedLeaves).
 
 // ErrNotExternal is returned (wrapped) for a module that is deployed but
 // runs in-process, where an external module is needed.
@@ -90,9 +94,10 @@ type externals struct {
 	leaves    map[string]*module              // leaf twins, by device id
 	watchers  map[*module]map[chan struct{}]struct{}
 	methods   map[Identity]*methodReg
-	connected map[string]int // by module: open sessions
-	leafConns map[string]int // by leaf device: open sessions
-	leavesCh  chan struct{}  // closed when the set of connected leaves changes
+	connected map[string]int    // by module: open sessions
+	leafConns map[string]int    // by leaf device: open sessions
+	leafGen   map[string]uint64 // by leaf device: sessions opened so far
+	leavesCh  chan struct{}     // closed when a leaf's session opens or closes
 }
 
 type methodReg struct{ f RemoteMethodHandler }
@@ -113,6 +118,7 @@ func (e *externals) init() {
 		e.methods = map[Identity]*methodReg{}
 		e.connected = map[string]int{}
 		e.leafConns = map[string]int{}
+		e.leafGen = map[string]uint64{}
 	}
 }
 
@@ -189,17 +195,29 @@ func (h *Hub) externalModule(module string) (*module, error) {
 // device opened (true) or closed (false) on the local endpoint.
 // ModuleStatus shows an external module as running while it has a
 // session; the upstream link keeps a leaf device's own connection to the
-// cloud open while the leaf has one (ConnectedLeaves).
+// cloud open while the leaf has one, and fetches its twin from the cloud
+// for each new session (ConnectedLeaves, SyncedTwin).
 func (h *Hub) SetConnected(id Identity, connected bool) {
+	leaf := id.ModuleID == ""
+	if leaf && connected {
+		// Before the link hears of the session, so the fetch it makes
+		// for it is the one SyncedTwin waits for.
+		if md, err := h.identityTwin(id); err == nil && h.cloudSync(md) {
+			md.twinMu.Lock()
+			if md.cloudFresh == nil {
+				md.cloudFresh = make(chan struct{})
+			}
+			md.twinMu.Unlock()
+		}
+	}
 	e := &h.ext
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.init()
 	key, counts := id.ModuleID, e.connected
-	if id.ModuleID == "" {
+	if leaf {
 		key, counts = id.DeviceID, e.leafConns
 	}
-	before := counts[key] > 0
 	if connected {
 		counts[key]++
 	} else if counts[key] > 0 {
@@ -208,29 +226,56 @@ func (h *Hub) SetConnected(id Identity, connected bool) {
 	if counts[key] == 0 {
 		delete(counts, key)
 	}
-	if id.ModuleID == "" && before != (counts[key] > 0) && e.leavesCh != nil {
-		close(e.leavesCh)
-		e.leavesCh = nil
+	if leaf {
+		if connected {
+			e.leafGen[key]++
+		}
+		if e.leavesCh != nil {
+			close(e.leavesCh)
+			e.leavesCh = nil
+		}
 	}
 }
 
 // ConnectedLeaves returns the leaf devices that have a session on the
-// local endpoint now, sorted, and a channel closed when that set next
+// local endpoint now, each with the number of sessions it opened so far
+// (a new number is a new session), and a channel closed when that
 // changes.
-func (h *Hub) ConnectedLeaves() ([]string, <-chan struct{}) {
+func (h *Hub) ConnectedLeaves() (map[string]uint64, <-chan struct{}) {
 	e := &h.ext
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.init()
-	leaves := make([]string, 0, len(e.leafConns))
+	leaves := make(map[string]uint64, len(e.leafConns))
 	for l := range e.leafConns {
-		leaves = append(leaves, l)
+		leaves[l] = e.leafGen[l]
 	}
-	slices.Sort(leaves)
 	if e.leavesCh == nil {
 		e.leavesCh = make(chan struct{})
 	}
 	return leaves, e.leavesCh
+}
+
+// SyncedTwin is IdentityTwin for a client's twin GET: a leaf device
+// whose twin is synced with the cloud (Options.CloudLeaves) gets it once
+// the upstream link has fetched it from the cloud for the leaf's current
+// session, as IoT Hub would answer, or, when that takes until ctx ends
+// (offline), as cached.
+func (h *Hub) SyncedTwin(ctx context.Context, id Identity) (twin.Twin, error) {
+	md, err := h.identityTwin(id)
+	if err != nil {
+		return twin.Twin{}, err
+	}
+	md.twinMu.Lock()
+	fresh := md.cloudFresh
+	md.twinMu.Unlock()
+	if fresh != nil {
+		select {
+		case <-fresh:
+		case <-ctx.Done():
+		}
+	}
+	return md.twinSnapshot(), nil
 }
 
 func (h *Hub) externalStatus(name string) ModuleStatus {

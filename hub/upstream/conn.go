@@ -31,6 +31,7 @@ type identity struct {
 	// (CONNACK 4 or 5: unknown identity, wrong key), and no attempt has
 	// succeeded since.
 	refused bool
+	twin    *twinSync // of the latest connection, for a module or leaf identity
 
 	// A leaf device's identity connects only while needed (leaf.go).
 	// These are guarded by Link.mu.
@@ -41,6 +42,7 @@ type identity struct {
 	done     chan struct{} // closed when the last run returned
 	busy     int           // Publish calls using the identity now
 	held     bool          // the leaf is connected to the local endpoint
+	session  uint64        // the latest local session of the leaf seen
 	lastUsed time.Time
 }
 

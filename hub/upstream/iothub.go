@@ -27,7 +27,7 @@ type Cloud interface {
 	PendingReported(id hub.Identity) ([]store.Patch, error)
 	AckReported(id hub.Identity, seq uint64) error
 	ReportedChanged() <-chan struct{}
-	ConnectedLeaves() ([]string, <-chan struct{})
+	ConnectedLeaves() (map[string]uint64, <-chan struct{})
 }
 
 var _ Cloud = (*hub.Hub)(nil)

@@ -3,7 +3,6 @@ package upstream
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
 )
 
@@ -25,8 +24,10 @@ import (
 // nothing in flight. While the leaf is connected locally its connection
 // stays open, so the cloud's direct methods and desired properties reach
 // it, as they would reach it connected to IoT Hub directly; a leaf that is
-// not connected is offline for IoT Hub too (its methods answer 404 there),
-// and its twin is fetched again when it next connects.
+// not connected is offline for IoT Hub too (its methods answer 404 there).
+// Each new local session of the leaf has its twin fetched from the cloud,
+// and the leaf's first twin GET is answered once that copy is in (see
+// hub.SyncedTwin; the local endpoint waits a few seconds at most).
 //
 // When IoT Hub refuses the leaf's credentials (CONNACK 4 or 5: the device
 // is not registered there, or with another key), the leaf's messages go
@@ -91,7 +92,7 @@ func (l *Link) tendLeaves(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		var (
-			connected []string
+			connected map[string]uint64
 			changed   <-chan struct{}
 		)
 		if l.cloud != nil {
@@ -101,13 +102,20 @@ func (l *Link) tendLeaves(ctx context.Context) {
 		now := time.Now()
 		l.mu.Lock()
 		for name, id := range l.leaves {
-			held := slices.Contains(connected, name)
+			session, held := connected[name]
 			if id.held && !held {
 				id.lastUsed = now // idle from the local disconnect on
 			}
 			id.held = held
 			switch {
 			case held:
+				if session != id.session && id.running {
+					// A new local session: its twin GET waits for a
+					// fresh copy from the cloud (hub.SyncedTwin). A
+					// connection that starts now fetches it anyway.
+					id.fetchTwin()
+				}
+				id.session = session
 				l.startLocked(id)
 			case id.running && id.busy == 0 && now.Sub(id.lastUsed) >= l.opts.LeafIdle && id.snapshot().InFlight == 0:
 				id.running = false

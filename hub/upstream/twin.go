@@ -37,6 +37,7 @@ type twinSync struct {
 	waiting map[string]chan twinAnswer
 	desired [][]byte      // notifications not yet applied, in order
 	poke    chan struct{} // a notification arrived; capacity 1
+	refetch chan struct{} // the twin is to be fetched again; capacity 1
 }
 
 // twinReady is the ready hook of a module or leaf device identity (who):
@@ -49,7 +50,7 @@ func (l *Link) twinReady(who hub.Identity, id *identity) func(ctx context.Contex
 			return nil
 		}
 		t := &twinSync{l: l, id: id, s: s, who: who, cloud: cloud,
-			waiting: map[string]chan twinAnswer{}, poke: make(chan struct{}, 1)}
+			waiting: map[string]chan twinAnswer{}, poke: make(chan struct{}, 1), refetch: make(chan struct{}, 1)}
 		subs := map[string]paho.MessageHandler{
 			iothub.FilterTwinResponses: t.onResponse,
 			iothub.FilterTwinDesired:   t.onDesired,
@@ -64,8 +65,25 @@ func (l *Link) twinReady(who hub.Identity, id *identity) func(ctx context.Contex
 				return fmt.Errorf("subscribe %s: %w", f, err)
 			}
 		}
+		id.mu.Lock()
+		id.twin = t
+		id.mu.Unlock()
 		s.goTask(t.run)
 		return nil
+	}
+}
+
+// fetchTwin has the identity's twin sync, if it has one running, fetch
+// the twin again: a leaf device opened a new session locally.
+func (id *identity) fetchTwin() {
+	id.mu.Lock()
+	t := id.twin
+	id.mu.Unlock()
+	if t != nil {
+		select {
+		case t.refetch <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -156,7 +174,8 @@ func (t *twinSync) request(ctx context.Context, topic func(rid string) string, b
 }
 
 // run gets the twin, then applies desired notifications and sends the
-// queued reported patches, in order, until the connection ends.
+// queued reported patches, in order, until the connection ends. It gets
+// the twin again when asked (refetch).
 func (t *twinSync) run(ctx context.Context) {
 	log := t.id.log
 	r := retry{b: t.l.opts.Backoff}
@@ -166,10 +185,16 @@ func (t *twinSync) run(ctx context.Context) {
 		}
 	}
 	r.reset()
+	refetch := false
 	for ctx.Err() == nil {
 		changed := t.cloud.ReportedChanged()
+		ok := true
+		if refetch {
+			ok = t.get(ctx)
+			refetch = !ok
+		}
 		t.applyDesired()
-		ok := t.sendReported(ctx)
+		ok = t.sendReported(ctx) && ok
 		wait := time.Duration(-1)
 		if !ok {
 			wait = r.next()
@@ -185,6 +210,8 @@ func (t *twinSync) run(ctx context.Context) {
 		select {
 		case <-changed:
 		case <-t.poke:
+		case <-t.refetch:
+			refetch = true
 		case <-retryC:
 		case <-ctx.Done():
 			log.Debug("twin sync stops with the connection")
