@@ -36,7 +36,7 @@ type identity struct {
 	// A leaf device's identity connects only while needed (leaf.go).
 	// These are guarded by Link.mu.
 	lazy     bool
-	fallback *identity // the device's, taking the leaf's messages while refused
+	fallback *identity // the device's, taking a module's or leaf's messages while refused
 	running  bool
 	stop     context.CancelFunc
 	done     chan struct{} // closed when the last run returned
@@ -87,7 +87,11 @@ func (id *identity) setRefused() {
 	}
 	id.mu.Unlock()
 	if !was && id.fallback != nil {
-		id.log.Warn("the broker refused this leaf device's credentials: its messages go up on the gateway device's connection, as the gateway's, until its own connection succeeds; register the leaf in IoT Hub with the key in the config",
+		what := "leaf device"
+		if !id.acct.leaf {
+			what = "module identity"
+		}
+		id.log.Warn("the broker refused this "+what+"'s credentials: its messages go up on the gateway device's connection, as the gateway's, until its own connection succeeds; register it in IoT Hub with the key in the config",
 			"gateway", id.fallback.acct.identity)
 	}
 }

@@ -27,10 +27,12 @@
 //
 // The pump sends in order, so a message waits while the connection of its
 // identity is down or its window is full, and so do the messages behind
-// it, even those of identities that are connected. A module identity whose
-// credentials IoT Hub refuses holds up the queue until they are fixed (its
-// messages could not go as the module otherwise); a leaf device's messages
-// go on the device's connection instead, as the device's (leaf.go).
+// it, even those of identities that are connected. When IoT Hub refuses
+// the credentials of a module identity or a leaf device (unknown, wrong
+// key), its messages go on the device's connection instead, as the
+// device's, rather than hold up everyone's telemetry until the
+// registration is fixed; the link says so in the log and in its status,
+// and keeps retrying the identity's own connection (leaf.go).
 //
 // IoT Hub does not tell a device the caller's timeout of a direct method;
 // the module's handler gets the longest IoT Hub allows (300 s) and IoT

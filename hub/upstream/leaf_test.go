@@ -421,3 +421,63 @@ func TestHubsimLeafStreams(t *testing.T) {
 		t.Errorf("%d duplicates, want at most %d (a window per connection per restart)", dups, limit)
 	}
 }
+
+// TestHubsimModuleRefused: a module identity IoT Hub refuses (here: not
+// registered) does not hold up the queue either; its messages go on the
+// gateway's connection, the gateway's own messages behind them still
+// arrive, and the status says the module was refused.
+func TestHubsimModuleRefused(t *testing.T) {
+	sim := startSim(t)
+	dev, err := sim.AddDevice("gw1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(filepath.Join(t.TempDir(), "store.db"), &store.Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	cfg := upstream.IoTHubConfig{HostName: sim.Hostname(), DeviceID: "gw1", SharedAccessKey: simKey(t, dev),
+		Broker: "ssl://" + sim.Addr(), TLS: simTLS(t, sim),
+		Modules: []upstream.ModuleIdentity{{ModuleID: "ghostmod", SharedAccessKey: leafKey("ghostmod")}}}
+	link, err := upstream.NewIoTHub(cfg, &upstream.Options{Backoff: fast, Logger: testLogger(t), Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = link.Close() })
+	h := hub.New(hub.Options{DeviceID: "gw1", Upstream: link, Store: st, Logger: testLogger(t)})
+	t.Cleanup(func() { _ = h.Close() })
+	h.SetRoutes([]*route.Route{hubtest.MustRoute(t, "up", "FROM /messages/* INTO $upstream")})
+	link.Start(h)
+
+	ctx := context.Background()
+	for i := range 3 {
+		if err := h.Send(ctx, "ghostmod", "out", message.New(fmt.Appendf(nil, "ghostmod %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.SendDevice(ctx, message.New([]byte("gw after ghostmod"))); err != nil {
+		t.Fatal(err)
+	}
+	if ev := waitEvent(t, sim, "gw after ghostmod"); ev.DeviceID != "gw1" || ev.ModuleID != "" {
+		t.Errorf("gateway event from %s/%s, want gw1", ev.DeviceID, ev.ModuleID)
+	}
+	for i := range 3 {
+		ev := waitEvent(t, sim, fmt.Sprintf("ghostmod %d", i))
+		if ev.DeviceID != "gw1" || ev.ModuleID != "" {
+			t.Errorf("refused module's event from %s/%s, want it on the gateway's connection", ev.DeviceID, ev.ModuleID)
+		}
+		if on := ev.System.OutputName; on != "out" {
+			t.Errorf("refused module's event has output %q, want out", on)
+		}
+	}
+	var s upstream.IdentityStatus
+	for _, is := range link.Status().Identities {
+		if strings.HasSuffix(is.Identity, "ghostmod") {
+			s = is
+		}
+	}
+	if !s.Refused || !strings.Contains(s.LastError, "refused") {
+		t.Errorf("ghostmod status %+v, want refused with the reason", s)
+	}
+}

@@ -152,6 +152,7 @@ func newLink(mode string, accts []account, opts *Options) *Link {
 		case a.module == "":
 			l.device = id
 		default:
+			id.fallback = l.device
 			l.byMod[a.module] = id
 		}
 	}
@@ -227,8 +228,8 @@ func (l *Link) identityFor(m *message.Message) (id *identity, release func()) {
 // the connection is down or its window is full; ack is called with the
 // PUBACK (nil) or with why it will not come.
 //
-// A leaf device's message whose own connection IoT Hub refused goes on
-// the device's connection instead (see leaf.go).
+// A module's or leaf device's message whose own connection IoT Hub
+// refused goes on the device's connection instead (see leaf.go).
 func (l *Link) Publish(ctx context.Context, m *message.Message, d hub.Delivery, ack func(error)) error {
 	id, release := l.identityFor(m)
 	defer release()

@@ -66,8 +66,8 @@ type IdentityStatus struct {
 	// TokenExpires is when the current SAS token expires.
 	TokenExpires *time.Time `json:"tokenExpires,omitempty"`
 	// Refused says the broker refused the credentials at the last
-	// attempt and none succeeded since. A leaf device's messages go on
-	// the device's connection meanwhile.
+	// attempt and none succeeded since. A module's or leaf device's
+	// messages go on the device's connection meanwhile.
 	Refused bool `json:"refused,omitempty"`
 }
 
