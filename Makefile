@@ -19,12 +19,14 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge ./cmd/tinyedge
 
-# Static, stripped, version-stamped binaries for the gateways.
+# Static, stripped, version-stamped binaries for the gateways, and the
+# appliance's boot stage (the image's /init; scripts/image.sh builds its own).
 cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm   GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-armv6 ./cmd/tinyedge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm   GOARM=7 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-armv7 ./cmd/tinyedge
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64         $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-linux-arm64 ./cmd/tinyedge
-	@ls -l $(DIST)/tinyedge-linux-*
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64         $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/tinyedge-boot-linux-arm64 ./cmd/tinyedge-boot
+	@ls -l $(DIST)/tinyedge-linux-* $(DIST)/tinyedge-boot-linux-*
 
 # Signed OTA bundles of the cross builds: make bundle KEY=path/to/signing.key
 # (make one with `./dist/tinyedge bundle keygen -o NAME`; keep it out of the
@@ -73,7 +75,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 # The appliance: a bootable arm64 image (Debian's kernel, an initramfs
-# with tinyedge as /init, a data disk with slot a) in dist/image, built
+# with the boot stage tinyedge-boot as /init, a data disk with slot a) in dist/image, built
 # without root; `make qemu` boots it with the console on the terminal
 # (Ctrl-A X quits). `make image RPI=1` adds a Raspberry Pi 3/4 SD card
 # (dist/image/rpi-sdcard.img). See build/image.

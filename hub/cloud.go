@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/tinyedge/tinyedge/hub/twin"
 	"github.com/tinyedge/tinyedge/store"
@@ -15,13 +16,38 @@ import (
 // twin cache and applies only what changed since as a desired patch, so
 // the desired properties the local manifest gave are not wiped by an
 // empty cloud twin, and a change made in the cloud while offline is not
-// missed. Reported patches of the modules in Options.CloudModules are
-// queued in the store as they are made and sent by the link in order.
+// missed. Reported patches of the modules in Options.CloudModules, and of
+// the leaf devices in Options.CloudLeaves, are queued in the store as they
+// are made and sent by the link in order.
+//
+// A leaf device's twin is synced the same way as a module's, on the leaf's
+// own connection to the cloud: its desired properties are the cloud's
+// (plus any set here with PatchLeafDesired), its reported properties go
+// to the cloud. Versions are the hub's own, counted here, as for modules.
 
-// cloudSync reports whether module's twin is synced with the cloud.
-func (h *Hub) cloudSync(module string) bool {
-	return h.durable() && slices.Contains(h.opts.CloudModules, module)
+// cloudSync reports whether md's twin is synced with the cloud.
+func (h *Hub) cloudSync(md *module) bool {
+	if !h.durable() {
+		return false
+	}
+	if leaf, ok := strings.CutPrefix(md.id, leafTwinPrefix); ok {
+		return slices.Contains(h.opts.CloudLeaves, leaf)
+	}
+	return slices.Contains(h.opts.CloudModules, md.id)
 }
+
+// twinKey is the store key of an identity's twin and reported-patch
+// queue: the module's name, or devices/{id} for a leaf device (module
+// names cannot hold '/').
+func twinKey(id Identity) string {
+	if id.ModuleID == "" {
+		return leafTwinPrefix + id.DeviceID
+	}
+	return id.ModuleID
+}
+
+// leafTwinPrefix starts the store key of a leaf device's twin.
+const leafTwinPrefix = "devices/"
 
 // loadCloudTwin reads the cloud's last desired document of md from the
 // store; md is new and not yet shared.
@@ -39,14 +65,14 @@ func (h *Hub) loadCloudTwin(md *module) {
 	}
 }
 
-// ApplyCloudDesired takes the cloud's full desired document of a module
-// (from a twin GET) and its $version. What changed since the last cloud
+// ApplyCloudDesired takes the cloud's full desired document of a module of
+// this device or of a leaf device (from a twin GET) and its $version. What changed since the last cloud
 // document the hub saw is applied to the module's twin as a desired patch
 // and the running module is told; desired properties the cloud never
 // set (those of the local manifest) stay. A version older than the one
 // already applied is ignored. It returns the module's desired version.
-func (h *Hub) ApplyCloudDesired(module string, doc map[string]any, version int64) (int64, error) {
-	md, err := h.twinFor(module)
+func (h *Hub) ApplyCloudDesired(id Identity, doc map[string]any, version int64) (int64, error) {
+	md, err := h.identityTwin(id)
 	if err != nil {
 		return 0, err
 	}
@@ -62,8 +88,8 @@ func (h *Hub) ApplyCloudDesired(module string, doc map[string]any, version int64
 // ApplyCloudDesiredPatch applies a desired-properties notification from
 // the cloud, with the $version it carries: a patch no newer than the last
 // applied is ignored. It returns the module's desired version.
-func (h *Hub) ApplyCloudDesiredPatch(module string, patch map[string]any, version int64) (int64, error) {
-	md, err := h.twinFor(module)
+func (h *Hub) ApplyCloudDesiredPatch(id Identity, patch map[string]any, version int64) (int64, error) {
+	md, err := h.identityTwin(id)
 	if err != nil {
 		return 0, err
 	}
@@ -80,6 +106,12 @@ func (h *Hub) ApplyCloudDesiredPatch(module string, patch map[string]any, versio
 // makes of it and applies the difference to the twin.
 func (md *module) applyCloud(next func(cur map[string]any) (map[string]any, error), version int64, full bool) (int64, error) {
 	md.twinMu.Lock()
+	if fresh := md.cloudFresh; full && fresh != nil {
+		// A twin GET's document: SyncedTwin may answer once it is
+		// applied, when this returns.
+		defer close(fresh)
+		md.cloudFresh = nil
+	}
 	stale := version != 0 && (version < md.cloudVersion || !full && version == md.cloudVersion)
 	if stale {
 		v := md.tw.Desired.Version
@@ -104,25 +136,25 @@ func (md *module) applyCloud(next func(cur map[string]any) (map[string]any, erro
 	return md.patchDesired(patch)
 }
 
-// PendingReported returns the module's reported-properties patches not
+// PendingReported returns the identity's reported-properties patches not
 // yet accepted by the cloud, oldest first.
-func (h *Hub) PendingReported(module string) ([]store.Patch, error) {
+func (h *Hub) PendingReported(id Identity) ([]store.Patch, error) {
 	if !h.durable() {
 		return nil, nil
 	}
-	return h.opts.Store.ReportedPatches(module)
+	return h.opts.Store.ReportedPatches(twinKey(id))
 }
 
 // AckReported forgets a reported patch once the cloud accepted it.
-func (h *Hub) AckReported(module string, seq uint64) error {
+func (h *Hub) AckReported(id Identity, seq uint64) error {
 	if !h.durable() {
 		return nil
 	}
-	return h.opts.Store.AckReportedPatch(module, seq)
+	return h.opts.Store.AckReportedPatch(twinKey(id), seq)
 }
 
 // ReportedChanged returns a channel closed when the next reported patch
-// of a cloud-synced module is queued.
+// of a cloud-synced module or leaf device is queued.
 func (h *Hub) ReportedChanged() <-chan struct{} {
 	h.repMu.Lock()
 	defer h.repMu.Unlock()
@@ -136,7 +168,7 @@ func (h *Hub) ReportedChanged() <-chan struct{} {
 // the queue in the order the patches were applied.
 func (md *module) queueReported(patch map[string]any) error {
 	h := md.hub
-	if !h.cloudSync(md.id) {
+	if !h.cloudSync(md) {
 		return nil
 	}
 	b, err := json.Marshal(patch)

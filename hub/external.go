@@ -36,7 +36,11 @@ import (
 // Leaf devices are downstream devices that connect to the endpoint with
 // their own device identity. Their telemetry enters the router with
 // source /messages and their own connectionDeviceId (SendLeaf); their
-// twins are kept by the hub, and cached in the store, like a module's.
+// twins are kept by the hub, and cached in the store, like a module's,
+// and synced with the cloud on the leaf's own upstream connection when
+// Options.CloudLeaves names them (cloud.go). Their sessions are counted
+// (SetConnected) so the upstream link knows when they need that
+// connection (ConnectedLeaves).
 
 // ErrNotExternal is returned (wrapped) for a module that is deployed but
 // runs in-process, where an external module is needed.
@@ -90,7 +94,10 @@ type externals struct {
 	leaves    map[string]*module              // leaf twins, by device id
 	watchers  map[*module]map[chan struct{}]struct{}
 	methods   map[Identity]*methodReg
-	connected map[string]int // by module: open sessions
+	connected map[string]int    // by module: open sessions
+	leafConns map[string]int    // by leaf device: open sessions
+	leafGen   map[string]uint64 // by leaf device: sessions opened so far
+	leavesCh  chan struct{}     // closed when a leaf's session opens or closes
 }
 
 type methodReg struct{ f RemoteMethodHandler }
@@ -110,6 +117,8 @@ func (e *externals) init() {
 		e.watchers = map[*module]map[chan struct{}]struct{}{}
 		e.methods = map[Identity]*methodReg{}
 		e.connected = map[string]int{}
+		e.leafConns = map[string]int{}
+		e.leafGen = map[string]uint64{}
 	}
 }
 
@@ -182,19 +191,91 @@ func (h *Hub) externalModule(module string) (*module, error) {
 	return md, nil
 }
 
-// SetConnected records that a session of the external module opened
-// (true) or closed (false); ModuleStatus shows an external module as
-// running while it has a session.
-func (h *Hub) SetConnected(module string, connected bool) {
+// SetConnected records that a session of an external module or a leaf
+// device opened (true) or closed (false) on the local endpoint.
+// ModuleStatus shows an external module as running while it has a
+// session; the upstream link keeps a leaf device's own connection to the
+// cloud open while the leaf has one, and fetches its twin from the cloud
+// for each new session (ConnectedLeaves, SyncedTwin).
+func (h *Hub) SetConnected(id Identity, connected bool) {
+	leaf := id.ModuleID == ""
+	if leaf && connected {
+		// Before the link hears of the session, so the fetch it makes
+		// for it is the one SyncedTwin waits for.
+		if md, err := h.identityTwin(id); err == nil && h.cloudSync(md) {
+			md.twinMu.Lock()
+			if md.cloudFresh == nil {
+				md.cloudFresh = make(chan struct{})
+			}
+			md.twinMu.Unlock()
+		}
+	}
 	e := &h.ext
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.init()
-	if connected {
-		e.connected[module]++
-	} else if e.connected[module] > 0 {
-		e.connected[module]--
+	key, counts := id.ModuleID, e.connected
+	if leaf {
+		key, counts = id.DeviceID, e.leafConns
 	}
+	if connected {
+		counts[key]++
+	} else if counts[key] > 0 {
+		counts[key]--
+	}
+	if counts[key] == 0 {
+		delete(counts, key)
+	}
+	if leaf {
+		if connected {
+			e.leafGen[key]++
+		}
+		if e.leavesCh != nil {
+			close(e.leavesCh)
+			e.leavesCh = nil
+		}
+	}
+}
+
+// ConnectedLeaves returns the leaf devices that have a session on the
+// local endpoint now, each with the number of sessions it opened so far
+// (a new number is a new session), and a channel closed when that
+// changes.
+func (h *Hub) ConnectedLeaves() (map[string]uint64, <-chan struct{}) {
+	e := &h.ext
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.init()
+	leaves := make(map[string]uint64, len(e.leafConns))
+	for l := range e.leafConns {
+		leaves[l] = e.leafGen[l]
+	}
+	if e.leavesCh == nil {
+		e.leavesCh = make(chan struct{})
+	}
+	return leaves, e.leavesCh
+}
+
+// SyncedTwin is IdentityTwin for a client's twin GET: a leaf device
+// whose twin is synced with the cloud (Options.CloudLeaves) gets it once
+// the upstream link has fetched it from the cloud for the leaf's current
+// session, as IoT Hub would answer, or, when that takes until ctx ends
+// (offline), as cached.
+func (h *Hub) SyncedTwin(ctx context.Context, id Identity) (twin.Twin, error) {
+	md, err := h.identityTwin(id)
+	if err != nil {
+		return twin.Twin{}, err
+	}
+	md.twinMu.Lock()
+	fresh := md.cloudFresh
+	md.twinMu.Unlock()
+	if fresh != nil {
+		select {
+		case <-fresh:
+		case <-ctx.Done():
+		}
+	}
+	return md.twinSnapshot(), nil
 }
 
 func (h *Hub) externalStatus(name string) ModuleStatus {
@@ -337,13 +418,13 @@ func (h *Hub) identityTwin(id Identity) (*module, error) {
 	if md := e.leaves[id.DeviceID]; md != nil {
 		return md, nil
 	}
-	// Store keys of module twins are module names, which cannot hold '/'.
-	key := "devices/" + id.DeviceID
+	key := twinKey(id)
 	tw, deployed, ok := h.loadTwin(key)
 	if !ok {
 		tw, _ = twin.New(nil)
 	}
 	md := &module{id: key, hub: h, tw: tw, deployed: deployed}
+	h.loadCloudTwin(md)
 	e.leaves[id.DeviceID] = md
 	return md, nil
 }

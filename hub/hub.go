@@ -66,6 +66,10 @@ type Options struct {
 	// by the upstream link (they have their own identity there): with a
 	// Store, their reported patches are queued durably for the link.
 	CloudModules []string
+	// CloudLeaves are the leaf devices whose twins are synced with the
+	// cloud by the upstream link, on their own connection: with a Store,
+	// their reported patches are queued durably for the link.
+	CloudLeaves []string
 }
 
 // Stats are the hub's counters, named after edgeHub's metrics.

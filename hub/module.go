@@ -24,6 +24,9 @@ type module struct {
 	// its $version (see cloud.go).
 	cloud        map[string]any
 	cloudVersion int64
+	// cloudFresh, for a cloud-synced leaf device, is closed by the next
+	// twin fetched from the cloud; nil when none is awaited (SyncedTwin).
+	cloudFresh chan struct{}
 
 	active atomic.Pointer[Client] // the running client, nil between runs
 

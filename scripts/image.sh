@@ -3,8 +3,8 @@
 # loop devices, into $OUT (default dist/image):
 #
 #   vmlinuz            the kernel of Debian's linux-image-arm64
-#   initramfs.cpio.gz  the boot stage: tinyedge as /init and the kernel
-#                      modules of build/image/modules.txt
+#   initramfs.cpio.gz  the boot stage: tinyedge-boot as /init, the kernel
+#                      modules of build/image/modules.txt and mkfs.ext4
 #   data.img           the data partition (ext4, label tinyedge-data):
 #                      slot a, the OTA state, the trusted update key and
 #                      config.toml
@@ -16,8 +16,9 @@
 # reused. The update signing key is $KEY (NAME.key with NAME.pub beside
 # it); without one, a development key is made in $WORK once.
 #
-# IMAGE_VERSION (1.0.0) is the version of slot a; CONFIG a config.toml to
-# put on the data partition instead of build/image/config.toml.
+# IMAGE_VERSION (1.0.0) is the version of slot a and of the boot stage;
+# CONFIG a config.toml to put on the data partition instead of
+# build/image/config.toml.
 #
 # RPI=1 also makes rpi-sdcard.img, a Raspberry Pi 3/4 SD card: a FAT boot
 # partition with the Pi firmware (Debian's raspi-firmware), the kernel,
@@ -158,11 +159,12 @@ done
 cp -L "$e2/lib/ld-linux-aarch64.so.1" "$rd/lib/ld-linux-aarch64.so.1" 2>/dev/null ||
 	cp -L "$e2/usr/lib/ld-linux-aarch64.so.1" "$rd/lib/ld-linux-aarch64.so.1"
 
-# 3. tinyedge for arm64: the boot stage (/init) and slot a.
+# 3. For arm64: the boot stage (/init) and tinyedge (slot a).
 # buildTime: the commit's date, so the same commit builds the same image.
-ldflags="-s -w -X main.version=$VERSION -X main.commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) -X main.buildTime=$(git log -1 --format=%cI 2>/dev/null)"
-CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -ldflags "$ldflags" -o "$WORK/tinyedge-arm64" ./cmd/tinyedge
-cp "$WORK/tinyedge-arm64" "$rd/init"
+ldflags="-s -w -X main.version=$VERSION -X main.commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -ldflags "$ldflags" -o "$WORK/tinyedge-boot-arm64" ./cmd/tinyedge-boot
+CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build -trimpath -ldflags "$ldflags -X main.buildTime=$(git log -1 --format=%cI 2>/dev/null)" -o "$WORK/tinyedge-arm64" ./cmd/tinyedge
+cp "$WORK/tinyedge-boot-arm64" "$rd/init"
 (cd "$rd" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9n >"$OUT/initramfs.cpio.gz"
 
 # 4. The data partition.
@@ -252,4 +254,5 @@ echo "image: $OUT (kernel $kver)"
 for f in vmlinuz initramfs.cpio.gz data.img $([ "${RPI:-}" = 1 ] && echo rpi-sdcard.img); do
 	printf '  %-18s %10d bytes (%s on disk)\n' "$f" "$(stat -c %s "$OUT/$f")" "$(du -h "$OUT/$f" | cut -f1)"
 done
+printf '  %-18s %10d bytes (tinyedge-boot, /init; tinyedge is %d)\n' init "$(stat -c %s "$rd/init")" "$(stat -c %s "$WORK/tinyedge-arm64")"
 echo "  modules: $(tr '\n' ' ' <"$rd/etc/tinyedge/modules")"

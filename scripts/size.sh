@@ -1,11 +1,12 @@
 #!/bin/sh
-# Binary sizes of the stripped static builds (make cross), and the RSS of
+# Binary sizes of the stripped static builds (make cross; with the
+# appliance's boot stage, tinyedge-boot), and the RSS of
 # `tinyedge run` with the quickstart deployment after SECONDS (default 60)
 # on this machine.
 set -eu
 cd "$(dirname "$0")/.."
 make -s cross >/dev/null
-for f in dist/tinyedge-linux-arm64 dist/tinyedge-linux-armv6 dist/tinyedge-linux-armv7; do
+for f in dist/tinyedge-linux-arm64 dist/tinyedge-linux-armv6 dist/tinyedge-linux-armv7 dist/tinyedge-boot-linux-arm64; do
 	stat -c '%s %n' "$f" | awk '{ printf "%-28s %9d bytes (%.1f MiB)\n", $2, $1, $1 / 1048576 }'
 done
 secs=${SECONDS_RSS:-60}

@@ -2,7 +2,8 @@ package store
 
 import (
 	"math"
-	"unicode/utf8"
+
+	"github.com/tinyedge/tinyedge/store/cborread"
 )
 
 // decodeMessageFast decodes data into r when it is a message record as
@@ -13,8 +14,8 @@ import (
 // general decoder then decides; for what it accepts it gives what the
 // general decoder would (FuzzDecodeRecord checks).
 func decodeMessageFast(data []byte, r *messageRecord) bool {
-	d := cborReader{b: data}
-	n, ok := d.head(5)
+	d := cborReader{cborread.Reader{B: data}}
+	n, ok := d.Head(5)
 	if !ok {
 		return false
 	}
@@ -26,11 +27,11 @@ func decodeMessageFast(data []byte, r *messageRecord) bool {
 		}
 		switch k {
 		case 'v':
-			r.V, ok = d.head(0)
+			r.V, ok = d.Head(0)
 		case 't':
-			r.Enqueued, ok = d.int64()
+			r.Enqueued, ok = d.Int64()
 		case 'c':
-			r.Trusted, ok = d.bool()
+			r.Trusted, ok = d.Bool()
 		case 'h':
 			r.Props, ok = d.bytes()
 		case 'p':
@@ -44,58 +45,21 @@ func decodeMessageFast(data []byte, r *messageRecord) bool {
 			return false
 		}
 	}
-	return d.i == len(d.b)
+	return d.Done()
 }
 
-// cborReader reads CBOR items from b at i.
-type cborReader struct {
-	b []byte
-	i int
-}
-
-// head reads the head of an item of major type major with a definite
-// argument and returns the argument.
-func (d *cborReader) head(major byte) (uint64, bool) {
-	if d.i >= len(d.b) || d.b[d.i]>>5 != major {
-		return 0, false
-	}
-	info := d.b[d.i] & 31
-	d.i++
-	if info < 24 {
-		return uint64(info), true
-	}
-	var size int
-	switch info {
-	case 24:
-		size = 1
-	case 25:
-		size = 2
-	case 26:
-		size = 4
-	case 27:
-		size = 8
-	default:
-		return 0, false // reserved, or indefinite length
-	}
-	if len(d.b)-d.i < size {
-		return 0, false
-	}
-	var v uint64
-	for _, c := range d.b[d.i : d.i+size] {
-		v = v<<8 | uint64(c)
-	}
-	d.i += size
-	return v, true
-}
+// cborReader reads the records' items: cborread's, and their one-letter
+// keys.
+type cborReader struct{ cborread.Reader }
 
 // key reads a one-letter text key, the only kind the records have, and
 // returns its letter.
 func (d *cborReader) key() (byte, bool) {
-	if len(d.b)-d.i < 2 || d.b[d.i] != 0x61 || d.b[d.i+1] < 'a' || d.b[d.i+1] > 'z' {
+	if len(d.B)-d.I < 2 || d.B[d.I] != 0x61 || d.B[d.I+1] < 'a' || d.B[d.I+1] > 'z' {
 		return 0, false
 	}
-	d.i += 2
-	return d.b[d.i-1], true
+	d.I += 2
+	return d.B[d.I-1], true
 }
 
 // once reports whether key k was not seen before and marks it seen.
@@ -108,60 +72,21 @@ func once(seen *uint32, k byte) bool {
 	return true
 }
 
-// raw reads a definite-length string of major type 2 or 3; its bytes
-// alias b.
-func (d *cborReader) raw(major byte) ([]byte, bool) {
-	n, ok := d.head(major)
-	if !ok || n > uint64(len(d.b)-d.i) {
-		return nil, false
-	}
-	v := d.b[d.i : d.i+int(n)]
-	d.i += int(n)
-	return v, true
-}
-
 // bytes reads a non-empty byte string and copies it: b is bbolt's.
 func (d *cborReader) bytes() ([]byte, bool) {
-	v, ok := d.raw(2)
+	v, ok := d.Raw(2)
 	if !ok || len(v) == 0 {
 		return nil, false
 	}
 	return append([]byte(nil), v...), true
 }
 
-func (d *cborReader) text() (string, bool) {
-	v, ok := d.raw(3)
-	if !ok || !utf8.Valid(v) {
-		return "", false
-	}
-	return string(v), true
-}
-
-func (d *cborReader) bool() (bool, bool) {
-	if d.i >= len(d.b) || (d.b[d.i] != 0xf4 && d.b[d.i] != 0xf5) {
-		return false, false
-	}
-	d.i++
-	return d.b[d.i-1] == 0xf5, true
-}
-
-// int64 reads an integer, positive (major 0) or negative (major 1), that
-// fits an int64.
-func (d *cborReader) int64() (int64, bool) {
-	if d.i < len(d.b) && d.b[d.i]>>5 == 1 {
-		v, ok := d.head(1)
-		return -1 - int64(v), ok && v <= math.MaxInt64
-	}
-	v, ok := d.head(0)
-	return int64(v), ok && v <= math.MaxInt64
-}
-
 // targets reads the targets array.
 func (d *cborReader) targets() ([]targetRecord, bool) {
-	n, ok := d.head(4)
+	n, ok := d.Head(4)
 	// Each target takes at least one byte; the general decoder refuses
 	// more than 4096 (MaxArrayElements).
-	if !ok || n == 0 || n > uint64(len(d.b)-d.i) || n > 4096 {
+	if !ok || n == 0 || n > uint64(len(d.B)-d.I) || n > 4096 {
 		return nil, false
 	}
 	ts := make([]targetRecord, n)
@@ -174,7 +99,7 @@ func (d *cborReader) targets() ([]targetRecord, bool) {
 }
 
 func (d *cborReader) target(t *targetRecord) bool {
-	n, ok := d.head(5)
+	n, ok := d.Head(5)
 	if !ok {
 		return false
 	}
@@ -186,14 +111,14 @@ func (d *cborReader) target(t *targetRecord) bool {
 		}
 		switch k {
 		case 'n':
-			t.Endpoint, ok = d.text()
+			t.Endpoint, ok = d.Text()
 		case 'p':
 			var v uint64
-			v, ok = d.head(0)
+			v, ok = d.Head(0)
 			ok = ok && v <= math.MaxUint32
 			t.Priority = uint32(v)
 		case 'l':
-			t.TTL, ok = d.int64()
+			t.TTL, ok = d.Int64()
 		default:
 			return false
 		}

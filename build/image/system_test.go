@@ -658,9 +658,13 @@ func ofRun(text string, run int) bool {
 
 const (
 	bootTimeout = 120 * time.Second // a loaded 2-core machine emulating arm64
-	initLine    = `msg="tinyedge init" .*binary=/init uptime=([0-9.]+)s`
+	initLine    = `msg=tinyedge-boot .*binary=/init size=[0-9]+ uptime=([0-9.]+)s`
 	bootLine    = `msg=boot .*slot=(\S*) version=(\S*) trial=(\S+) reason="([^"]*)"`
 )
+
+// stageLine is the boot stage's first line: /init is tinyedge-boot, its
+// version and size.
+const stageLine = `msg=tinyedge-boot .*version=(\S+) binary=/init size=([0-9]+) `
 
 func TestSystem(t *testing.T) {
 	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
@@ -728,7 +732,7 @@ func TestSystem(t *testing.T) {
 		addr := sim.Addr()
 		v := bootWith(t, "boot", disk, bootOpts{netOpts: guestForward(t, addr)})
 		l, m := v.waitFor(initLine, bootTimeout)
-		fig.add("boot: QEMU start to tinyedge init %.2fs (guest uptime %ss)", l.at.Seconds(), m[1])
+		fig.add("boot: QEMU start to the boot stage (/init) %.2fs (guest uptime %ss)", l.at.Seconds(), m[1])
 		v.waitFor(bootLine, bootTimeout)
 		v.waitSeen(`msg=network .*address=10\.0\.2\.15/24`, bootTimeout)
 		hub, _ := v.waitFor(`msg="tinyedge starting" version=1\.0\.0`, bootTimeout)
@@ -895,13 +899,24 @@ func TestSystem(t *testing.T) {
 	})
 
 	t.Run("first boot on a blank disk", func(t *testing.T) {
+		// The boot stage formats the blank disk, installs slot a from
+		// the media's tinyedge and execs it.
 		blank := filepath.Join(dir, "blank.img")
 		run(t, nil, "truncate", "-s", "64M", blank)
-		v := boot(t, "first-boot", blank, "", "")
+		media := mediaDisk(t, dir, "first-boot-media", map[string]string{"tinyedge": filepath.Join(workDir, "tinyedge-arm64")})
+		v := boot(t, "first-boot", blank, media, "")
+		_, bs := v.waitFor(stageLine, bootTimeout)
+		fi, err := os.Stat(filepath.Join(workDir, "tinyedge-boot-arm64"))
+		if err != nil || bs[1] != "1.0.0" || bs[2] != strconv.FormatInt(fi.Size(), 10) || fi.Size() > 4<<20 {
+			t.Errorf("/init: tinyedge-boot %s of %s bytes; want 1.0.0, the small boot stage of the image (%v)", bs[1], bs[2], err)
+		} else {
+			fig.add("boot stage: /init is tinyedge-boot %s, %s bytes stripped (arm64)", bs[1], bs[2])
+		}
 		v.waitFor(`msg="data partition" .*created=true`, bootTimeout)
+		v.waitFor(`msg="first boot: installed tinyedge from the media into slot a"`, bootTimeout)
 		_, m := v.waitFor(bootLine, bootTimeout)
-		if m[1] != `""` || !strings.Contains(m[4], "running the installed binary") {
-			t.Errorf("first boot: slot %s reason %q; want the installed binary", m[1], m[4])
+		if m[1] != "a" || !strings.Contains(m[4], "only slot a has a binary") {
+			t.Errorf("first boot: slot %s reason %q; want slot a, installed", m[1], m[4])
 		}
 		v.waitFor(`msg="tinyedge starting" version=1\.0\.0`, bootTimeout)
 		v.waitFor(`"module": "SimulatedTemperatureSensor"`, bootTimeout)

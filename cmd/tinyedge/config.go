@@ -145,10 +145,22 @@ type EdgeConfig struct {
 }
 
 // LeafDeviceConfig declares one downstream device.
+//
+// A leaf with a SharedAccessKey goes upstream as itself, as with edgeHub:
+// the key is the leaf's IoT Hub device key, so the upstream link connects
+// to IoT Hub as the leaf (while the leaf is connected locally or has
+// messages to send); the leaf's messages arrive there with its own
+// $connectionDeviceId, its twin is synced with the cloud and the cloud's
+// direct methods reach it. While IoT Hub refuses the key, its messages go
+// up on the gateway's connection, as the gateway's. A leaf with a
+// Thumbprint, or with neither (a key tinyedge generates, shown by
+// `tinyedge identities`), cannot connect as itself: tinyedge holds no
+// private key IoT Hub knows for it, so its messages go up as the
+// gateway's, which is logged for each such leaf at startup.
 type LeafDeviceConfig struct {
 	ID string `toml:"id"`
-	// SharedAccessKey (base64) for SAS; or Thumbprint (SHA-256 of the
-	// client certificate, hex) for X.509.
+	// SharedAccessKey (base64) for SAS: the leaf's IoT Hub key; or
+	// Thumbprint (SHA-256 of the client certificate, hex) for X.509.
 	SharedAccessKey string `toml:"shared_access_key"`
 	Thumbprint      string `toml:"thumbprint"`
 }

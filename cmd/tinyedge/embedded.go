@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +14,11 @@ import (
 	"github.com/tinyedge/tinyedge/hub/iothub"
 )
 
+// embeddedKeepEvents is how many events the embedded emulator keeps in
+// memory: a few hundred KiB, where hubsim's default would grow to
+// hundreds of MiB over a long run.
+const embeddedKeepEvents = 1000
+
 // embeddedHub gives a gateway that is not provisioned an IoT Hub to talk
 // to, so `make run` shows the whole loop on one machine: the IoT Hub
 // emulator of the default hubsim data directory — the one `tinyedge
@@ -21,18 +28,29 @@ import (
 // sections connect the link to it with their keys, trusting its CA. The
 // `tinyedge hubsim` client commands find it through that directory.
 //
+// Leaf devices the config declares with a shared access key are
+// registered with that key, so they send to the emulator as themselves,
+// as they would to IoT Hub. A leaf the emulator already knows with
+// another key, or whose key it refuses, is logged: its messages then go
+// up as the gateway's.
+//
 // Modules added by a later re-deployment get no cloud identity until the
 // next start.
-func embeddedHub(deviceID string, modules []string, log *slog.Logger) (ProvisioningConfig, UpstreamConfig, func(), error) {
+func embeddedHub(deviceID string, modules []string, leaves []LeafDeviceConfig, log *slog.Logger) (ProvisioningConfig, UpstreamConfig, func(), error) {
 	dir, err := hubsim.DefaultDataDir()
 	if err != nil {
 		return ProvisioningConfig{}, UpstreamConfig{}, nil, err
 	}
 	var (
-		register func(device, module string) (string, error)
-		stop     = func() {}
+		register     func(device, module string) (string, error)
+		registerLeaf func(device, key string) (string, error)
+		stop         = func() {}
 	)
-	sim, err := hubsim.New(hubsim.Options{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: log.With("component", "hubsim")})
+	// The embedded emulator runs inside the gateway's process for as long
+	// as it does: it keeps few events in memory (the monitor shows the
+	// newest; events.jsonl has them all).
+	sim, err := hubsim.New(hubsim.Options{DataDir: dir, MQTTAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Logger: log.With("component", "hubsim"), KeepEvents: embeddedKeepEvents})
 	switch {
 	case errors.Is(err, hubsim.ErrDataDirInUse):
 		// A hubsim already serves that directory: use it.
@@ -44,6 +62,12 @@ func embeddedHub(deviceID string, modules []string, log *slog.Logger) (Provision
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			id, err := c.AddIdentity(ctx, device, module)
+			return id.ConnectionString, err
+		}
+		registerLeaf = func(device, key string) (string, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			id, err := c.AddDeviceWithKey(ctx, device, key)
 			return id.ConnectionString, err
 		}
 		log.Info("using the running IoT Hub emulator", "dataDir", dir)
@@ -63,6 +87,16 @@ func embeddedHub(deviceID string, modules []string, log *slog.Logger) (Provision
 			id, err := sim.AddIdentity(hubsim.Identity{DeviceID: device, ModuleID: module})
 			if errors.Is(err, hubsim.ErrExists) {
 				id, err = sim.Identity(device, module)
+			}
+			if err != nil {
+				return "", err
+			}
+			return sim.ConnectionString(id), nil
+		}
+		registerLeaf = func(device, key string) (string, error) {
+			id, err := sim.AddIdentity(hubsim.Identity{DeviceID: device, PrimaryKey: key})
+			if errors.Is(err, hubsim.ErrExists) {
+				id, err = sim.Identity(device, "")
 			}
 			if err != nil {
 				return "", err
@@ -92,6 +126,21 @@ func embeddedHub(deviceID string, modules []string, log *slog.Logger) (Provision
 			return fail(err)
 		}
 		u.Modules[m] = AuthConfig{SharedAccessKey: c.SharedAccessKeyRaw}
+	}
+	for _, l := range leaves {
+		if l.SharedAccessKey == "" {
+			continue // X.509 or a generated key: not a device of its own upstream
+		}
+		cs, err := registerLeaf(l.ID, l.SharedAccessKey)
+		if err != nil {
+			log.Warn("leaf device not registered with the IoT Hub emulator: its messages go up as the gateway's", "leaf", l.ID, "err", err)
+			continue
+		}
+		key, _ := base64.StdEncoding.DecodeString(l.SharedAccessKey)
+		if c, err := iothub.ParseConnectionString(cs); err != nil || !bytes.Equal(c.SharedAccessKey, key) {
+			log.Warn("leaf device is registered with the IoT Hub emulator with another key: its messages go up as the gateway's; give the leaf that key, or remove it from the emulator's state.json",
+				"leaf", l.ID, "dataDir", dir)
+		}
 	}
 	return p, u, stop, nil
 }

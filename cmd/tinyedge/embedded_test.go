@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,4 +102,54 @@ func TestRunWithEmbeddedHubsim(t *testing.T) {
 		o, _, code := runCLI(t, "hubsim", "method", "invoke", "simtemp", "reset")
 		return code == 0 && strings.Contains(o, `"status": 200`)
 	})
+}
+
+// TestEmbeddedHubRegistersLeaves: leaf devices declared with a key are
+// registered with the emulator with that key, so they can send as
+// themselves; one it already knows with another key is kept and said in
+// the log; X.509 leaves are not registered.
+func TestEmbeddedHubRegistersLeaves(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	key := func(s string) string { return base64.StdEncoding.EncodeToString([]byte("key of the leaf device " + s)) }
+	leaves := []LeafDeviceConfig{{ID: "leaf1", SharedAccessKey: key("leaf1")}, {ID: "cam", Thumbprint: strings.Repeat("ab", 32)}}
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	_, _, stop, err := embeddedHub("gw1", nil, leaves, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	// Again, with leaf1's key changed in the config: the emulator keeps
+	// the key it has, and the log says the leaf will go as the gateway.
+	leaves[0].SharedAccessKey = key("other")
+	_, _, stop, err = embeddedHub("gw1", nil, leaves, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	dir, err := hubsim.DefaultDataDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := hubsim.Dial(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := c.Identities(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, id := range ids {
+		got = append(got, id.DeviceID)
+		if id.DeviceID == "leaf1" && !strings.Contains(id.ConnectionString, ";SharedAccessKey="+key("leaf1")+";") {
+			t.Errorf("leaf1 registered as %s, want the key from the config", id.ConnectionString)
+		}
+	}
+	if strings.Join(got, " ") != "gw1 leaf1" {
+		t.Errorf("registered %v, want the gateway and the leaf with a key", got)
+	}
+	if !strings.Contains(logs.String(), "leaf=leaf1") || !strings.Contains(logs.String(), "another key") {
+		t.Errorf("log:\n%s\nwant a warning that leaf1 is registered with another key", logs.String())
+	}
 }

@@ -91,9 +91,10 @@ func initArgs(args []string) []string {
 	return []string{"init"}
 }
 
-// cmdInit is PID 1: the boot stage in the initramfs and the system
-// manager of the slot binary it execs (see package appliance). It never
-// returns on a device.
+// cmdInit is PID 1 in the slot binary the boot stage (cmd/tinyedge-boot,
+// the initramfs's /init) exec'd, or, when tinyedge itself is /init, both
+// the boot stage and that (see package appliance). It never returns on a
+// device.
 func cmdInit(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -105,36 +106,41 @@ func cmdInit(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: init is the gateway's PID 1 (the kernel starts it); to run the hub on a running system use `tinyedge run`", errUsage)
 	}
 	m := &appliance.Machine{Sys: appliance.Linux{}, Root: "/"}
-	mountErr := m.MountBase()
-	_ = appliance.ReopenConsole()
+	h, handedOff, herr := appliance.ReadHandoff(os.Getenv)
+	var mountErr error
+	if !handedOff {
+		mountErr = m.MountBase()
+		_ = appliance.ReopenConsole()
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("pid1", true)
 	self, _ := os.Executable()
+	if handedOff && herr == nil {
+		// The boot stage mounted everything, loaded the modules and
+		// counted the try: calling ota.Boot again must not happen.
+		log.Info("tinyedge init", "version", version, "binary", self, "boot_stage", h.Stage, "slot", string(h.Slot), "trial", h.Trial, "uptime", kernelUptime())
+		return runAppliance(ctx, m, ota.Decision{Slot: h.Slot, Path: self, Trial: h.Trial, Version: version}, fs.Args(), log)
+	}
 	log.Info("tinyedge init", "version", version, "binary", self, "uptime", kernelUptime(), "args", strings.Join(os.Args[1:], " "))
 	if mountErr != nil {
 		log.Error("mount the kernel file systems", "err", mountErr)
 	}
-	if r, err := m.LoadModules(); err != nil {
-		log.Error("load kernel modules", "err", err)
-	} else if len(r.Loaded) > 0 || len(r.Failed) > 0 {
-		log.Info("kernel modules", "loaded", len(r.Loaded), "already", strings.Join(r.Already, ","), "failed", len(r.Failed))
-		for _, e := range r.Failed {
-			log.Warn("kernel module", "err", e)
-		}
+	if herr != nil {
+		// Doing the boot stage's work again is safe: each step is
+		// idempotent, and ota.Boot run by a slot's binary counts nothing.
+		log.Error("boot stage handoff unreadable; checking the boot again", "err", herr)
 	}
-	dr, err := m.MountData(ctx, appliance.DataOpts{Label: *label, Target: applianceDataDir})
-	if err != nil {
+	st := &appliance.Stage{Machine: m, Logger: log, Label: *label, DataDir: applianceDataDir}
+	if _, err := st.Prepare(ctx); err != nil {
 		// Nothing can run without the data partition: say so on the
 		// console for a minute, then try again from the start.
 		log.Error("NO DATA PARTITION; rebooting in 60 s", "err", err)
 		time.Sleep(time.Minute)
-		haltForever(m, appliance.Restart, log)
-	}
-	if !dr.Already {
-		log.Info("data partition", "device", dr.Device, "dir", dr.Target, "created", dr.Created)
+		m.Halt(appliance.Restart, time.Minute, log)
 	}
 
 	// The boot stage's one decision: which slot runs. Exec replaces this
-	// process (keeping PID 1) unless this binary is the chosen one.
+	// process (keeping PID 1) unless this binary is the chosen one; the
+	// installed binary, /init, runs itself when no slot can.
 	d, err := ota.Boot(applianceDataDir, &ota.BootOpts{Logger: log})
 	if err != nil {
 		log.Error("update state not written; running the safe choice", "err", err)
@@ -209,7 +215,7 @@ func runAppliance(ctx context.Context, m *appliance.Machine, d ota.Decision, com
 	// The service asks for a restart into an update by exiting with
 	// exitRestart, as a trial run does under the installed binary's
 	// watch: PID 1 then reboots, and the boot stage chooses the slot.
-	env := append(os.Environ(), trialEnv+"=1", clockSyncedEnv+"="+appliance.SyncedMarker)
+	env := append(withoutHandoff(os.Environ()), trialEnv+"=1", clockSyncedEnv+"="+appliance.SyncedMarker)
 	if _, err := os.Stat(cfgPath); err == nil {
 		env = append(env, configEnv+"="+cfgPath)
 	}
@@ -238,20 +244,8 @@ func runAppliance(ctx context.Context, m *appliance.Machine, d ota.Decision, com
 		},
 		StatusInterval: a.StatusInterval.Duration,
 	})
-	haltForever(m, how, log)
+	m.Halt(how, time.Minute, log)
 	return nil
-}
-
-// haltForever is where PID 1 ends up when reboot(2) returned or the
-// machine must stop: it tries again now and then, and never exits.
-func haltForever(m *appliance.Machine, how appliance.How, log *slog.Logger) {
-	for {
-		m.Sys.Sync()
-		if err := m.Sys.Reboot(how); err != nil {
-			log.Error("reboot(2)", "err", err)
-		}
-		time.Sleep(time.Minute)
-	}
 }
 
 // serviceArgv turns the configured or given command into the argv PID 1
@@ -304,6 +298,15 @@ func watchdogDevice(conf string) string {
 		return ""
 	}
 	return conf
+}
+
+// withoutHandoff is env without the boot stage's handoff, which is PID
+// 1's alone.
+func withoutHandoff(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return k == appliance.HandoffStageEnv || k == appliance.HandoffSlotEnv || k == appliance.HandoffTrialEnv
+	})
 }
 
 func interfaces(cs []InterfaceConfig) []appliance.Interface {

@@ -148,3 +148,11 @@ func TestClockTrustConcurrentFirstLooks(t *testing.T) {
 		}
 	}
 }
+
+func TestServiceDoesNotInheritTheHandoff(t *testing.T) {
+	env := appliance.Handoff{Stage: "1.0.0", Slot: "b", Trial: true}.Environ([]string{"PATH=/bin", "TINYEDGE_BOOT_STAGEX=kept"})
+	got := withoutHandoff(env)
+	if want := []string{"PATH=/bin", "TINYEDGE_BOOT_STAGEX=kept"}; !slices.Equal(got, want) {
+		t.Errorf("withoutHandoff(%q) = %q, want %q", env, got, want)
+	}
+}

@@ -89,9 +89,11 @@ Usage:
   tinyedge hubsim serve|identity|twin|method|monitor …
       An IoT Hub emulator and its client (tinyedge hubsim help).
   tinyedge init [--data-label L] [COMMAND ARGS...]
-      Be the gateway's PID 1 (run by the kernel; see build/image): mount
-      the system, the data partition and the network, boot the OTA slot,
-      and keep the service (run) going; a COMMAND runs once, then powers off.
+      Be the gateway's PID 1, exec'd by the boot stage tinyedge-boot (or
+      run by the kernel as /init; see build/image): the network, the
+      clock and the service (run), kept going; a COMMAND runs once, then
+      powers off. As /init it first mounts the system and the data
+      partition and boots the OTA slot itself.
   tinyedge version
       Print version, commit, Go version and target.
 `

@@ -235,7 +235,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		for i, mod := range m.Modules {
 			names[i] = mod.Name
 		}
-		prov, ups, stopSim, err := embeddedHub(*deviceID, names, log)
+		prov, ups, stopSim, err := embeddedHub(*deviceID, names, cfg.Edge.LeafDevices, log)
 		if err != nil {
 			return err
 		}
@@ -260,7 +260,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// The hub's log, and with it every module's, is tapped so that
 	// `tinyedge logs` shows built-in modules' lines too.
 	tap, taps := newLogTap(log.Handler())
-	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: slog.New(tap), Upstream: up.endpoint, Store: st, CloudModules: up.modules})
+	h := hub.New(hub.Options{DeviceID: *deviceID, Logger: slog.New(tap), Upstream: up.endpoint, Store: st, CloudModules: up.modules, CloudLeaves: up.leaves})
 	if up.link != nil {
 		// Started once the deployment is applied (below), so the first
 		// twin fetch finds the modules.

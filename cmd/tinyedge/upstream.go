@@ -45,6 +45,7 @@ type upstreamSetup struct {
 	link     *upstream.Link // nil for the console
 	deviceID string         // from the provisioning, when there is one
 	modules  []string       // modules with their own cloud identity
+	leaves   []string       // leaf devices with their own cloud identity
 }
 
 // upstreamKind decides the upstream: the flag, else the config's
@@ -123,6 +124,10 @@ func newUpstream(f upstreamFlags, c *Config, deviceID string, st *store.Store, s
 		for _, m := range cfg.Modules {
 			s.modules = append(s.modules, m.ModuleID)
 		}
+		for _, l := range cfg.Leaves {
+			s.leaves = append(s.leaves, l.DeviceID)
+		}
+		logLeavesAsGateway(c.Edge.LeafDevices, log)
 		return s, nil
 	default:
 		return nil, fmt.Errorf("%w: --upstream %q: want console, iothub or mqtt", errUsage, kind)
@@ -222,7 +227,36 @@ func iotHubConfig(c *Config, where string) (upstream.IoTHubConfig, error) {
 		}
 		cfg.Modules = append(cfg.Modules, mi)
 	}
+	// A leaf's key checks its local connections and is its IoT Hub key:
+	// the link connects as the leaf with it (see hub/upstream/leaf.go).
+	for i, l := range c.Edge.LeafDevices {
+		if l.SharedAccessKey == "" {
+			continue
+		}
+		key, err := base64.StdEncoding.DecodeString(l.SharedAccessKey)
+		if err != nil || len(key) == 0 {
+			return fail("edge.leaf_devices[%d] (%s): shared_access_key: want the leaf's base64 key from IoT Hub", i, l.ID)
+		}
+		cfg.Leaves = append(cfg.Leaves, upstream.LeafIdentity{DeviceID: l.ID, SharedAccessKey: key})
+	}
 	return cfg, nil
+}
+
+// logLeavesAsGateway says, once per leaf device at startup, which leaves
+// cannot connect to IoT Hub as themselves, so that their messages go up
+// on the gateway's connection, as the gateway's.
+func logLeavesAsGateway(leaves []LeafDeviceConfig, log *slog.Logger) {
+	for _, l := range leaves {
+		switch {
+		case l.SharedAccessKey != "":
+		case l.Thumbprint != "":
+			log.Warn("leaf device authenticates with an X.509 certificate, whose private key tinyedge does not hold: it cannot connect to IoT Hub as itself, so its messages go up on the gateway's connection, as the gateway's",
+				"leaf", l.ID)
+		default:
+			log.Warn("leaf device has a key tinyedge generated, which IoT Hub does not know: its messages go up on the gateway's connection, as the gateway's; give it shared_access_key (its IoT Hub key) to send as itself",
+				"leaf", l.ID)
+		}
+	}
 }
 
 // fileURI turns IoT Edge's file:///path into a path; a plain path stays.

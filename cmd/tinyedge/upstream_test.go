@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,41 @@ shared_access_key = "a2V5"
 				t.Errorf("got %+v, %v", cfg, err)
 			}
 		}},
+		{name: "leaf devices", text: `
+[provisioning]
+connection_string = "HostName=h.example;DeviceId=gw1;SharedAccessKey=a2V5"
+[[edge.leaf_devices]]
+id = "sas-leaf"
+shared_access_key = "bGVhZg=="
+[[edge.leaf_devices]]
+id = "x509-leaf"
+thumbprint = "00"
+[[edge.leaf_devices]]
+id = "generated-leaf"
+`, check: func(t *testing.T, c *Config) {
+			cfg, err := iotHubConfig(c, "config")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Only a leaf with its IoT Hub key can connect as itself.
+			if len(cfg.Leaves) != 1 || cfg.Leaves[0].DeviceID != "sas-leaf" || string(cfg.Leaves[0].SharedAccessKey) != "leaf" {
+				t.Errorf("leaves %+v, want sas-leaf with its key", cfg.Leaves)
+			}
+			var logs bytes.Buffer
+			logLeavesAsGateway(c.Edge.LeafDevices, slog.New(slog.NewTextHandler(&logs, nil)))
+			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+			if len(lines) != 2 || !strings.Contains(lines[0], "leaf=x509-leaf") || !strings.Contains(lines[0], "X.509") ||
+				!strings.Contains(lines[1], "leaf=generated-leaf") || !strings.Contains(lines[0], "as the gateway's") {
+				t.Errorf("startup log:\n%s\nwant one line for each leaf that goes as the gateway, saying why", logs.String())
+			}
+		}},
+		{name: "bad leaf key", text: `
+[provisioning]
+connection_string = "HostName=h.example;DeviceId=gw1;SharedAccessKey=a2V5"
+[[edge.leaf_devices]]
+id = "leaf1"
+shared_access_key = "not base64!"
+`, wantErr: "edge.leaf_devices[0] (leaf1): shared_access_key"},
 		{name: "no identity", text: "", wantErr: "needs the device identity"},
 		{name: "module connection string", text: `
 [provisioning]

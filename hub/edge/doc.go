@@ -18,7 +18,11 @@
 //     removes a message from its queue, and a disconnect rewinds, so
 //     nothing is lost and order is kept per input;
 //   - twins ($iothub/twin/…) and direct methods ($iothub/methods/…) of the
-//     module or leaf device, both ways;
+//     module or leaf device, both ways. A leaf device's session is
+//     announced to the hub (Hub.SetConnected), so the upstream link can
+//     connect to IoT Hub as the leaf; its first twin GET waits (at most
+//     cloudTwinWait, 3 s) for the link to bring the leaf's twin from the
+//     cloud (Hub.SyncedTwin), and the cloud's direct methods reach it;
 //   - module-to-module direct methods over HTTPS (POST /twins/{d}[/modules/{m}]/methods),
 //     as the Node SDK's ModuleClient.invokeMethod calls them.
 //

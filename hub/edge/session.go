@@ -104,9 +104,7 @@ func (s *session) start() {
 		defer close(s.senderDone)
 		s.sender()
 	}()
-	if s.id.ModuleID != "" {
-		s.e.opts.Hub.SetConnected(s.id.ModuleID, true)
-	}
+	s.e.opts.Hub.SetConnected(s.id, true)
 	if !s.expiry.IsZero() {
 		s.mu.Lock()
 		s.timer = time.AfterFunc(s.untilExpiryCheck(), s.checkExpiry)
@@ -159,9 +157,7 @@ func (s *session) close(err error) {
 	if p != nil {
 		p.stop()
 	}
-	if s.id.ModuleID != "" {
-		s.e.opts.Hub.SetConnected(s.id.ModuleID, false)
-	}
+	s.e.opts.Hub.SetConnected(s.id, false)
 	s.log.Info("disconnected", "err", err)
 }
 
@@ -417,8 +413,17 @@ func (s *session) twinRespond(status int, rid string, version int64, body []byte
 	}
 }
 
+// cloudTwinWait bounds how long a leaf device's twin GET waits for the
+// upstream link to bring its twin from the cloud (hub.SyncedTwin) before
+// it is answered from the cache: about what an IoT Hub round trip takes
+// on a slow link. Only the first GET of a session can wait; the
+// connection's other packets wait behind it.
+const cloudTwinWait = 3 * time.Second
+
 func (s *session) twinGet(rid string) {
-	tw, err := s.e.opts.Hub.IdentityTwin(s.id)
+	ctx, cancel := context.WithTimeout(s.ctx, cloudTwinWait)
+	tw, err := s.e.opts.Hub.SyncedTwin(ctx, s.id)
+	cancel()
 	if err != nil {
 		s.log.Warn("twin GET", "err", err)
 		s.twinRespond(404, rid, 0, errorBody(err.Error()))

@@ -146,6 +146,21 @@ func (c *Client) AddIdentity(ctx context.Context, device, module string) (Regist
 	return out, err
 }
 
+// AddDeviceWithKey creates a device whose primary SAS key is key
+// (base64), or returns the existing one, whatever its key: compare the
+// key in its ConnectionString.
+func (c *Client) AddDeviceWithKey(ctx context.Context, device, key string) (RegisteredIdentity, error) {
+	var body deviceJSON
+	body.Authentication.Type = "sas"
+	body.Authentication.SymmetricKey = &struct {
+		PrimaryKey   string `json:"primaryKey"`
+		SecondaryKey string `json:"secondaryKey"`
+	}{PrimaryKey: key}
+	var out RegisteredIdentity
+	err := c.do(ctx, http.MethodPut, identityPath("/devices", device, ""), body, &out)
+	return out, err
+}
+
 // Identities lists every device and module.
 func (c *Client) Identities(ctx context.Context) ([]RegisteredIdentity, error) {
 	var devs []RegisteredIdentity

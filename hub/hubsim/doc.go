@@ -37,7 +37,7 @@
 //     module inputs are not sent: IoT Hub's part of those is not emulated.
 //   - Sessions (clean session false) last as long as the MQTT server runs;
 //     StopMQTT or a restart forgets them, like a hub failover.
-//   - At most 2×MaxEvents events are kept in memory; events.jsonl keeps
+//   - At most twice Options.KeepEvents events (default MaxEvents) are kept in memory; events.jsonl keeps
 //     all, and is not fsynced: a killed hubsim keeps every acknowledged
 //     event, a power cut may lose the last ones.
 //   - X.509 identities are matched by certificate thumbprint (IoT Hub's

@@ -16,7 +16,8 @@ import (
 )
 
 // MaxEvents is how many events a Sim keeps in memory at least (at most
-// twice as many); older ones are still in events.jsonl.
+// twice as many) unless Options.KeepEvents says otherwise; older ones are
+// still in events.jsonl.
 const MaxEvents = 100_000
 
 // Event is a device-to-cloud message the hub accepted.
@@ -129,10 +130,11 @@ func (r storedEvent) event() (Event, error) {
 	return Event{Seq: r.Seq, DeviceID: r.DeviceID, ModuleID: r.ModuleID, Body: r.Body, Properties: m.Properties, System: m.System}, nil
 }
 
-// eventLog is the events of a data directory: the last MaxEvents in
-// memory, all of them appended to a file.
+// eventLog is the events of a data directory: the last keep in memory,
+// all of them appended to a file.
 type eventLog struct {
 	mu      sync.Mutex
+	keep    int
 	f       *os.File
 	events  []Event // events[0].Seq == first
 	first   int64
@@ -142,12 +144,12 @@ type eventLog struct {
 
 // openEventLog reads path (if any) and opens it for appending. A torn last
 // line, left by a crash mid-write, is cut off.
-func openEventLog(path string) (*eventLog, error) {
+func openEventLog(path string, keep int) (*eventLog, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open events: %w", err)
 	}
-	l := &eventLog{f: f, changed: make(chan struct{})}
+	l := &eventLog{f: f, keep: keep, changed: make(chan struct{})}
 	r := bufio.NewReader(f)
 	var good int64
 	for line := 1; ; line++ {
@@ -190,8 +192,8 @@ func openEventLog(path string) (*eventLog, error) {
 func (l *eventLog) append(ev Event) {
 	l.events = append(l.events, ev)
 	l.next = ev.Seq + 1
-	if len(l.events) >= 2*MaxEvents { // trimmed in batches, so appends stay O(1)
-		l.events = append([]Event(nil), l.events[len(l.events)-MaxEvents:]...)
+	if len(l.events) >= 2*l.keep { // trimmed in batches, so appends stay O(1)
+		l.events = append([]Event(nil), l.events[len(l.events)-l.keep:]...)
 	}
 	l.first = l.next - int64(len(l.events))
 }

@@ -41,8 +41,20 @@ func TestServiceAPI(t *testing.T) {
 	if _, err := c.AddIdentity(ctx, "bad#id", ""); !errors.As(err, &apiErr) || apiErr.Status != 400 {
 		t.Errorf("bad id: %v", err)
 	}
+	// A device with the key it is given (a leaf device the gateway
+	// registers with the key from its config); PUT again keeps it.
+	const leafKey = "bGVhZi1kZXZpY2Uta2V5LTAxMjM0NTY3ODlhYmNkZWY="
+	for range 2 {
+		leaf, err := c.AddDeviceWithKey(ctx, "leaf", leafKey)
+		if err != nil || !strings.Contains(leaf.ConnectionString, ";DeviceId=leaf;SharedAccessKey="+leafKey+";") {
+			t.Errorf("AddDeviceWithKey = %+v, %v; want the given key", leaf, err)
+		}
+	}
+	if _, err := c.AddDeviceWithKey(ctx, "short", "c2hvcnQ="); !errors.As(err, &apiErr) || apiErr.Status != 400 {
+		t.Errorf("a 5-byte key: %v, want 400", err)
+	}
 	ids, err := c.Identities(ctx)
-	if err != nil || len(ids) != 2 || ids[1].ModuleID != "filtermodule" {
+	if err != nil || len(ids) != 3 || ids[1].ModuleID != "filtermodule" || ids[2].DeviceID != "leaf" {
 		t.Fatalf("Identities = %+v, %v", ids, err)
 	}
 

@@ -1,6 +1,7 @@
 package hubsim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -261,5 +262,47 @@ func TestRestartsMidStream(t *testing.T) {
 	c.Disconnect(100)
 	if len(missing) > 0 {
 		t.Errorf("events acknowledged but not recorded: n=%v", missing)
+	}
+}
+
+// KeepEvents bounds the events kept in memory, also when they are read
+// back from events.jsonl at a start; the file keeps every one.
+func TestKeepEvents(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(Options{DataDir: dir, MQTTAddr: "127.0.0.1:0", Logger: testLogger(t), KeepEvents: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := s.AddDevice("d")
+	c := mustDial(t, s, dev)
+	for range 5 {
+		if err := c.publish(t, "devices/d/messages/events/", 1, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(s *Sim) {
+		t.Helper()
+		evs, next, _ := s.Events(0)
+		if next != 5 || len(evs) < 2 || len(evs) > 4 || evs[len(evs)-1].Seq != 4 {
+			t.Errorf("%d events in memory (next %d), want 2 to 4 ending at seq 4", len(evs), next)
+		}
+	}
+	check(s)
+	s.Close()
+	s2, err := New(Options{DataDir: dir, MQTTAddr: "127.0.0.1:0", Logger: testLogger(t), KeepEvents: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	check(s2)
+	b, err := os.ReadFile(filepath.Join(dir, eventsFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(b, []byte("\n")); n != 5 {
+		t.Errorf("events.jsonl has %d lines, want 5", n)
 	}
 }

@@ -1,6 +1,7 @@
 package hubsim
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -59,6 +60,10 @@ type Options struct {
 	// Logger receives the connection and request log; slog.Default() when
 	// nil.
 	Logger *slog.Logger
+	// KeepEvents is how many of the last events are kept in memory for
+	// the API and the monitor (at most twice as many between trims);
+	// MaxEvents when 0. Every event is in events.jsonl regardless.
+	KeepEvents int
 }
 
 // Sim is a running IoT Hub emulator. Its methods are safe for concurrent
@@ -132,7 +137,7 @@ func New(opts Options) (*Sim, error) {
 	if s.apiToken, err = loadOrMakeToken(filepath.Join(opts.DataDir, tokenFileName)); err != nil {
 		return nil, err
 	}
-	if s.events, err = openEventLog(filepath.Join(opts.DataDir, eventsFileName)); err != nil {
+	if s.events, err = openEventLog(filepath.Join(opts.DataDir, eventsFileName), cmp.Or(opts.KeepEvents, MaxEvents)); err != nil {
 		return nil, fmt.Errorf("hubsim: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // drainTimeout bounds how long a token renewal waits for the PUBACKs of
@@ -24,8 +25,25 @@ type identity struct {
 
 	mu      sync.Mutex
 	cur     *session      // the connection publishes go to; nil while there is none
-	changed chan struct{} // closed when cur changes
+	changed chan struct{} // closed when cur or refused changes
 	st      IdentityStatus
+	// refused: the broker refused the credentials at the last attempt
+	// (CONNACK 4 or 5: unknown identity, wrong key), and no attempt has
+	// succeeded since.
+	refused bool
+	twin    *twinSync // of the latest connection, for a module or leaf identity
+
+	// A leaf device's identity connects only while needed (leaf.go).
+	// These are guarded by Link.mu.
+	lazy     bool
+	fallback *identity // the device's, taking a module's or leaf's messages while refused
+	running  bool
+	stop     context.CancelFunc
+	done     chan struct{} // closed when the last run returned
+	busy     int           // Publish calls using the identity now
+	held     bool          // the leaf is connected to the local endpoint
+	session  uint64        // the latest local session of the leaf seen
+	lastUsed time.Time
 }
 
 func newIdentity(l *Link, a account) *identity {
@@ -46,9 +64,52 @@ func (id *identity) current() (*session, <-chan struct{}) {
 func (id *identity) setCurrent(s *session) {
 	id.mu.Lock()
 	id.cur = s
+	if s != nil {
+		id.refused = false
+	}
+	id.notifyLocked()
+	id.mu.Unlock()
+}
+
+// notifyLocked wakes the publishes waiting on the identity; id.mu is held.
+func (id *identity) notifyLocked() {
 	close(id.changed)
 	id.changed = make(chan struct{})
+}
+
+// setRefused records that the broker refused the identity's credentials.
+func (id *identity) setRefused() {
+	id.mu.Lock()
+	was := id.refused
+	if !was {
+		id.refused = true
+		id.notifyLocked()
+	}
 	id.mu.Unlock()
+	if !was && id.fallback != nil {
+		what := "leaf device"
+		if !id.acct.leaf {
+			what = "module identity"
+		}
+		id.log.Warn("the broker refused this "+what+"'s credentials: its messages go up on the gateway device's connection, as the gateway's, until its own connection succeeds; register it in IoT Hub with the key in the config",
+			"gateway", id.fallback.acct.identity)
+	}
+}
+
+// divert reports whether a message of this identity, which has no
+// connection now, goes on its fallback's connection instead.
+func (id *identity) divert() bool {
+	if id.fallback == nil {
+		return false
+	}
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.cur == nil && id.refused
+}
+
+// refusal reports whether err is the broker refusing the credentials.
+func refusal(err error) bool {
+	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised)
 }
 
 // setState records a state and logs when it changed. err, when not nil,
@@ -86,6 +147,7 @@ func (id *identity) snapshot() IdentityStatus {
 	id.mu.Lock()
 	defer id.mu.Unlock()
 	st := id.st
+	st.Leaf, st.Refused = id.acct.leaf, id.refused
 	if id.cur != nil {
 		id.cur.mu.Lock()
 		st.InFlight = id.cur.inflight
@@ -100,7 +162,13 @@ func (id *identity) snapshot() IdentityStatus {
 
 // run keeps the identity connected until ctx ends.
 func (id *identity) run(ctx context.Context) {
-	defer id.setState(StateStopped, nil, time.Time{})
+	defer func() {
+		if id.lazy && id.l.ctx.Err() == nil {
+			id.setState(StateIdle, nil, time.Time{}) // closed while not needed
+			return
+		}
+		id.setState(StateStopped, nil, time.Time{})
+	}()
 	r := retry{b: id.l.opts.Backoff}
 	for ctx.Err() == nil {
 		if id.acct.needsClock && !id.waitClock(ctx) {
@@ -167,6 +235,9 @@ func (id *identity) connect(ctx context.Context) (*session, error) {
 	<-tok.Done() // bounded by ConnectTimeout
 	if err := tok.Error(); err != nil {
 		s.cancel()
+		if refusal(err) {
+			id.setRefused()
+		}
 		return nil, fmt.Errorf("connect to %s as %s: %s", id.acct.broker, id.acct.identity, explain(err, id.acct.broker))
 	}
 	s.wg.Add(1)
@@ -222,7 +293,8 @@ func (id *identity) serve(ctx context.Context, s *session) error {
 }
 
 // publish sends on the identity's current connection, waiting for one
-// and for room in its window.
+// and for room in its window. It returns errRefused, without sending,
+// when the message is to go on the fallback identity's connection.
 func (id *identity) publish(ctx context.Context, topic string, payload []byte, ack func(error)) error {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -230,6 +302,9 @@ func (id *identity) publish(ctx context.Context, topic string, payload []byte, a
 		}
 		s, changed := id.current()
 		if s == nil {
+			if id.divert() {
+				return errRefused
+			}
 			select {
 			case <-changed:
 			case <-ctx.Done():

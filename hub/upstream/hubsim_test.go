@@ -59,8 +59,8 @@ func simKey(t testing.TB, id hubsim.Identity) []byte {
 }
 
 // simLink is a link to the emulator for device gw1 and the given module
-// identities, which it registers.
-func simLink(t testing.TB, sim *hubsim.Sim, st *store.Store, modules []string, opts *upstream.Options) *upstream.Link {
+// identities, which it registers, and leaf devices, which it does not.
+func simLink(t testing.TB, sim *hubsim.Sim, st *store.Store, modules []string, opts *upstream.Options, leaves ...upstream.LeafIdentity) *upstream.Link {
 	t.Helper()
 	dev, err := sim.AddDevice("gw1")
 	if err != nil {
@@ -75,6 +75,7 @@ func simLink(t testing.TB, sim *hubsim.Sim, st *store.Store, modules []string, o
 		}
 		cfg.Modules = append(cfg.Modules, upstream.ModuleIdentity{ModuleID: m, SharedAccessKey: simKey(t, id)})
 	}
+	cfg.Leaves = leaves
 	if opts == nil {
 		opts = &upstream.Options{}
 	}

@@ -17,15 +17,17 @@ import (
 // DefaultTokenLifetime is how long minted SAS tokens live by default.
 const DefaultTokenLifetime = time.Hour
 
-// Cloud is what the link needs of the hub to serve module twins and
-// direct methods from the cloud; *hub.Hub implements it.
+// Cloud is what the link needs of the hub to serve module and leaf
+// device twins and direct methods from the cloud, and to know which leaf
+// devices are connected locally; *hub.Hub implements it.
 type Cloud interface {
 	InvokeMethod(ctx context.Context, deviceID, moduleID string, req hub.MethodRequest, timeout time.Duration) (hub.MethodResponse, error)
-	ApplyCloudDesired(module string, doc map[string]any, version int64) (int64, error)
-	ApplyCloudDesiredPatch(module string, patch map[string]any, version int64) (int64, error)
-	PendingReported(module string) ([]store.Patch, error)
-	AckReported(module string, seq uint64) error
+	ApplyCloudDesired(id hub.Identity, doc map[string]any, version int64) (int64, error)
+	ApplyCloudDesiredPatch(id hub.Identity, patch map[string]any, version int64) (int64, error)
+	PendingReported(id hub.Identity) ([]store.Patch, error)
+	AckReported(id hub.Identity, seq uint64) error
 	ReportedChanged() <-chan struct{}
+	ConnectedLeaves() (map[string]uint64, <-chan struct{})
 }
 
 var _ Cloud = (*hub.Hub)(nil)
@@ -55,6 +57,18 @@ type IoTHubConfig struct {
 	// messages go up on their connection, and their twins and direct
 	// methods are served from the cloud.
 	Modules []ModuleIdentity
+	// Leaves are the leaf devices that connect as themselves, when needed
+	// (see leaf.go): their messages go up on their connection, their
+	// twins are synced and their direct methods served from the cloud.
+	Leaves []LeafIdentity
+}
+
+// LeafIdentity is a leaf (downstream) device's identity in IoT Hub. Only
+// a shared access key will do: the gateway does not hold an X.509 leaf's
+// private key, so such a leaf's messages go on the device's connection.
+type LeafIdentity struct {
+	DeviceID        string
+	SharedAccessKey []byte // decoded
 }
 
 // ModuleIdentity is one module's identity in IoT Hub.
@@ -97,10 +111,11 @@ func NewIoTHub(cfg IoTHubConfig, opts *Options) (*Link, error) {
 		return nil, fmt.Errorf("upstream iothub: device %s has neither a shared access key nor an X.509 certificate", cfg.DeviceID)
 	}
 	lifetime := cfg.TokenLifetime
-	mk := func(module string, key []byte, cert *tls.Certificate) account {
-		a := account{identity: cfg.DeviceID, module: module, clientID: cfg.DeviceID, broker: broker}
+	mk := func(device, module string, key []byte, cert *tls.Certificate) account {
+		a := account{identity: device, module: module, clientID: device, broker: broker,
+			leaf: device != cfg.DeviceID, topic: iothub.EventsTopic(device, module, "")}
 		if module != "" {
-			a.identity = cfg.DeviceID + "/" + module
+			a.identity = device + "/" + module
 			a.clientID = a.identity
 		}
 		if secure {
@@ -111,12 +126,12 @@ func NewIoTHub(cfg IoTHubConfig, opts *Options) (*Link, error) {
 			}
 			a.insecure = a.tls.InsecureSkipVerify
 		}
-		user := iothub.FormatUsername(cfg.HostName, cfg.DeviceID, module, nil)
+		user := iothub.FormatUsername(cfg.HostName, device, module, nil)
 		if key == nil {
 			a.creds = func(time.Time) (credentials, error) { return credentials{username: user}, nil }
 			return a
 		}
-		resource := iothub.Resource(cfg.HostName, cfg.DeviceID, module)
+		resource := iothub.Resource(cfg.HostName, device, module)
 		a.needsClock = true
 		a.creds = func(now time.Time) (credentials, error) {
 			exp := now.Add(lifetime)
@@ -124,7 +139,7 @@ func NewIoTHub(cfg IoTHubConfig, opts *Options) (*Link, error) {
 		}
 		return a
 	}
-	accts := []account{mk("", cfg.SharedAccessKey, nil)}
+	accts := []account{mk(cfg.DeviceID, "", cfg.SharedAccessKey, nil)} // first: newLink takes it as the device
 	seen := map[string]bool{}
 	for _, m := range cfg.Modules {
 		if m.ModuleID == "" || seen[m.ModuleID] {
@@ -137,23 +152,31 @@ func NewIoTHub(cfg IoTHubConfig, opts *Options) (*Link, error) {
 		if m.SharedAccessKey == nil && !secure {
 			return nil, fmt.Errorf("upstream iothub: module %s has an X.509 identity but %s is not TLS", m.ModuleID, broker)
 		}
-		accts = append(accts, mk(m.ModuleID, m.SharedAccessKey, m.Certificate))
+		accts = append(accts, mk(cfg.DeviceID, m.ModuleID, m.SharedAccessKey, m.Certificate))
+	}
+	for _, lf := range cfg.Leaves {
+		if lf.DeviceID == "" || lf.DeviceID == cfg.DeviceID || seen["/"+lf.DeviceID] {
+			return nil, fmt.Errorf("upstream iothub: leaf device %q is empty, the gateway itself or given twice", lf.DeviceID)
+		}
+		seen["/"+lf.DeviceID] = true // module ids cannot hold '/'
+		if len(lf.SharedAccessKey) == 0 {
+			return nil, fmt.Errorf("upstream iothub: leaf device %s has no shared access key", lf.DeviceID)
+		}
+		accts = append(accts, mk(lf.DeviceID, "", lf.SharedAccessKey, nil))
 	}
 	l := newLink("iothub", accts, opts)
-	devicePrefix := iothub.EventsTopic(cfg.DeviceID, "", "")
-	l.encode = func(m *message.Message, _ hub.Delivery) (string, []byte, error) {
-		prefix := devicePrefix
-		if _, ok := l.byMod[m.System.ConnectionModuleID]; ok {
-			prefix = iothub.EventsTopic(cfg.DeviceID, m.System.ConnectionModuleID, "")
-		}
+	l.encode = func(id *identity, m *message.Message, _ hub.Delivery) (string, []byte, error) {
 		// The topic is built in one buffer: this is on every message's path.
 		var buf [256]byte
-		topic := iothub.AppendBag(append(buf[:0], prefix...), m, iothub.BagOptions{Output: true})
+		topic := iothub.AppendBag(append(buf[:0], id.acct.topic...), m, iothub.BagOptions{Output: true})
 		return string(topic), m.Body, nil
 	}
 	for _, id := range l.ids {
-		if id.acct.module != "" {
-			id.acct.ready = l.moduleReady(cfg.DeviceID, id)
+		switch {
+		case id.acct.leaf:
+			id.acct.ready = l.twinReady(hub.Identity{DeviceID: id.acct.identity}, id)
+		case id.acct.module != "":
+			id.acct.ready = l.twinReady(hub.Identity{DeviceID: cfg.DeviceID, ModuleID: id.acct.module}, id)
 		}
 	}
 	return l, nil

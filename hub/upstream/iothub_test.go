@@ -213,7 +213,10 @@ func TestIoTHubDialect(t *testing.T) {
 	if got := strings.Join(svc.reports(), " "); got != `{"n":0} {"n":1} {"n":2}` {
 		t.Errorf("reported patches %s, want n=0,1,2 in order", got)
 	}
-	hubtest.WaitFor(t, "the patch queue to empty", func() bool { ps, _ := h.PendingReported("filter"); return len(ps) == 0 })
+	hubtest.WaitFor(t, "the patch queue to empty", func() bool {
+		ps, _ := h.PendingReported(hub.Identity{DeviceID: "gw1", ModuleID: "filter"})
+		return len(ps) == 0
+	})
 
 	// A desired notification.
 	svc.cli.Publish(iothub.TwinDesiredTopic(4), 1, false, `{"threshold":35,"$version":4}`)

@@ -44,6 +44,10 @@ type Options struct {
 	KeepAlive time.Duration
 	// Store, when set, gives Status the depth of the $upstream queue.
 	Store *store.Store
+	// LeafIdle is how long a leaf device's own connection stays open
+	// after its last message while the leaf is not connected to the
+	// local endpoint; default 10 minutes (see leaf.go).
+	LeafIdle time.Duration
 }
 
 func (o *Options) withDefaults() Options {
@@ -70,6 +74,9 @@ func (o *Options) withDefaults() Options {
 	if r.KeepAlive <= 0 {
 		r.KeepAlive = 60 * time.Second
 	}
+	if r.LeafIdle <= 0 {
+		r.LeafIdle = 10 * time.Minute
+	}
 	return r
 }
 
@@ -85,6 +92,8 @@ type credentials struct {
 type account struct {
 	identity string // device or device/module, for status and logs
 	module   string // "" for the device's own connection
+	leaf     bool   // a leaf device's own connection (leaf.go)
+	topic    string // the events topic prefix, in IoT Hub mode
 	clientID string
 	broker   string
 	tls      *tls.Config
@@ -105,7 +114,7 @@ type Link struct {
 	opts   Options
 	log    *slog.Logger
 	mode   string
-	encode func(m *message.Message, d hub.Delivery) (topic string, payload []byte, err error)
+	encode func(id *identity, m *message.Message, d hub.Delivery) (topic string, payload []byte, err error)
 	rate   *limiter
 
 	cloud Cloud // twins and methods; nil serves none
@@ -113,6 +122,7 @@ type Link struct {
 	ids    []*identity
 	byMod  map[string]*identity // module identities by module id
 	device *identity
+	leaves map[string]*identity // leaf devices' identities by device id; they run only while needed
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -126,16 +136,23 @@ var _ hub.Uplink = (*Link)(nil)
 func newLink(mode string, accts []account, opts *Options) *Link {
 	o := opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &Link{opts: o, log: o.Logger.With("upstream", mode), mode: mode, byMod: map[string]*identity{}, ctx: ctx, cancel: cancel}
+	l := &Link{opts: o, log: o.Logger.With("upstream", mode), mode: mode, byMod: map[string]*identity{}, leaves: map[string]*identity{}, ctx: ctx, cancel: cancel}
 	if o.RateLimit > 0 {
 		l.rate = &limiter{interval: time.Duration(float64(time.Second) / o.RateLimit)}
 	}
 	for _, a := range accts {
 		id := newIdentity(l, a)
 		l.ids = append(l.ids, id)
-		if a.module == "" {
+		switch {
+		case a.leaf:
+			id.lazy = true
+			id.fallback = l.device // the device's account comes first
+			id.st.State = StateIdle
+			l.leaves[a.identity] = id
+		case a.module == "":
 			l.device = id
-		} else {
+		default:
+			id.fallback = l.device
 			l.byMod[a.module] = id
 		}
 	}
@@ -146,7 +163,8 @@ func newLink(mode string, accts []account, opts *Options) *Link {
 func (l *Link) Name() string { return hub.UpstreamQueue }
 
 // Start connects every identity; each reconnects by itself until Close.
-// cloud (the hub) serves the twins and direct methods of module identities
+// Leaf devices' identities connect when needed (see leaf.go). cloud (the
+// hub) serves the twins and direct methods of module and leaf identities
 // in IoT Hub mode; it may be nil.
 func (l *Link) Start(cloud Cloud) {
 	l.mu.Lock()
@@ -156,10 +174,23 @@ func (l *Link) Start(cloud Cloud) {
 	}
 	l.start, l.cloud = true, cloud
 	for _, id := range l.ids {
+		if id.lazy {
+			if id.busy > 0 {
+				l.startLocked(id) // a message waits for it
+			}
+			continue
+		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
 			id.run(l.ctx)
+		}()
+	}
+	if len(l.leaves) > 0 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.tendLeaves(l.ctx)
 		}()
 	}
 }
@@ -167,38 +198,61 @@ func (l *Link) Start(cloud Cloud) {
 // Close disconnects every identity and waits for the link's goroutines.
 // Publishes still awaiting a PUBACK are answered with an error.
 func (l *Link) Close() error {
+	l.mu.Lock() // no leaf connection starts after this
 	l.cancel()
+	l.mu.Unlock()
 	l.wg.Wait()
 	return nil
 }
 
-// identityFor is the connection a message goes up on: its module's own
-// identity when it has one, so IoT Hub stamps the right
-// $connectionModuleId, else the device's.
-func (l *Link) identityFor(m *message.Message) *identity {
-	if id, ok := l.byMod[m.System.ConnectionModuleID]; ok {
-		return id
+// identityFor is the connection a message goes up on, so IoT Hub stamps
+// the right $connectionDeviceId and $connectionModuleId: its module's own
+// identity when it has one, a leaf device's own identity for a leaf's
+// message (no module id), else the device's. release must be called once
+// the message is handed over (it lets an idle leaf connection close).
+func (l *Link) identityFor(m *message.Message) (id *identity, release func()) {
+	if mod := m.System.ConnectionModuleID; mod != "" {
+		if id, ok := l.byMod[mod]; ok {
+			return id, func() {}
+		}
+		return l.device, func() {}
 	}
-	return l.device
+	if leaf, ok := l.leaves[m.System.ConnectionDeviceID]; ok {
+		l.acquire(leaf)
+		return leaf, func() { l.release(leaf) }
+	}
+	return l.device, func() {}
 }
 
 // Publish sends m with QoS 1 on its identity's connection, waiting while
 // the connection is down or its window is full; ack is called with the
 // PUBACK (nil) or with why it will not come.
+//
+// A module's or leaf device's message whose own connection IoT Hub
+// refused goes on the device's connection instead (see leaf.go).
 func (l *Link) Publish(ctx context.Context, m *message.Message, d hub.Delivery, ack func(error)) error {
-	topic, payload, err := l.encode(m, d)
-	if err != nil {
+	id, release := l.identityFor(m)
+	defer release()
+	for {
+		topic, payload, err := l.encode(id, m, d)
+		if err != nil {
+			return err
+		}
+		if n := len(topic) + len(payload); n > message.MaxSize {
+			// The hub refuses such messages; one that grew past the limit in
+			// encoding would make the broker drop the connection, again and
+			// again. It is acknowledged so that it does not block the queue.
+			l.log.Error("message too large for the upstream once encoded; dropped", "messageId", m.System.MessageID, "bytes", n, "limit", message.MaxSize)
+			ack(nil)
+			return nil
+		}
+		err = id.publish(ctx, topic, payload, ack)
+		if errors.Is(err, errRefused) {
+			id = id.fallback
+			continue
+		}
 		return err
 	}
-	if n := len(topic) + len(payload); n > message.MaxSize {
-		// The hub refuses such messages; one that grew past the limit in
-		// encoding would make the broker drop the connection, again and
-		// again. It is acknowledged so that it does not block the queue.
-		l.log.Error("message too large for the upstream once encoded; dropped", "messageId", m.System.MessageID, "bytes", n, "limit", message.MaxSize)
-		ack(nil)
-		return nil
-	}
-	return l.identityFor(m).publish(ctx, topic, payload, ack)
 }
 
 // Deliver publishes m and waits for its PUBACK, for a hub without a store.
@@ -278,7 +332,8 @@ func (l *Link) newPahoClient(a *account, c credentials, lost func(error)) paho.C
 		SetConnectTimeout(l.opts.ConnectTimeout).
 		SetWriteTimeout(l.opts.ConnectTimeout).
 		SetOrderMatters(true). // twin answers and notifications in order; handlers never block
-		SetConnectionLostHandler(func(_ paho.Client, err error) { lost(err) })
+		SetConnectionLostHandler(func(_ paho.Client, err error) { lost(err) }).
+		SetCustomOpenConnectionFn(dialer(l.opts.ConnectTimeout, l.opts.ConnectTimeout))
 	if a.tls != nil {
 		o.SetTLSConfig(a.tls)
 	}

@@ -80,7 +80,7 @@ func NewMQTT(cfg MQTTConfig, opts *Options) (*Link, error) {
 		}
 	}
 	l := newLink("mqtt", []account{a}, opts)
-	l.encode = func(m *message.Message, d hub.Delivery) (string, []byte, error) {
+	l.encode = func(_ *identity, m *message.Message, d hub.Delivery) (string, []byte, error) {
 		return tmpl.Expand(m, d), m.Body, nil
 	}
 	return l, nil

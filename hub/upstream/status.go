@@ -22,6 +22,10 @@ const (
 	StateWaitingClock State = "waiting for a trusted clock"
 	StateBackingOff   State = "backing off"
 	StateStopped      State = "stopped"
+	// StateIdle is a leaf device's identity with no connection because
+	// nothing needs one: it connects when the leaf sends or connects to
+	// the local endpoint.
+	StateIdle State = "idle"
 )
 
 // Status is the link's state, for `tinyedge status`; it marshals to JSON.
@@ -39,9 +43,12 @@ type Status struct {
 
 // IdentityStatus is the state of one identity's connection.
 type IdentityStatus struct {
-	// Identity is the device id, or device/module for a module identity.
+	// Identity is the device id, or device/module for a module identity;
+	// a leaf device's identity is its device id.
 	Identity string `json:"identity"`
-	State    State  `json:"state"`
+	// Leaf marks a leaf device's identity.
+	Leaf  bool  `json:"leaf,omitempty"`
+	State State `json:"state"`
 	// Since is when State last changed.
 	Since time.Time `json:"since"`
 	// LastError says why the last attempt or connection failed; it stays
@@ -58,6 +65,10 @@ type IdentityStatus struct {
 	InFlight int `json:"inFlight"`
 	// TokenExpires is when the current SAS token expires.
 	TokenExpires *time.Time `json:"tokenExpires,omitempty"`
+	// Refused says the broker refused the credentials at the last
+	// attempt and none succeeded since. A module's or leaf device's
+	// messages go on the device's connection meanwhile.
+	Refused bool `json:"refused,omitempty"`
 }
 
 // explain turns a connection error into what a user can act on.

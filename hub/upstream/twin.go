@@ -22,35 +22,35 @@ type twinAnswer struct {
 	body    []byte
 }
 
-// twinSync is the twin and method traffic of one module identity's
-// connection: requests by $rid, desired notifications in order, method
-// calls handed to the hub.
+// twinSync is the twin and method traffic of one module or leaf device
+// identity's connection: requests by $rid, desired notifications in
+// order, method calls handed to the hub.
 type twinSync struct {
-	l      *Link
-	id     *identity
-	s      *session
-	device string
-	module string
-	cloud  Cloud
+	l     *Link
+	id    *identity
+	s     *session
+	who   hub.Identity // whose twin and methods, in the hub
+	cloud Cloud
 
 	mu      sync.Mutex
 	rid     uint64
 	waiting map[string]chan twinAnswer
 	desired [][]byte      // notifications not yet applied, in order
 	poke    chan struct{} // a notification arrived; capacity 1
+	refetch chan struct{} // the twin is to be fetched again; capacity 1
 }
 
-// moduleReady is the ready hook of a module identity: subscribe to twin
-// answers, desired notifications and methods, then sync the twin in a
-// goroutine the session owns.
-func (l *Link) moduleReady(device string, id *identity) func(ctx context.Context, s *session) error {
+// twinReady is the ready hook of a module or leaf device identity (who):
+// subscribe to twin answers, desired notifications and methods, then sync
+// the twin in a goroutine the session owns.
+func (l *Link) twinReady(who hub.Identity, id *identity) func(ctx context.Context, s *session) error {
 	return func(ctx context.Context, s *session) error {
 		cloud := l.cloud
 		if cloud == nil {
 			return nil
 		}
-		t := &twinSync{l: l, id: id, s: s, device: device, module: id.acct.module, cloud: cloud,
-			waiting: map[string]chan twinAnswer{}, poke: make(chan struct{}, 1)}
+		t := &twinSync{l: l, id: id, s: s, who: who, cloud: cloud,
+			waiting: map[string]chan twinAnswer{}, poke: make(chan struct{}, 1), refetch: make(chan struct{}, 1)}
 		subs := map[string]paho.MessageHandler{
 			iothub.FilterTwinResponses: t.onResponse,
 			iothub.FilterTwinDesired:   t.onDesired,
@@ -65,8 +65,25 @@ func (l *Link) moduleReady(device string, id *identity) func(ctx context.Context
 				return fmt.Errorf("subscribe %s: %w", f, err)
 			}
 		}
+		id.mu.Lock()
+		id.twin = t
+		id.mu.Unlock()
 		s.goTask(t.run)
 		return nil
+	}
+}
+
+// fetchTwin has the identity's twin sync, if it has one running, fetch
+// the twin again: a leaf device opened a new session locally.
+func (id *identity) fetchTwin() {
+	id.mu.Lock()
+	t := id.twin
+	id.mu.Unlock()
+	if t != nil {
+		select {
+		case t.refetch <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -108,8 +125,9 @@ func (t *twinSync) onMethod(_ paho.Client, m paho.Message) {
 	payload := m.Payload()
 	t.s.goTask(func(ctx context.Context) {
 		// IoT Hub does not tell the device the caller's timeout; it
-		// enforces it itself, so the module gets the longest it allows.
-		resp, err := t.cloud.InvokeMethod(ctx, t.device, t.module, hub.MethodRequest{Name: tp.Method, Payload: payload}, hub.MaxMethodTimeout)
+		// enforces it itself, so the module or leaf gets the longest it
+		// allows.
+		resp, err := t.cloud.InvokeMethod(ctx, t.who.DeviceID, t.who.ModuleID, hub.MethodRequest{Name: tp.Method, Payload: payload}, hub.MaxMethodTimeout)
 		if err != nil {
 			status := 500
 			if errors.Is(err, hub.ErrMethodTimeout) {
@@ -156,7 +174,8 @@ func (t *twinSync) request(ctx context.Context, topic func(rid string) string, b
 }
 
 // run gets the twin, then applies desired notifications and sends the
-// queued reported patches, in order, until the connection ends.
+// queued reported patches, in order, until the connection ends. It gets
+// the twin again when asked (refetch).
 func (t *twinSync) run(ctx context.Context) {
 	log := t.id.log
 	r := retry{b: t.l.opts.Backoff}
@@ -166,10 +185,16 @@ func (t *twinSync) run(ctx context.Context) {
 		}
 	}
 	r.reset()
+	refetch := false
 	for ctx.Err() == nil {
 		changed := t.cloud.ReportedChanged()
+		ok := true
+		if refetch {
+			ok = t.get(ctx)
+			refetch = !ok
+		}
 		t.applyDesired()
-		ok := t.sendReported(ctx)
+		ok = t.sendReported(ctx) && ok
 		wait := time.Duration(-1)
 		if !ok {
 			wait = r.next()
@@ -185,6 +210,8 @@ func (t *twinSync) run(ctx context.Context) {
 		select {
 		case <-changed:
 		case <-t.poke:
+		case <-t.refetch:
+			refetch = true
 		case <-retryC:
 		case <-ctx.Done():
 			log.Debug("twin sync stops with the connection")
@@ -216,7 +243,7 @@ func (t *twinSync) get(ctx context.Context) bool {
 		return false
 	}
 	v := version(doc.Desired)
-	if _, err := t.cloud.ApplyCloudDesired(t.module, doc.Desired, v); err != nil {
+	if _, err := t.cloud.ApplyCloudDesired(t.who, doc.Desired, v); err != nil {
 		if errors.Is(err, hub.ErrUnknownModule) {
 			// Not deployed (yet): fetch again later.
 			t.id.log.Warn("twin fetched for a module that is not deployed; retrying", "err", err)
@@ -241,7 +268,7 @@ func (t *twinSync) applyDesired() {
 			t.id.log.Warn("desired notification is not JSON; ignored", "err", err)
 			continue
 		}
-		if _, err := t.cloud.ApplyCloudDesiredPatch(t.module, patch, version(patch)); err != nil {
+		if _, err := t.cloud.ApplyCloudDesiredPatch(t.who, patch, version(patch)); err != nil {
 			t.id.log.Error("desired notification not applied", "err", err)
 		}
 	}
@@ -250,7 +277,7 @@ func (t *twinSync) applyDesired() {
 // sendReported sends the queued reported patches in order and reports
 // whether it got through them all.
 func (t *twinSync) sendReported(ctx context.Context) bool {
-	ps, err := t.cloud.PendingReported(t.module)
+	ps, err := t.cloud.PendingReported(t.who)
 	if err != nil {
 		t.id.log.Error("read queued reported patches", "err", err)
 		return false
@@ -273,7 +300,7 @@ func (t *twinSync) sendReported(ctx context.Context) bool {
 			t.id.log.Warn("reported patch not accepted; retrying", "status", a.status)
 			return false
 		}
-		if err := t.cloud.AckReported(t.module, p.Seq); err != nil {
+		if err := t.cloud.AckReported(t.who, p.Seq); err != nil {
 			t.id.log.Error("forget a sent reported patch", "err", err)
 			return false
 		}
