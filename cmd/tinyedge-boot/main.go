@@ -72,7 +72,7 @@ func boot() {
 	if fi, err := os.Stat(self); err == nil {
 		size = fi.Size()
 	}
-	log.Info("tinyedge-boot", "version", version, "binary", self, "size", size, "uptime", kernelUptime(), "args", strings.Join(os.Args[1:], " "))
+	log.Info("tinyedge-boot", "version", version, "binary", self, "size", size, "uptime", appliance.KernelUptime(), "args", strings.Join(os.Args[1:], " "))
 	if mountErr != nil {
 		log.Error("mount the kernel file systems", "err", mountErr)
 	}
@@ -108,15 +108,4 @@ func dataLabel(args []string) (string, error) {
 		return "", fmt.Errorf("init %s: %w (using the default data label)", strings.Join(args[i+1:], " "), err)
 	}
 	return *label, nil
-}
-
-func kernelUptime() string {
-	b, err := os.ReadFile("/proc/uptime")
-	if err != nil {
-		return "?"
-	}
-	if f := strings.Fields(string(b)); len(f) > 0 {
-		return f[0] + "s"
-	}
-	return "?"
 }

@@ -117,10 +117,10 @@ func cmdInit(ctx context.Context, args []string, stderr io.Writer) error {
 	if handedOff && herr == nil {
 		// The boot stage mounted everything, loaded the modules and
 		// counted the try: calling ota.Boot again must not happen.
-		log.Info("tinyedge init", "version", version, "binary", self, "boot_stage", h.Stage, "slot", string(h.Slot), "trial", h.Trial, "uptime", kernelUptime())
+		log.Info("tinyedge init", "version", version, "binary", self, "boot_stage", h.Stage, "slot", string(h.Slot), "trial", h.Trial, "uptime", appliance.KernelUptime())
 		return runAppliance(ctx, m, ota.Decision{Slot: h.Slot, Path: self, Trial: h.Trial, Version: version}, fs.Args(), log)
 	}
-	log.Info("tinyedge init", "version", version, "binary", self, "uptime", kernelUptime(), "args", strings.Join(os.Args[1:], " "))
+	log.Info("tinyedge init", "version", version, "binary", self, "uptime", appliance.KernelUptime(), "args", strings.Join(os.Args[1:], " "))
 	if mountErr != nil {
 		log.Error("mount the kernel file systems", "err", mountErr)
 	}
@@ -318,17 +318,6 @@ func interfaces(cs []InterfaceConfig) []appliance.Interface {
 		out[i] = appliance.Interface{Name: c.Name, DHCP: c.DHCP, Address: c.Address, Gateway: c.Gateway, DNS: c.DNS}
 	}
 	return out
-}
-
-func kernelUptime() string {
-	b, err := os.ReadFile("/proc/uptime")
-	if err != nil {
-		return "?"
-	}
-	if f := strings.Fields(string(b)); len(f) > 0 {
-		return f[0] + "s"
-	}
-	return "?"
 }
 
 // clockSyncedEnv names, for the service PID 1 starts, the file whose

@@ -3,6 +3,7 @@ package appliance
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -86,3 +87,16 @@ func (Linux) Reboot(how How) error {
 
 // Settimeofday implements Sys.
 func (Linux) Settimeofday(t unix.Timeval) error { return unix.Settimeofday(&t) }
+
+// KernelUptime is the kernel's uptime as /proc/uptime gives it ("1.42s"),
+// for boot log lines; "?" when it cannot be read.
+func KernelUptime() string {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0] + "s"
+	}
+	return "?"
+}
