@@ -67,8 +67,14 @@ type bufferedConn struct {
 	err     error      // the write failure or close that ends the connection
 	wake    chan struct{}
 	done    chan struct{} // closed when the flusher has stopped
-	closed  bool
+	closed  bool          // Close was called: no more writes
+	closeBy time.Time     // when closed: the deadline for the last flush
 }
+
+// closeFlush bounds how long Close spends writing what is queued: paho
+// closes the connection right after writing its DISCONNECT, which the
+// broker should see, but a stuck peer must not hold up the close.
+const closeFlush = time.Second
 
 func newBufferedConn(c net.Conn, writeTimeout time.Duration) *bufferedConn {
 	b := &bufferedConn{
@@ -92,11 +98,14 @@ func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *bufferedConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for b.err == nil && len(b.pending) > 0 && len(b.pending)+len(p) > connBufferMax {
+	for b.err == nil && !b.closed && len(b.pending) > 0 && len(b.pending)+len(p) > connBufferMax {
 		b.cond.Wait()
 	}
 	if b.err != nil {
 		return 0, b.err
+	}
+	if b.closed {
+		return 0, errConnClosed
 	}
 	b.pending = append(b.pending, p...)
 	select {
@@ -123,10 +132,14 @@ func (b *bufferedConn) flusher() {
 			}
 			b.pending = b.spare[:0]
 			b.cond.Broadcast()
+			deadline := b.closeBy
 			b.mu.Unlock()
 
-			if b.writeTimeout > 0 {
-				_ = b.Conn.SetWriteDeadline(time.Now().Add(b.writeTimeout))
+			if deadline.IsZero() && b.writeTimeout > 0 {
+				deadline = time.Now().Add(b.writeTimeout)
+			}
+			if !deadline.IsZero() {
+				_ = b.Conn.SetWriteDeadline(deadline)
 			}
 			_, err := b.Conn.Write(out)
 			if err != nil {
@@ -154,24 +167,31 @@ func (b *bufferedConn) fail(err error) {
 	_ = b.Conn.Close()
 }
 
-// Close closes the connection and stops the flusher; what is still
-// queued is not written (paho closes after its DISCONNECT, which a broker
-// may as well not see: the link's store decides what is delivered).
+// Close writes what is still queued (paho's DISCONNECT, usually), within
+// closeFlush, then closes the connection; the flusher has stopped when
+// it returns.
 func (b *bufferedConn) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil
 	}
-	b.closed = true
+	b.closed, b.closeBy = true, time.Now().Add(closeFlush)
+	b.cond.Broadcast()
+	close(b.wake) // the flusher writes what is queued, then stops
+	b.mu.Unlock()
+	_ = b.Conn.SetWriteDeadline(b.closeBy)
+	<-b.done
+	b.mu.Lock()
 	if b.err == nil {
 		b.err = errConnClosed
 	}
 	b.cond.Broadcast()
-	close(b.wake)
 	b.mu.Unlock()
 	err := b.Conn.Close()
-	<-b.done
+	if errors.Is(err, net.ErrClosed) {
+		err = nil // closed already by a failed write
+	}
 	return err
 }
 

@@ -194,3 +194,30 @@ func TestBufferedConnClose(t *testing.T) {
 		t.Fatalf("second close: %v", err)
 	}
 }
+
+// TestBufferedConnCloseFlushes: what was queued when Close came (paho's
+// DISCONNECT, written just before it closes) reaches the peer.
+func TestBufferedConnCloseFlushes(t *testing.T) {
+	b, g, peer := pipe(t)
+	if _, err := b.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	<-g.entered // the flusher holds "first" at the gate
+	if _, err := b.Write([]byte(" and the DISCONNECT")); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	g.open()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "first and the DISCONNECT" {
+		t.Errorf("the peer read %q before the close", got)
+	}
+}
