@@ -28,7 +28,14 @@ import (
 // startSim starts an IoT Hub emulator on 127.0.0.1 and a free port.
 func startSim(t testing.TB) *hubsim.Sim {
 	t.Helper()
-	sim, err := hubsim.New(hubsim.Options{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", Hostname: hubHost, Logger: testLogger(t)})
+	return startSimKeeping(t, 0)
+}
+
+// startSimKeeping is startSim with the emulator keeping keep events in
+// memory (0: its default).
+func startSimKeeping(t testing.TB, keep int) *hubsim.Sim {
+	t.Helper()
+	sim, err := hubsim.New(hubsim.Options{DataDir: t.TempDir(), MQTTAddr: "127.0.0.1:0", Hostname: hubHost, Logger: testLogger(t), KeepEvents: keep})
 	if err != nil {
 		t.Fatal(err)
 	}
