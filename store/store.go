@@ -38,6 +38,10 @@ const lockTimeout = 2 * time.Second
 // as the previous one (see gather).
 const regatherWait = 1 * time.Millisecond
 
+// regatherSkip is how many batches the writer gathers without that wait
+// after a wait that did not fill the batch.
+const regatherSkip = 64
+
 // Store is a durable message queue store in one bbolt file. Its methods
 // are safe for concurrent use. A Store owns two goroutines, the writer
 // (group commit) and the sweeper; Close stops both.
@@ -48,13 +52,14 @@ type Store struct {
 	limit   int64
 	reserve int64 // part of limit kept free for copy-on-write (see cowReserve)
 
-	ops       chan *op
-	fill      *os.File // the writer's: see fillFile
-	filled    int64    // the file is written up to here
-	zeros     []byte
-	lastBatch int // size of the previous batch; the writer's own
-	quit      chan struct{}
-	wg        sync.WaitGroup
+	ops          chan *op
+	fill         *os.File // the writer's: see fillFile
+	filled       int64    // the file is written up to here
+	zeros        []byte
+	lastBatch    int // size of the previous batch; the writer's own
+	skipRegather int // batches left to gather without waiting; the writer's own
+	quit         chan struct{}
+	wg           sync.WaitGroup
 
 	closeMu sync.RWMutex // held shared by every call, exclusively by Close
 	closed  bool

@@ -149,13 +149,28 @@ func (s *Store) writer() {
 // millisecond: batches then stay full (64, not ~45) for a wait that is
 // short next to the fsync it saves. A lone producer never waits, and a
 // shrinking load waits at most once per step down.
+//
+// A wait that ends without filling the batch says the producers do not
+// come back as a crowd: a pipeline, such as a local MQTT client that
+// sends its next messages when the PUBACKs of this commit reach it, a
+// network round trip later, and whose batches vary in size. For such a
+// load every wait is a millisecond added to every message, so the
+// writer then gathers the next regatherSkip batches without waiting.
 func (s *Store) gather(batch []*op) []*op {
 	batch = s.drainReady(batch)
 	wait, target := s.opts.CommitDelay, s.opts.MaxBatch
-	if wait == 0 {
+	adaptive := wait == 0
+	if adaptive {
 		wait, target = regatherWait, min(s.lastBatch, s.opts.MaxBatch)
+		if s.skipRegather > 0 {
+			// The last wait was in vain: the producers are not coming
+			// back at once (a pipeline, not a crowd), and waiting would
+			// only delay them.
+			s.skipRegather--
+			wait = 0
+		}
 	}
-	if len(batch) < target {
+	if wait > 0 && len(batch) < target {
 		t := time.NewTimer(wait)
 		defer t.Stop()
 	loop:
@@ -168,6 +183,13 @@ func (s *Store) gather(batch []*op) []*op {
 			case <-s.quit:
 				break loop
 			}
+		}
+	}
+	if adaptive && wait > 0 {
+		if len(batch) < target {
+			s.skipRegather = regatherSkip
+		} else {
+			s.skipRegather = 0
 		}
 	}
 	s.lastBatch = len(batch)
