@@ -317,25 +317,24 @@ func (e *Endpoint) Stats() Stats {
 }
 
 // Subscriptions returns the topic filters the identity's connection
-// subscribed to, sorted; nil when it is not connected.
+// subscribed to, sorted, once the hub acts on them: a desired patch or
+// an input routed after this lists a filter reaches the client (the
+// client's SUBACK comes later still); nil when it is not connected.
 func (e *Endpoint) Subscriptions(id hub.Identity) []string {
 	e.mu.Lock()
-	var cl *mqtt.Client
-	for c, s := range e.sessions {
+	var ses *session
+	for _, s := range e.sessions {
 		if s.id == id {
-			cl = c
+			ses = s
 		}
 	}
 	e.mu.Unlock()
-	if cl == nil {
+	if ses == nil {
 		return nil
 	}
-	var out []string
-	for f := range cl.State.Subscriptions.GetAll() {
-		out = append(out, f)
-	}
-	slices.Sort(out)
-	return out
+	ses.mu.Lock()
+	defer ses.mu.Unlock()
+	return slices.Clone(ses.filters)
 }
 
 // Close disconnects every client, stops the listeners and waits for the

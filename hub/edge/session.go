@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ type session struct {
 	mu          sync.Mutex
 	closed      bool
 	subs        subs
+	filters     []string // the filters subs was made from, sorted
 	stopMethods func()
 	stopDesired func() // stops the desired watcher and waits for it
 	pump        *pump
@@ -165,7 +167,13 @@ func (s *session) close(err error) {
 // stops what depends on them.
 func (s *session) subscriptionsChanged() {
 	next := subs{inputs: map[string]bool{}}
-	for filter, sub := range s.cl.State.Subscriptions.GetAll() {
+	all := s.cl.State.Subscriptions.GetAll()
+	filters := make([]string, 0, len(all))
+	for filter := range all {
+		filters = append(filters, filter)
+	}
+	slices.Sort(filters)
+	for filter, sub := range all {
 		switch filter {
 		case iothub.FilterTwinResponses:
 			next.twinRes = true
@@ -209,7 +217,7 @@ func (s *session) subscriptionsChanged() {
 		return
 	}
 	s.log.Debug("subscriptions", "inputs", next.allInputs || len(next.inputs) > 0, "twinResponses", next.twinRes, "desired", next.desired, "methods", next.methods)
-	s.subs = next
+	s.subs, s.filters = next, filters
 	if next.methods && s.stopMethods == nil {
 		s.stopMethods = s.e.opts.Hub.ServeMethods(s.id, s.callMethod)
 	} else if !next.methods && s.stopMethods != nil {

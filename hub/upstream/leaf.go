@@ -40,8 +40,9 @@ import (
 // the leaf's, since both go to the same host: the leaf's messages wait
 // for its connection, as a module identity's do.
 
-// errRefused is what a module or leaf identity's publish returns when the message
-// is to go on the device's connection instead.
+// errRefused is what a module or leaf identity's publish returns when
+// the message is to go on the device's connection instead (the same
+// fallback serves module identities IoT Hub refuses).
 var errRefused = errors.New("identity refused by the broker; using the device's connection")
 
 // acquire marks the leaf identity as used by a Publish, connecting it if
