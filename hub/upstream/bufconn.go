@@ -92,7 +92,23 @@ func newBufferedConn(c net.Conn, writeTimeout time.Duration) *bufferedConn {
 // errConnClosed is what Write returns after Close.
 var errConnClosed = errors.New("use of closed network connection")
 
-func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+// Read reads through the buffer. After a failed write it returns that
+// failure: fail closes the connection, and paho takes a read that ends in
+// "use of closed network connection" for its own close and reports no
+// loss; with the PUBACKs of a full window never coming and nothing more
+// to write, the link would wait for them until the keep-alive.
+func (b *bufferedConn) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.mu.Lock()
+		werr, closed := b.err, b.closed
+		b.mu.Unlock()
+		if werr != nil && !closed {
+			return n, werr
+		}
+	}
+	return n, err
+}
 
 // Write queues p for the flusher.
 func (b *bufferedConn) Write(p []byte) (int, error) {
