@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,14 +20,10 @@ import (
 func TestRunWithEmbeddedHubsim(t *testing.T) {
 	t.Setenv("XDG_STATE_HOME", t.TempDir())
 	dir := t.TempDir()
-	manifest := filepath.Join(dir, "m.json")
-	fast := bytes.Replace(quickstartManifest, []byte(`"SendInterval": 5`), []byte(`"SendInterval": 0.01`), 1)
-	if err := os.WriteFile(manifest, fast, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	manifest := fastQuickstart(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1", "--log-format", "json"}, &out, &errOut)
@@ -112,7 +105,7 @@ func TestEmbeddedHubRegistersLeaves(t *testing.T) {
 	t.Setenv("XDG_STATE_HOME", t.TempDir())
 	key := func(s string) string { return base64.StdEncoding.EncodeToString([]byte("key of the leaf device " + s)) }
 	leaves := []LeafDeviceConfig{{ID: "leaf1", SharedAccessKey: key("leaf1")}, {ID: "cam", Thumbprint: strings.Repeat("ab", 32)}}
-	var logs syncBuffer
+	var logs hubtest.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	_, _, stop, err := embeddedHub("gw1", nil, leaves, log)
 	if err != nil {

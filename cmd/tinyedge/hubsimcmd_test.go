@@ -14,6 +14,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 )
 
@@ -24,7 +25,7 @@ func startHubsimCLI(t *testing.T) (dir string) {
 	dir = t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	go func() {
 		done <- run(ctx, []string{"hubsim", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"}, &out, &errOut)
 	}()
@@ -183,7 +184,7 @@ func TestHubsimMonitor(t *testing.T) {
 	connectModuleAndSend(t, dir, strings.TrimSpace(cs))
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"hubsim", "monitor", "--from", "0", "--data-dir", dir}, &out, &errOut)

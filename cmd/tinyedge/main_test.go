@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,24 +27,6 @@ import (
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/message"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestMain lets the test binary stand in for tinyedge itself when
 // TINYEDGE_MAIN=1, so TestSignals can send it real signals.
@@ -92,7 +73,7 @@ func testMain(m *testing.M) int {
 
 func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	err := run(context.Background(), args, &out, &errOut)
 	code = exitCode(err, &errOut)
 	return out.String(), errOut.String(), code
@@ -284,18 +265,26 @@ func TestQuickstartEndToEnd(t *testing.T) {
 	}
 }
 
-// TestRunCommand runs `tinyedge run` on a manifest with a fast sensor and
-// checks the console output, then stops it as SIGINT would.
-func TestRunCommand(t *testing.T) {
-	dir := t.TempDir()
+// fastQuickstart writes the quickstart manifest with a sensor that sends
+// every 10 ms to dir/m.json and returns its path.
+func fastQuickstart(t *testing.T, dir string) string {
+	t.Helper()
 	manifest := filepath.Join(dir, "m.json")
 	fast := bytes.Replace(quickstartManifest, []byte(`"SendInterval": 5`), []byte(`"SendInterval": 0.01`), 1)
 	if err := os.WriteFile(manifest, fast, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return manifest
+}
+
+// TestRunCommand runs `tinyedge run` on a manifest with a fast sensor and
+// checks the console output, then stops it as SIGINT would.
+func TestRunCommand(t *testing.T) {
+	dir := t.TempDir()
+	manifest := fastQuickstart(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1", "--log-format", "json"}, &out, &errOut)
@@ -303,7 +292,7 @@ func TestRunCommand(t *testing.T) {
 	hubtest.WaitFor(t, "an alert on the console", func() bool { return strings.Contains(out.String(), `"MessageType": "Alert"`) })
 
 	// A second instance on the same data dir is refused.
-	if err := run(context.Background(), []string{"run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir}, &syncBuffer{}, &syncBuffer{}); err == nil || !strings.Contains(err.Error(), "in use by another tinyedge") {
+	if err := run(context.Background(), []string{"run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir}, &hubtest.SyncBuffer{}, &hubtest.SyncBuffer{}); err == nil || !strings.Contains(err.Error(), "in use by another tinyedge") {
 		t.Errorf("second run on the same data dir: %v", err)
 	}
 	cancel()
@@ -338,7 +327,7 @@ func TestSignals(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir, "--log-format", "json")
 	cmd.Env = append(os.Environ(), "TINYEDGE_MAIN=1")
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, syscall.ENOEXEC) {
@@ -425,7 +414,7 @@ func TestRunSensorExample(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"run", "--upstream", "console", "--manifest", manifest, "--data-dir", dir, "--log-format", "json"}, &out, &errOut)
@@ -447,10 +436,10 @@ func TestRunSensorExample(t *testing.T) {
 func TestStoreCommands(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out hubtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"run", "--upstream", "console", "--data-dir", dir}, &out, &syncBuffer{})
+		done <- run(ctx, []string{"run", "--upstream", "console", "--data-dir", dir}, &out, &hubtest.SyncBuffer{})
 	}()
 	hubtest.WaitFor(t, "the first message", func() bool { return strings.Contains(out.String(), `"event"`) })
 	// While it runs, the store belongs to it.
@@ -482,7 +471,7 @@ func TestRunRecoversFromCorruptStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"run", "--upstream", "console", "--data-dir", dir, "--log-format", "json"}, &out, &errOut)
@@ -560,7 +549,7 @@ func TestUpdateConfirmsHealthyVersion(t *testing.T) {
 		t.Fatalf("update apply: exit %d\n%s%s", code, o, e)
 	}
 	cmd := startTinyedge(t, dir, "--health-window", "8s")
-	var errOut syncBuffer
+	var errOut hubtest.SyncBuffer
 	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, syscall.ENOEXEC) {
@@ -607,7 +596,7 @@ func TestUpdateRollsBackBrokenVersion(t *testing.T) {
 	}
 	// The next start runs the installed version again.
 	cmd := startTinyedge(t, dir)
-	var errOut syncBuffer
+	var errOut hubtest.SyncBuffer
 	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -633,7 +622,7 @@ func TestUpdateRollsBackHungVersion(t *testing.T) {
 	}
 	cmd := startTinyedge(t, dir, "--health-window", "1s")
 	cmd.Env = append(cmd.Env, "TINYEDGE_TEST_HANG=1")
-	var errOut syncBuffer
+	var errOut hubtest.SyncBuffer
 	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -686,7 +675,7 @@ func TestUpdateRollsBackUnhealthyVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := startTinyedge(t, dir, "--health-window", "1s", "--manifest", manifest)
-	var errOut syncBuffer
+	var errOut hubtest.SyncBuffer
 	cmd.Stderr, cmd.Stdout = &errOut, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

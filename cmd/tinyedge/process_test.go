@@ -76,7 +76,7 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 	}
 
 	cmd := startTinyedge(t, dir, "--manifest", manifest, "--device-id", "gw1")
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 
 	// --follow prints new lines until interrupted.
 	ctx, cancel := context.WithCancel(context.Background())
-	var fout, ferr syncBuffer
+	var fout, ferr hubtest.SyncBuffer
 	followed := make(chan error, 1)
 	go func() {
 		followed <- run(ctx, []string{"logs", "ticker", "--follow", "--tail", "0", "--data-dir", dir}, &fout, &ferr)
@@ -227,10 +227,10 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 	}
 
 	// A follower does not hold tinyedge up: stopping ends the follow.
-	var fout2 syncBuffer
+	var fout2 hubtest.SyncBuffer
 	followed = make(chan error, 1)
 	go func() {
-		followed <- run(context.Background(), []string{"logs", "ticker", "-f", "--data-dir", dir}, &fout2, &syncBuffer{})
+		followed <- run(context.Background(), []string{"logs", "ticker", "-f", "--data-dir", dir}, &fout2, &hubtest.SyncBuffer{})
 	}()
 	hubtest.WaitFor(t, "a follower", func() bool { return strings.Contains(fout2.String(), "tick") })
 	stopping := time.Now()
@@ -398,7 +398,7 @@ func TestNodeModuleUnderRun(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"run", "--manifest", manifest, "--data-dir", dir, "--device-id", "gw1"}, &out, &errOut)
@@ -465,10 +465,10 @@ func TestKilledTinyedge(t *testing.T) {
 		t.Fatal(err)
 	}
 	// started runs tinyedge and returns it with what the ticker printed.
-	started := func() (*exec.Cmd, *syncBuffer, int, string) {
+	started := func() (*exec.Cmd, *hubtest.SyncBuffer, int, string) {
 		t.Helper()
 		cmd := startTinyedge(t, dir, "--manifest", manifest, "--device-id", "gw1")
-		var errOut syncBuffer
+		var errOut hubtest.SyncBuffer
 		cmd.Stderr = &errOut
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -238,7 +238,7 @@ func TestRunUpstreamMQTT(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	dataDir := t.TempDir()
 	go func() {
 		done <- run(ctx, []string{"run", "--config", writeConfig(t, ""), "--data-dir", dataDir, "--manifest", manifest,
@@ -339,7 +339,7 @@ shared_access_key = %q
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var out, errOut syncBuffer
+	var out, errOut hubtest.SyncBuffer
 	dataDir := t.TempDir()
 	go func() {
 		done <- run(ctx, []string{"run", "--config", config, "--data-dir", dataDir, "--manifest", manifest}, &out, &errOut)

@@ -7,6 +7,7 @@ package hubtest
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,4 +97,24 @@ func MustRoute(t testing.TB, name, text string) *route.Route {
 		t.Fatalf("route.Parse(%q): %v", text, err)
 	}
 	return r
+}
+
+// SyncBuffer is an io.Writer whose contents can be read while another
+// goroutine (or a child process's output copier) is still writing to it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package process
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,23 +18,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func needSh(t *testing.T) {
 	t.Helper()
@@ -54,13 +35,13 @@ func alive(pid int) bool {
 type fixture struct {
 	hub  *hub.Hub
 	host *Host
-	log  *syncBuffer
+	log  *hubtest.SyncBuffer
 }
 
 func start(t *testing.T, opts *Options, specs ...hub.ModuleSpec) *fixture {
 	t.Helper()
 	needSh(t)
-	f := &fixture{host: NewHost(opts), log: &syncBuffer{}}
+	f := &fixture{host: NewHost(opts), log: &hubtest.SyncBuffer{}}
 	f.hub = hub.New(hub.Options{
 		DeviceID: "gw1",
 		Logger:   slog.New(slog.NewTextHandler(f.log, nil)),

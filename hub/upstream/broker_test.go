@@ -170,14 +170,22 @@ type subscriber struct {
 
 func subscribe(t testing.TB, b *broker, filter string) *subscriber {
 	t.Helper()
-	s := &subscriber{}
-	o := paho.NewClientOptions().AddBroker(b.url()).SetClientID("test-subscriber").
+	o := paho.NewClientOptions().AddBroker(b.url()).
 		SetCleanSession(false).SetAutoReconnect(true).SetMaxReconnectInterval(100 * time.Millisecond).
-		SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).SetOrderMatters(true).
+		SetConnectRetry(true).SetConnectRetryInterval(100 * time.Millisecond).
 		SetOnConnectHandler(func(c paho.Client) {
 			// Resubscribe: cheap, and covers a broker that lost the session.
 			c.Subscribe(filter, 1, nil)
-		}).
+		})
+	return startSubscriber(t, o, filter)
+}
+
+// startSubscriber connects a subscriber with o, which names the broker,
+// subscribes it to filter at QoS 1 and disconnects it at the test's end.
+func startSubscriber(t testing.TB, o *paho.ClientOptions, filter string) *subscriber {
+	t.Helper()
+	s := &subscriber{}
+	o.SetClientID("test-subscriber").SetOrderMatters(true).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
 			s.mu.Lock()
 			s.got = append(s.got, m)

@@ -332,20 +332,5 @@ func TestRateLimit(t *testing.T) {
 // mochiSubscriber subscribes to the in-process broker.
 func mochiSubscriber(t testing.TB, a *authHub, filter string) *subscriber {
 	t.Helper()
-	s := &subscriber{}
-	o := paho.NewClientOptions().AddBroker("tcp://" + a.addr).SetClientID("test-subscriber").SetOrderMatters(true).
-		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
-			s.mu.Lock()
-			s.got = append(s.got, m)
-			s.mu.Unlock()
-		})
-	s.cli = paho.NewClient(o)
-	if tok := s.cli.Connect(); !tok.WaitTimeout(hubtest.Patience) || tok.Error() != nil {
-		t.Fatalf("subscriber connect: %v", tok.Error())
-	}
-	if tok := s.cli.Subscribe(filter, 1, nil); !tok.WaitTimeout(hubtest.Patience) || tok.Error() != nil {
-		t.Fatalf("subscribe: %v", tok.Error())
-	}
-	t.Cleanup(func() { s.cli.Disconnect(100) })
-	return s
+	return startSubscriber(t, paho.NewClientOptions().AddBroker("tcp://"+a.addr), filter)
 }

@@ -107,7 +107,9 @@ func simBodies(sim *hubsim.Sim) []string {
 	return out
 }
 
-// checkBodies is checkStreams for the emulator's events.
+// checkBodies checks that every message of every stream (bodies
+// "s<stream>:<i>") arrived, and that their first arrivals are in order;
+// it returns the duplicates.
 func checkBodies(t testing.TB, bodies []string, streams, n int) int {
 	t.Helper()
 	next := make([]int, streams)

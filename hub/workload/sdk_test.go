@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,7 +77,7 @@ func TestNodeSDKFromEnvironment(t *testing.T) {
 		<-served
 	}()
 
-	var log syncBuffer
+	var log hubtest.SyncBuffer
 	h := hub.New(hub.Options{DeviceID: "gw1", Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	defer h.Close()
 	err = h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{{
@@ -156,21 +155,4 @@ func checkToken(t *testing.T, token, resource string, key []byte) {
 	if want := base64.StdEncoding.EncodeToString(mac.Sum(nil)); q.Get("sig") != want {
 		t.Errorf("token signature %q, want %q (HMAC-SHA256 with the module's key)", q.Get("sig"), want)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
