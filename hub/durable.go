@@ -88,13 +88,7 @@ func (h *Hub) pump(ctx context.Context) {
 			continue
 		}
 		if len(items) == 0 {
-			// Woken by an append, or every second so messages that wait
-			// on a clock to become trusted, or on a sweep, are seen.
-			poll.Reset(time.Second)
-			select {
-			case <-h.pumpWake:
-			case <-poll.C:
-			case <-ctx.Done():
+			if !h.waitAppend(ctx, poll) {
 				return
 			}
 			continue
@@ -139,6 +133,22 @@ func nextBackoff(d time.Duration) time.Duration {
 		return 100 * time.Millisecond
 	}
 	return min(2*d, 30*time.Second)
+}
+
+// waitAppend waits while the $upstream queue is empty: until an append
+// wakes the pump, or a second has passed, so that messages that wait on
+// a clock to become trusted, or on a sweep, are seen. It reports false
+// when ctx ended.
+func (h *Hub) waitAppend(ctx context.Context, poll *time.Timer) bool {
+	poll.Reset(time.Second)
+	select {
+	case <-h.pumpWake:
+		return true
+	case <-poll.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

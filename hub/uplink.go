@@ -251,13 +251,7 @@ func (h *Hub) readAhead(ctx context.Context, out chan<- []readItem, log *slog.Lo
 		}
 		backoff = 0
 		if len(items) == 0 {
-			// Woken by an append, or every second so messages that wait
-			// on a clock to become trusted, or on a sweep, are seen.
-			poll.Reset(time.Second)
-			select {
-			case <-h.pumpWake:
-			case <-poll.C:
-			case <-ctx.Done():
+			if !h.waitAppend(ctx, poll) {
 				return
 			}
 			continue

@@ -114,8 +114,7 @@ func (d *cborReader) target(t *targetRecord) bool {
 			t.Endpoint, ok = d.Text()
 		case 'p':
 			var v uint64
-			v, ok = d.Head(0)
-			ok = ok && v <= math.MaxUint32
+			v, ok = d.Uint64(math.MaxUint32)
 			t.Priority = uint32(v)
 		case 'l':
 			t.TTL, ok = d.Int64()
