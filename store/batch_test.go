@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -55,5 +56,65 @@ func TestAppendBatchKeepsOrder(t *testing.T) {
 			t.Fatalf("read %s, want %d", it.Payload, want)
 		}
 		want++
+	}
+}
+
+// TestStartAppendBatchPipelines: batches started one after the other
+// without waiting keep their order in the queue, may share commits, and
+// what was started before Close is committed by it.
+func TestStartAppendBatchPipelines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path, &Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pending []*PendingBatch
+	n := 0
+	for range 50 {
+		var entries []Entry
+		for range 7 {
+			entries = append(entries, Entry{Targets: []Target{{Endpoint: "a"}}, Payload: fmt.Append(nil, n)})
+			n++
+		}
+		pending = append(pending, s.StartAppendBatch(context.Background(), entries))
+	}
+	last := pending[len(pending)-1]
+	for _, p := range pending[:len(pending)-1] {
+		_, errs := p.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("entry %d: %v", i, err)
+			}
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs := last.Wait(); errs[6] != nil {
+		t.Fatalf("last batch, started before Close: %v", errs[6])
+	}
+	{
+		p := s.StartAppendBatch(context.Background(), []Entry{{Targets: []Target{{Endpoint: "a"}}, Payload: []byte("x")}})
+		if _, errs := p.Wait(); !errors.Is(errs[0], ErrClosed) {
+			t.Fatalf("append after Close: %v, want ErrClosed", errs[0])
+		}
+	}
+
+	s, err = Open(path, &Options{SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	items, err := s.Read("a", 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != n {
+		t.Fatalf("read %d, want %d", len(items), n)
+	}
+	for i, it := range items {
+		if string(it.Payload) != fmt.Sprint(i) {
+			t.Fatalf("item %d is %s", i, it.Payload)
+		}
 	}
 }

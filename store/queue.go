@@ -118,17 +118,44 @@ type Entry struct {
 //
 // ctx bounds only the wait for room in the writer's queue.
 func (s *Store) AppendBatch(ctx context.Context, entries []Entry) (seqs []uint64, errs []error) {
-	seqs, errs = make([]uint64, len(entries)), make([]error, len(entries))
-	ops := make([]*op, len(entries))
+	return s.StartAppendBatch(ctx, entries).Wait()
+}
+
+// PendingBatch is a batch of appends handed to the writer and not yet
+// waited for (StartAppendBatch).
+type PendingBatch struct {
+	ops  []*op // nil for an entry refused before it reached the writer
+	seqs []uint64
+	errs []error
+}
+
+// StartAppendBatch is AppendBatch without the wait: it returns once the
+// entries are in the writer's queue, and Wait returns what AppendBatch
+// would. A producer that starts its next batch before the last one
+// committed keeps its order across batches too: batches are taken from
+// the queue, and committed, in the order they were started, each one
+// whole in one transaction or spread over consecutive ones. So one
+// producer can have its next messages in the writer's queue while a
+// commit runs, instead of a commit apart.
+//
+// Entries that reached the queue are committed even if the store is
+// closed before Wait (Close commits what is queued); Wait may be called
+// after Close.
+func (s *Store) StartAppendBatch(ctx context.Context, entries []Entry) *PendingBatch {
+	p := &PendingBatch{
+		ops:  make([]*op, len(entries)),
+		seqs: make([]uint64, len(entries)),
+		errs: make([]error, len(entries)),
+	}
 	var carrier *op
 	for i, e := range entries {
 		a, err := s.prepareAppend(e.Targets, e.Payload, e.Meta)
 		if err != nil {
-			errs[i] = err
+			p.errs[i] = err
 			continue
 		}
-		o := &op{name: "append", app: a, done: make(chan error, 1)}
-		ops[i] = o
+		o := &op{name: "append", app: a}
+		p.ops[i] = o
 		if carrier == nil {
 			carrier = o
 		} else {
@@ -136,32 +163,46 @@ func (s *Store) AppendBatch(ctx context.Context, entries []Entry) (seqs []uint64
 		}
 	}
 	if carrier == nil {
-		return seqs, errs
+		return p
 	}
-	fail := func(err error) ([]uint64, []error) {
-		for i := range errs {
-			if ops[i] != nil {
-				errs[i] = err
+	for _, o := range carrier.rest {
+		o.done = make(chan error, 1) // send makes the carrier's
+	}
+	fail := func(err error) *PendingBatch {
+		for i, o := range p.ops {
+			if o != nil {
+				p.errs[i] = err
 			}
 		}
-		return seqs, errs
+		clear(p.ops)
+		return p
 	}
 	if err := s.enter(); err != nil {
 		return fail(err)
 	}
+	// Released once the ops are queued: Close, which waits for it,
+	// commits what is queued before it returns.
 	defer s.closeMu.RUnlock()
 	if err := s.send(ctx, carrier); err != nil {
 		return fail(err)
 	}
-	for i, o := range ops {
+	return p
+}
+
+// Wait waits until each entry of the batch has committed or failed and
+// returns their sequence numbers and errors as AppendBatch does. It may
+// be called more than once.
+func (p *PendingBatch) Wait() (seqs []uint64, errs []error) {
+	for i, o := range p.ops {
 		if o == nil {
 			continue
 		}
-		if errs[i] = <-o.done; errs[i] == nil {
-			seqs[i] = o.app.seq
+		if p.errs[i] = <-o.done; p.errs[i] == nil {
+			p.seqs[i] = o.app.seq
 		}
+		p.ops[i] = nil
 	}
-	return seqs, errs
+	return p.seqs, p.errs
 }
 
 // prepareAppend checks an append's targets and encodes its record.
