@@ -307,19 +307,43 @@ func (h *Hub) SendLeaf(ctx context.Context, deviceID string, m *message.Message)
 // the next one was not taken. Messages after it may have reached some
 // sinks: the sender sends them again (at-least-once).
 func (h *Hub) SendBatch(ctx context.Context, from Identity, msgs []*message.Message) (int, error) {
+	return h.StartSendBatch(ctx, from, msgs).Wait()
+}
+
+// PendingSend is a batch of messages routed and on its way to its store
+// commit (StartSendBatch).
+type PendingSend struct {
+	h       *Hub
+	msgs    []*message.Message
+	batch   []pendingMessage
+	taken   int
+	failed  error
+	appends *store.PendingBatch // nil when nothing goes to the store
+}
+
+type pendingMessage struct {
+	m       *message.Message
+	targets []store.Target
+}
+
+// StartSendBatch is SendBatch without the wait for the store: it routes
+// the messages (in-memory sinks have them when it returns) and hands
+// their durable appends to the store's writer; Wait waits for the commit
+// and returns what SendBatch would. A connection that starts its next
+// batch while the last one commits keeps its messages' order (see
+// store.StartAppendBatch) and has them in the next commit instead of one
+// round trip later. If a batch fails, batches started after it may still
+// be committed: the sender sends their messages again after the failed
+// one, so a sink may see those twice and out of order (at-least-once).
+// Every started batch must be waited for: Wait is what tells the
+// readers of the queues that the messages are there.
+func (h *Hub) StartSendBatch(ctx context.Context, from Identity, msgs []*message.Message) *PendingSend {
+	p := &PendingSend{h: h, msgs: msgs, taken: len(msgs)}
 	if from.ModuleID == "" && (from.DeviceID == "" || from.DeviceID == h.opts.DeviceID) {
-		return 0, fmt.Errorf("send from device %q: not a leaf device id", from.DeviceID)
+		p.taken, p.failed = 0, fmt.Errorf("send from device %q: not a leaf device id", from.DeviceID)
+		return p
 	}
-	type pending struct {
-		m       *message.Message
-		targets []store.Target
-	}
-	var (
-		batch   []pending
-		entries []store.Entry
-		taken   = len(msgs)
-		failed  error
-	)
+	var entries []store.Entry
 	for i, m := range msgs {
 		output := ""
 		if from.ModuleID != "" {
@@ -333,20 +357,31 @@ func (h *Hub) SendBatch(ctx context.Context, from Identity, msgs []*message.Mess
 				if payload, err = message.Marshal(m); err != nil {
 					err = fmt.Errorf("encode message for the store: %w", err)
 				} else {
-					batch = append(batch, pending{m, targets})
+					p.batch = append(p.batch, pendingMessage{m, targets})
 					entries = append(entries, store.Entry{Targets: targets, Payload: payload, Meta: store.Meta{Enqueued: m.System.EnqueuedTime}})
 				}
 			}
 		}
 		if err != nil {
-			taken, failed = i, err
+			p.taken, p.failed = i, err
 			break
 		}
 	}
-	if len(entries) == 0 {
-		return taken, failed
+	if len(entries) > 0 {
+		p.appends = h.opts.Store.StartAppendBatch(ctx, entries)
 	}
-	_, errs := h.opts.Store.AppendBatch(ctx, entries)
+	return p
+}
+
+// Wait waits for the batch's store commit and returns how many messages,
+// from the first, the hub took; err says why the next one was not taken.
+// Call it once.
+func (p *PendingSend) Wait() (int, error) {
+	if p.appends == nil {
+		return p.taken, p.failed
+	}
+	h := p.h
+	_, errs := p.appends.Wait()
 	select {
 	case h.pumpWake <- struct{}{}:
 	default:
@@ -357,15 +392,15 @@ func (h *Hub) SendBatch(ctx context.Context, from Identity, msgs []*message.Mess
 				h.drop("store_full")
 			}
 			// Messages before this one were all taken; find its index.
-			for j, m := range msgs {
-				if m == batch[i].m {
-					return j, fmt.Errorf("store for %s: %w", durableNames(batch[i].targets), err)
+			for j, m := range p.msgs {
+				if m == p.batch[i].m {
+					return j, fmt.Errorf("store for %s: %w", durableNames(p.batch[i].targets), err)
 				}
 			}
 		}
-		h.durableDone(batch[i].targets)
+		h.durableDone(p.batch[i].targets)
 	}
-	return taken, failed
+	return p.taken, p.failed
 }
 
 // IdentityTwin returns a copy of an identity's twin: a deployed module's
