@@ -14,9 +14,10 @@
 //     (hub.Inputs) and is delivered on devices/{d}/modules/{m}/inputs/{i}/…
 //     once the module subscribes with the C SDK's (devices/{d}/modules/{m}/#),
 //     the Node SDK's (…/inputs/#) or a single input's filter; at most
-//     Options.Window messages are unacknowledged at a time, a PUBACK
-//     removes a message from its queue, and a disconnect rewinds, so
-//     nothing is lost and order is kept per input;
+//     Options.Window messages (default 1024) and about a megabyte of
+//     bodies are unacknowledged at a time, a PUBACK removes a message
+//     from its queue, and a disconnect rewinds (what was in flight is
+//     delivered again), so nothing is lost and order is kept per input;
 //   - twins ($iothub/twin/…) and direct methods ($iothub/methods/…) of the
 //     module or leaf device, both ways. A leaf device's session is
 //     announced to the hub (Hub.SetConnected), so the upstream link can
@@ -65,12 +66,18 @@
 //   - Without a hub store, external inputs are queued in memory and lost
 //     when the process ends (see hub's external.go).
 //   - A connection's telemetry goes to the hub from one goroutine, in
-//     order, in batches of what arrived while the previous batch was
-//     being committed (Hub.SendBatch: one store commit per batch). So one
-//     connection's throughput is about its in-flight window divided by
-//     two store commits (an fsync each): with the SDKs' window of 16 and
-//     a 1.5 ms fsync, 5,000–8,000 messages a second. Connections share
-//     commits.
+//     order, in batches (Hub.StartSendBatch); up to sendDepth batches are
+//     on their way to the store at once and their PUBACKs are written as
+//     their commits end, in order. A message waits for the commit that
+//     is running and then for its own, so one connection's throughput is
+//     about its in-flight window divided by one and a half commits and a
+//     round trip: with a window of 16 and bbolt's two fdatasyncs per
+//     commit, 12,000–15,000 messages a second here. Connections share
+//     commits; a client that pipelines more is bounded by CPU instead.
+//   - A connection may hold sendBudget (1 MiB) of telemetry bodies read
+//     and not acknowledged, and a pump deliverBudget (1 MiB) of inputs;
+//     past that the endpoint stops reading from the connection, or
+//     delivering to it, until acknowledgements come back.
 //   - A PUBACK from a module removes its message from the queue within
 //     5 ms (acknowledgements are committed in groups); a crash in between
 //     delivers those messages again.

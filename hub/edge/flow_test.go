@@ -205,6 +205,64 @@ func TestNoPubackWhenNotStored(t *testing.T) {
 	}
 }
 
+// TestPipelinedRefusal: a client with many publishes in flight when the
+// store fills up gets PUBACKs for a prefix of them, each of which is
+// stored, and none after the first refused one.
+func TestPipelinedRefusal(t *testing.T) {
+	e := newEnv(t, envOpts{
+		externals: []string{"a", "b"},
+		routes:    []string{`FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/x")`},
+		store:     &store.Options{MaxSizeBytes: 2 << 20, OnFull: store.Refuse},
+	})
+	lost := make(chan error, 1)
+	c := e.mustDial(t, "gw1/a", clientOpts{onLost: func(err error) { lost <- err }})
+	const n = 4 * (2 << 20) / (50 * 1024)
+	var toks []paho.Token
+	for i := range n {
+		body := append(fmt.Appendf(nil, "%04d:", i), bytes.Repeat([]byte("x"), 50*1024)...)
+		toks = append(toks, c.Publish(eventsTopic("gw1/a", nil), 1, false, body))
+	}
+	select {
+	case <-lost:
+	case <-time.After(wait):
+		t.Fatal("connection not closed after the store refused")
+	}
+	acked := 0
+	for i, tok := range toks {
+		ok := tok.WaitTimeout(wait) && tok.Error() == nil
+		if ok && acked < i {
+			t.Fatalf("message %d acknowledged after message %d was not", i, acked)
+		}
+		if ok {
+			acked++
+		}
+	}
+	if acked == 0 || acked == n {
+		t.Fatalf("%d of %d acknowledged; want some, not all", acked, n)
+	}
+	items, err := e.st.Read("$module/b/inputs/x", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[int]bool{}
+	for _, it := range items {
+		m, err := message.Unmarshal(it.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var i int
+		if _, err := fmt.Sscanf(string(m.Body[:4]), "%04d", &i); err != nil {
+			t.Fatal(err)
+		}
+		stored[i] = true
+	}
+	for i := range acked {
+		if !stored[i] {
+			t.Fatalf("message %d was acknowledged and is not stored (%d acknowledged, %d stored)", i, acked, len(stored))
+		}
+	}
+}
+
 // TestSessionTakeover: a module that connects again while its old
 // connection is still open (a restart the hub has not noticed) takes the
 // inputs over; nothing is lost, order is kept.

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"time"
@@ -146,7 +147,10 @@ func (p *pump) want(input string) bool {
 func (p *pump) run() {
 	s, in := p.s, p.r.in
 	dev, mod := s.id.DeviceID, s.id.ModuleID
-	var pks []packets.Packet
+	var (
+		pks []packets.Packet
+		buf bytes.Buffer
+	)
 	for {
 		// Wait for room in the window, then take all there is.
 		select {
@@ -198,7 +202,7 @@ func (p *pump) run() {
 			pks = append(pks, pk)
 		}
 		p.mu.Unlock()
-		if err := s.writeAll(pks); err != nil {
+		if err := s.writeAll(&buf, pks); err != nil {
 			return // the connection is going; stop rewinds
 		}
 		if qos == 0 {

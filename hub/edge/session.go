@@ -44,8 +44,14 @@ type session struct {
 
 	// Telemetry goes to the hub from one goroutine (sender), in order
 	// and in batches, so a publisher with many messages in flight shares
-	// store commits between them; PUBACKs follow in the same order.
+	// store commits between them. The sender starts a batch's commit and
+	// goes on to the next batch; another goroutine (acker) waits for the
+	// commits in order and writes the PUBACKs.
 	sendq      chan outgoing
+	started    chan started  // batches handed to the hub, for the acker
+	slots      chan struct{} // one token per batch in started or being waited for
+	ackFailed  chan struct{} // closed when the hub refused a message
+	budget     budget        // bytes of telemetry read and not acknowledged
 	senderDone chan struct{}
 
 	mu          sync.Mutex
@@ -62,14 +68,32 @@ type session struct {
 // outgoing is a PUBLISH on its way to the hub, or (m nil) one that only
 // waits for its turn to be acknowledged.
 type outgoing struct {
-	m   *message.Message
-	pid uint16
-	qos byte
+	m    *message.Message
+	pid  uint16
+	qos  byte
+	size int // of m's body, taken from the budget
 }
 
-// sendBatch is the most messages handed to the hub at once; it is also
-// how many a connection may have read and not yet acknowledged.
-const sendBatch = 64
+// started is a batch the sender handed to the hub: the PUBACKs to write
+// once it is committed.
+type started struct {
+	batch []outgoing
+	pend  *hub.PendingSend // nil when the batch has no telemetry
+	bytes int              // of bodies, to give back to the budget
+}
+
+// sendBatch is the most messages handed to the hub at once. sendDepth is
+// how many batches of a connection may be on their way to a commit: the
+// next ones join the commits that follow, instead of waiting a round
+// trip to the client. sendBudget bounds the message bodies a connection
+// has read and not acknowledged (at least one is always let in), so a
+// fast publisher of large messages holds a megabyte, not sendDepth full
+// batches of 256 KiB packets.
+const (
+	sendBatch  = 64
+	sendDepth  = 8
+	sendBudget = 1 << 20
+)
 
 // subs is what a session subscribed to, as far as the hub cares.
 type subs struct {
@@ -96,6 +120,10 @@ func newSession(e *Endpoint, cl *mqtt.Client, id hub.Identity, expiry time.Time)
 		calls:  map[string]chan hub.MethodResponse{},
 
 		sendq:      make(chan outgoing, sendBatch),
+		started:    make(chan started, sendDepth),
+		slots:      make(chan struct{}, sendDepth),
+		ackFailed:  make(chan struct{}),
+		budget:     budget{limit: sendBudget, room: make(chan struct{}, 1)},
 		senderDone: make(chan struct{}),
 	}
 }
@@ -104,7 +132,14 @@ func (s *session) start() {
 	s.log.Info("connected", "tokenExpiry", s.expiry)
 	go func() {
 		defer close(s.senderDone)
+		ackerDone := make(chan struct{})
+		go func() {
+			defer close(ackerDone)
+			s.acker()
+		}()
 		s.sender()
+		close(s.started)
+		<-ackerDone
 	}()
 	s.e.opts.Hub.SetConnected(s.id, true)
 	if !s.expiry.IsZero() {
@@ -281,6 +316,12 @@ func (s *session) publish(pk packets.Packet) {
 	if out.m == nil && out.qos == 0 {
 		return
 	}
+	if out.m != nil {
+		out.size = len(out.m.Body)
+		if !s.budget.take(s.ctx, out.size) {
+			return
+		}
+	}
 	select {
 	case s.sendq <- out:
 	case <-s.ctx.Done():
@@ -301,19 +342,36 @@ func (s *session) message(t iothub.Topic, body []byte) (*message.Message, error)
 }
 
 // sender hands queued telemetry to the hub, as much as is waiting at a
-// time, and acknowledges what the hub took, in order. If the hub refuses
-// a message, that one and those after it get no PUBACK and the
-// connection is closed: the client sends them again after reconnecting.
+// time, and passes each batch on to the acker without waiting for its
+// commit, so the next batch can join the next commit.
 func (s *session) sender() {
-	batch := make([]outgoing, 0, sendBatch)
-	msgs := make([]*message.Message, 0, sendBatch)
-	acks := make([]packets.Packet, 0, sendBatch)
 	for {
+		var batch []outgoing
 		select {
 		case o := <-s.sendq:
-			batch = append(batch[:0], o)
+			batch = append(make([]outgoing, 0, sendBatch), o)
 		case <-s.ctx.Done():
 			return
+		case <-s.ackFailed:
+			return
+		}
+		// Wait for room in the pipeline; the batch grows meanwhile.
+	room:
+		for {
+			more := s.sendq
+			if len(batch) == sendBatch {
+				more = nil
+			}
+			select {
+			case s.slots <- struct{}{}:
+				break room
+			case o := <-more:
+				batch = append(batch, o)
+			case <-s.ctx.Done():
+				return
+			case <-s.ackFailed:
+				return
+			}
 		}
 	more:
 		for len(batch) < sendBatch {
@@ -324,19 +382,44 @@ func (s *session) sender() {
 				break more
 			}
 		}
-		msgs = msgs[:0]
+		st := started{batch: batch}
+		var msgs []*message.Message
 		for _, o := range batch {
 			if o.m != nil {
 				msgs = append(msgs, o.m)
+				st.bytes += o.size
 			}
 		}
-		taken, err := len(msgs), error(nil)
 		if len(msgs) > 0 {
-			taken, err = s.e.opts.Hub.SendBatch(s.ctx, s.id, msgs)
+			st.pend = s.e.opts.Hub.StartSendBatch(s.ctx, s.id, msgs)
+		}
+		s.started <- st // never blocks: it has room for every slot
+	}
+}
+
+// acker waits for the batches the sender started, in order, and
+// acknowledges what the hub took. If the hub refuses a message, that one
+// and those after it get no PUBACK and the connection is closed: the
+// client sends them again after reconnecting. Every started batch is
+// waited for, even then, so the readers of its queues hear of what was
+// committed.
+func (s *session) acker() {
+	acks := make([]packets.Packet, 0, sendBatch)
+	var buf bytes.Buffer
+	failed := false
+	for st := range s.started {
+		taken, err := len(st.batch), error(nil)
+		if st.pend != nil {
+			taken, err = st.pend.Wait()
+		}
+		s.budget.give(st.bytes)
+		<-s.slots
+		if failed {
+			continue
 		}
 		acks = acks[:0]
 		n := 0
-		for _, o := range batch {
+		for _, o := range st.batch {
 			if o.m != nil {
 				if n == taken {
 					break
@@ -347,17 +430,57 @@ func (s *session) sender() {
 				acks = append(acks, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: o.pid})
 			}
 		}
-		if err := s.writeAll(acks); err != nil {
+		if err := s.writeAll(&buf, acks); err != nil {
 			s.log.Debug("write PUBACKs", "err", err)
 		}
-		clear(msgs)
 		if err != nil {
 			if s.ctx.Err() == nil {
 				s.log.Warn("message not taken; closing the connection so the client sends it again", "err", err)
 			}
+			failed = true
+			close(s.ackFailed)
 			s.cl.Stop(err)
-			return
 		}
+	}
+}
+
+// budget bounds the bytes a connection has read and not acknowledged.
+type budget struct {
+	limit int
+	mu    sync.Mutex
+	used  int
+	room  chan struct{} // capacity 1: something was given back
+}
+
+// take waits until n bytes fit (or nothing is held) and takes them; it
+// returns false if ctx ended first.
+func (b *budget) take(ctx context.Context, n int) bool {
+	for {
+		b.mu.Lock()
+		if b.used == 0 || b.used+n <= b.limit {
+			b.used += n
+			b.mu.Unlock()
+			return true
+		}
+		b.mu.Unlock()
+		select {
+		case <-b.room:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (b *budget) give(n int) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+	select {
+	case b.room <- struct{}{}:
+	default:
 	}
 }
 
@@ -367,21 +490,27 @@ func (s *session) sender() {
 // WritePacket through the client's lock, as WritePacket itself does
 // (mochi v2.7.9), and writes straight to the connection, as WritePacket
 // does whenever mochi's own outbound queue is empty — always here,
-// since the hub never has mochi forward anything.
-func (s *session) writeAll(pks []packets.Packet) error {
+// since the hub never has mochi forward anything. buf is the caller's,
+// to encode into; it is kept for the next call unless it grew large.
+func (s *session) writeAll(buf *bytes.Buffer, pks []packets.Packet) error {
 	if len(pks) == 0 {
 		return nil
 	}
-	var buf bytes.Buffer
+	buf.Reset()
+	defer func() {
+		if buf.Cap() > maxWriteBuffer {
+			*buf = bytes.Buffer{}
+		}
+	}()
 	for i := range pks {
 		pk := &pks[i]
 		pk.ProtocolVersion = s.cl.Properties.ProtocolVersion
 		var err error
 		switch pk.FixedHeader.Type {
 		case packets.Publish:
-			err = pk.PublishEncode(&buf)
+			err = pk.PublishEncode(buf)
 		case packets.Puback:
-			err = pk.PubackEncode(&buf)
+			err = pk.PubackEncode(buf)
 		default:
 			err = fmt.Errorf("writeAll: packet type %d", pk.FixedHeader.Type)
 		}
@@ -397,6 +526,10 @@ func (s *session) writeAll(pks []packets.Packet) error {
 	_, err := buf.WriteTo(s.cl.Net.Conn)
 	return err
 }
+
+// maxWriteBuffer is the largest encoding buffer writeAll keeps between
+// calls.
+const maxWriteBuffer = 64 << 10
 
 // publishQoS0 sends a hub-originated message (twin responses,
 // notifications, method calls) the way IoT Hub does: at QoS 0.
