@@ -23,7 +23,7 @@ const (
 	DefaultListen         = ":8883"
 	DefaultMethodsListen  = ":443"
 	DefaultMaxConnections = 100
-	DefaultWindow         = 16
+	DefaultWindow         = 1024
 	// MaxPacket is the largest MQTT packet accepted, IoT Hub's limit.
 	MaxPacket = 256 * 1024
 	// Off disables a listener.
@@ -63,7 +63,8 @@ type Options struct {
 	// MaxConnections bounds open MQTT connections, default 100.
 	MaxConnections int
 	// Window is how many messages to an external module's inputs may
-	// await its PUBACK, default 16 (IoT Hub's in-flight limit).
+	// await its PUBACK, default 1024. Whatever the window, no more than
+	// deliverBudget bytes of message bodies (plus one read) are.
 	Window int
 
 	Logger *slog.Logger

@@ -48,10 +48,20 @@ func (e *Endpoint) startPump(s *session, sub subs) (*pump, error) {
 	return p, nil
 }
 
+// deliverRead is the most messages read from the queues at a time, and
+// deliverBudget the bytes of bodies a pump keeps unacknowledged: it reads
+// no more once that much is in flight (one read may overshoot it). A
+// module that is slow to acknowledge then holds a megabyte of the
+// gateway's memory, not Window packets of 256 KiB.
+const (
+	deliverRead   = 32
+	deliverBudget = 1 << 20
+)
+
 // pump delivers a module's inputs to one session, at most Window
-// unacknowledged at a time; each PUBACK acknowledges its message in the
-// queue. When it stops, what was acknowledged is committed and the rest
-// rewound for the next session.
+// messages and about deliverBudget bytes unacknowledged at a time; each
+// PUBACK acknowledges its message in the queue. When it stops, what was
+// acknowledged is committed and the rest rewound for the next session.
 type pump struct {
 	s *session
 	r *reader
@@ -60,6 +70,7 @@ type pump struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	window chan struct{} // one token per message that may be in flight
+	bytes  budget        // bodies in flight
 
 	mu       sync.Mutex
 	subs     subs
@@ -77,6 +88,7 @@ func newPump(s *session, r *reader, sub subs) *pump {
 	p := &pump{
 		s: s, r: r, ctx: ctx, cancel: cancel, subs: sub,
 		window:   make(chan struct{}, s.e.opts.Window),
+		bytes:    budget{limit: deliverBudget, room: make(chan struct{}, 1)},
 		inflight: map[uint16]hub.Input{},
 		ackWake:  make(chan struct{}, 1),
 		subWake:  make(chan struct{}, 1),
@@ -158,13 +170,25 @@ func (p *pump) run() {
 		case <-p.ctx.Done():
 			return
 		}
-		n := 1
-		for n < cap(p.window) {
+		n, batch := 1, max(1, min(deliverRead, cap(p.window)/4))
+		for n < min(cap(p.window), deliverRead) {
 			select {
 			case <-p.window:
 				n++
 				continue
 			default:
+			}
+			// While the module has a batch or more still to acknowledge,
+			// wait for a batch's worth of room: a busy module then gets
+			// its inputs a batch per read and write, not one per PUBACK.
+			if n < batch && cap(p.window)-n >= batch {
+				select {
+				case <-p.window:
+					n++
+					continue
+				case <-p.ctx.Done():
+					return
+				}
 			}
 			break
 		}
@@ -183,6 +207,13 @@ func (p *pump) run() {
 				return
 			}
 			continue
+		}
+		size := 0
+		for _, it := range items {
+			size += len(it.Message.Body)
+		}
+		if !p.bytes.take(p.ctx, size) {
+			return
 		}
 		p.mu.Lock()
 		qos := p.subs.inputQoS
@@ -211,6 +242,7 @@ func (p *pump) run() {
 			p.acked = append(p.acked, items...)
 			p.mu.Unlock()
 			wake(p.ackWake)
+			p.bytes.give(size)
 			for range items {
 				p.window <- struct{}{}
 			}
@@ -244,6 +276,7 @@ func (p *pump) puback(id uint16) {
 		return
 	}
 	wake(p.ackWake)
+	p.bytes.give(len(it.Message.Body))
 	p.window <- struct{}{}
 }
 
