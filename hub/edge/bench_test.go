@@ -1,9 +1,12 @@
 package edge_test
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -28,31 +31,35 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkExternalRoute -benchtime 20000x ./hub/edge/
 //
-// pairs=1 is one publisher and one receiver, pairs=4 four independent
-// ones at once (the hub routes all four). Each publisher keeps up to
-// window publishes unacknowledged: 16 is IoT Hub's in-flight limit per
-// connection; 256 is a client that pipelines more (paho and mqtt.js set
-// no limit of their own). Each payload carries its send time; the
-// receiver records the latency, which includes any backlog at the
-// receiver. Reported: msg/s, p50 and p99 latency, and for tinyedge
-// messages per store commit and its throughput as a multiple of
-// mosquitto's (x_mosquitto).
+// Both brokers run as processes of their own (tinyedge as this test
+// binary running TestBenchServer), the clients in this one, so the two
+// compete with the same clients for the same two cores. pairs=1 is one
+// publisher and one receiver, pairs=4 four independent ones at once
+// (the hub routes all four). Each publisher keeps up to window
+// publishes unacknowledged: 16 is IoT Hub's in-flight limit per
+// connection; 256 and 1024 are clients that pipeline more (paho and
+// mqtt.js set no limit of their own). Each payload carries its send
+// time; the receiver records the latency, which includes any backlog at
+// the receiver. Reported: msg/s, p50 and p99 latency, the broker's CPU
+// time per message (srv_us/msg, from /proc), and for tinyedge messages
+// per store commit and its throughput as a multiple of mosquitto's
+// (x_mosquitto).
 //
 // What is compared: tinyedge authenticates, parses the property bag,
 // routes, commits every message to its bbolt store with an fsync (group
 // commit) before the PUBACK, delivers it from the store and commits the
-// receiver's acknowledgement. mosquitto with
-// persistence off does none of that: no routing, no fsync.
+// receiver's acknowledgement. mosquitto with persistence off and no
+// in-flight limit does none of that: no routing, no fsync.
 
 const benchPayload = 256
 
 func BenchmarkExternalRoute(b *testing.B) {
-	for _, c := range []struct{ pairs, window int }{{1, 16}, {4, 16}, {1, 256}} {
+	for _, c := range []struct{ pairs, window int }{{1, 16}, {4, 16}, {1, 256}, {1, 1024}} {
 		pairs, window := c.pairs, c.window
 		name := fmt.Sprintf("pairs=%d/window=%d", pairs, window)
 		var mosquittoRate float64
 		b.Run(name+"/mosquitto", func(b *testing.B) {
-			addr := startMosquitto(b)
+			addr, pid := startMosquitto(b)
 			var flows []flow
 			for i := range pairs {
 				f := flow{
@@ -63,34 +70,171 @@ func BenchmarkExternalRoute(b *testing.B) {
 				}
 				flows = append(flows, f)
 			}
+			cpu0 := cpuTime(b, pid)
 			mosquittoRate = runFlows(b, flows, window)
+			b.ReportMetric(float64((cpuTime(b, pid)-cpu0).Microseconds())/float64(b.N), "srv_us/msg")
 		})
 		b.Run(name+"/tinyedge", func(b *testing.B) {
-			var names, routes []string
-			for i := range pairs {
-				names = append(names, fmt.Sprint("a", i), fmt.Sprint("b", i))
-				routes = append(routes, fmt.Sprintf(`FROM /messages/modules/a%d/* INTO BrokeredEndpoint("/modules/b%d/inputs/in")`, i, i))
-			}
-			e := newEnv(b, envOpts{externals: names, routes: routes})
+			srv := startBenchServer(b, pairs)
 			var flows []flow
 			for i := range pairs {
 				a, bm := fmt.Sprint("gw1/a", i), fmt.Sprint("gw1/b", i)
 				flows = append(flows, flow{
-					sub:    e.mustDial(b, bm, clientOpts{plain: true}),
-					pub:    e.mustDial(b, a, clientOpts{plain: true}),
+					sub:    srv.dial(b, bm),
+					pub:    srv.dial(b, a),
 					topic:  eventsTopic(a, iothub.Bag{{Key: "$.on", Value: "out"}}),
 					filter: fmt.Sprintf("devices/gw1/modules/b%d/#", i),
 				})
 			}
-			st0, _ := e.st.Stats()
+			c0, cpu0 := srv.commits(b), cpuTime(b, srv.pid)
 			rate := runFlows(b, flows, window)
-			st1, _ := e.st.Stats()
-			b.ReportMetric(float64(b.N)/float64(st1.Commits-st0.Commits), "msg/commit")
+			b.ReportMetric(float64((cpuTime(b, srv.pid)-cpu0).Microseconds())/float64(b.N), "srv_us/msg")
+			b.ReportMetric(float64(b.N)/float64(srv.commits(b)-c0), "msg/commit")
 			if mosquittoRate > 0 {
 				b.ReportMetric(rate/mosquittoRate, "x_mosquitto")
 			}
 		})
 	}
+}
+
+// benchServerVar, when set in the environment, makes TestBenchServer the
+// broker of BenchmarkExternalRoute: its value is the number of pairs.
+const benchServerVar = "TINYEDGE_BENCH_SERVER"
+
+// TestBenchServer is BenchmarkExternalRoute's tinyedge, run in a process
+// of its own as mosquitto is (startBenchServer): a hub with a store and
+// the endpoint, external modules a0…, b0… and routes aN → bN. It prints
+// the plain listener's address, answers "commits" with the store's
+// commit count, and stops when its standard input ends. In a test run
+// it is skipped.
+func TestBenchServer(t *testing.T) {
+	v := os.Getenv(benchServerVar)
+	if v == "" {
+		t.Skip("the broker process of BenchmarkExternalRoute")
+	}
+	pairs, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", benchServerVar, v, err)
+	}
+	var names, routes []string
+	for i := range pairs {
+		names = append(names, fmt.Sprint("a", i), fmt.Sprint("b", i))
+		routes = append(routes, fmt.Sprintf(`FROM /messages/modules/a%d/* INTO BrokeredEndpoint("/modules/b%d/inputs/in")`, i, i))
+	}
+	e := newEnv(t, envOpts{externals: names, routes: routes})
+	fmt.Printf("addr %s\n", e.ep.PlainAddr())
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if in.Text() == "commits" {
+			st, err := e.st.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Printf("commits %d\n", st.Commits)
+		}
+	}
+}
+
+// benchServer is a running TestBenchServer process.
+type benchServer struct {
+	addr string
+	pid  int
+	in   io.Writer
+	out  *bufio.Scanner
+}
+
+// startBenchServer runs TestBenchServer in a child process and returns
+// once it listens. It skips where the test binary cannot be run again
+// (emulated).
+func startBenchServer(b *testing.B, pairs int) *benchServer {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchServer$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", benchServerVar, pairs))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		if errors.Is(err, syscall.ENOEXEC) {
+			b.Skipf("cannot exec here (emulated?): %v", err)
+		}
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		in.Close()
+		done := make(chan struct{})
+		go func() {
+			_, _ = io.Copy(io.Discard, out)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(wait):
+			_ = cmd.Process.Kill()
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Errorf("bench server: %v", err)
+		}
+	})
+	s := &benchServer{pid: cmd.Process.Pid, in: in, out: bufio.NewScanner(out)}
+	addr, ok := strings.CutPrefix(s.line(b), "addr ")
+	if !ok {
+		b.Fatal("bench server did not say its address")
+	}
+	s.addr = addr
+	return s
+}
+
+// cpuTime is the user and system time process pid has used, from
+// /proc (in clock ticks of 10 ms).
+func cpuTime(b *testing.B, pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name, which is in parentheses: state is
+	// the first, utime the 12th and stime the 13th.
+	_, rest, _ := bytes.Cut(stat, []byte(") "))
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		b.Fatalf("/proc/%d/stat: %q", pid, stat)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %q", pid, stat)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+func (s *benchServer) line(b *testing.B) string {
+	if !s.out.Scan() {
+		b.Fatalf("bench server ended: %v", s.out.Err())
+	}
+	return s.out.Text()
+}
+
+func (s *benchServer) commits(b *testing.B) uint64 {
+	if _, err := io.WriteString(s.in, "commits\n"); err != nil {
+		b.Fatal(err)
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(s.line(b), "commits "), 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+func (s *benchServer) dial(b *testing.B, id string) paho.Client {
+	c, err := dialAt(b, "tcp://"+s.addr, nil, id, clientOpts{plain: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
 }
 
 // flow is one publisher and the subscriber its messages go to.
@@ -201,7 +345,7 @@ func dialPlain(b *testing.B, addr, id string) paho.Client {
 // startMosquitto runs mosquitto on a free loopback port, without
 // persistence, and returns its address. It skips when mosquitto is not
 // installed or the test binary runs emulated.
-func startMosquitto(b *testing.B) string {
+func startMosquitto(b *testing.B) (addr string, pid int) {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		b.Skip("mosquitto not installed (apt-get install mosquitto)")
@@ -236,13 +380,13 @@ func startMosquitto(b *testing.B) string {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
 	deadline := time.Now().Add(wait)
 	for {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
-			return addr
+			return addr, cmd.Process.Pid
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("mosquitto did not listen on %s: %v", addr, err)

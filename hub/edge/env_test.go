@@ -174,6 +174,20 @@ type clientOpts struct {
 // dial connects an MQTT client as id ("gw1/mod" or "leaf1").
 func (e *env) dial(t testing.TB, id string, co clientOpts) (paho.Client, error) {
 	t.Helper()
+	if co.plain {
+		return dialAt(t, "tcp://"+e.ep.PlainAddr(), nil, id, co)
+	}
+	tc := co.tls
+	if tc == nil {
+		tc = &tls.Config{RootCAs: e.ca.Pool(), ServerName: "localhost"}
+	}
+	return dialAt(t, "ssl://"+e.ep.Addr(), tc, id, co)
+}
+
+// dialAt connects an MQTT client as id to broker, a URL; tc is its TLS
+// configuration (nil for tcp://).
+func dialAt(t testing.TB, broker string, tc *tls.Config, id string, co clientOpts) (paho.Client, error) {
+	t.Helper()
 	dev, mod, _ := strings.Cut(id, "/")
 	pw := token(id, iotHub, keyOf(id), time.Hour)
 	if co.password != nil {
@@ -196,14 +210,9 @@ func (e *env) dial(t testing.TB, id string, co clientOpts) (paho.Client, error) 
 	if co.onLost != nil {
 		o.SetConnectionLostHandler(func(_ paho.Client, err error) { co.onLost(err) })
 	}
-	if co.plain {
-		o.AddBroker("tcp://" + e.ep.PlainAddr())
-	} else {
-		tc := co.tls
-		if tc == nil {
-			tc = &tls.Config{RootCAs: e.ca.Pool(), ServerName: "localhost"}
-		}
-		o.AddBroker("ssl://" + e.ep.Addr()).SetTLSConfig(tc)
+	o.AddBroker(broker)
+	if tc != nil {
+		o.SetTLSConfig(tc)
 	}
 	c := paho.NewClient(o)
 	tok := c.Connect()
