@@ -167,16 +167,24 @@ func TestDurableAcrossReconnect(t *testing.T) {
 	})
 }
 
-// TestNoPubackWhenNotStored: a message the store refuses (full) gets no
-// PUBACK, and the connection closes so the client sends it again.
-func TestNoPubackWhenNotStored(t *testing.T) {
-	e := newEnv(t, envOpts{
+// smallStoreSender is a hub whose store refuses messages past 2 MiB,
+// routing module a's output to module b's input x, and a connected as
+// a client; lost receives when a's connection is lost.
+func smallStoreSender(t *testing.T) (e *env, c paho.Client, lost <-chan error) {
+	e = newEnv(t, envOpts{
 		externals: []string{"a", "b"},
 		routes:    []string{`FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/x")`},
 		store:     &store.Options{MaxSizeBytes: 2 << 20, OnFull: store.Refuse},
 	})
-	lost := make(chan error, 1)
-	c := e.mustDial(t, "gw1/a", clientOpts{onLost: func(err error) { lost <- err }})
+	ch := make(chan error, 1)
+	c = e.mustDial(t, "gw1/a", clientOpts{onLost: func(err error) { ch <- err }})
+	return e, c, ch
+}
+
+// TestNoPubackWhenNotStored: a message the store refuses (full) gets no
+// PUBACK, and the connection closes so the client sends it again.
+func TestNoPubackWhenNotStored(t *testing.T) {
+	e, c, lost := smallStoreSender(t)
 	body := bytes.Repeat([]byte("x"), 100*1024)
 	var last paho.Token
 	for i := 0; ; i++ {
@@ -209,13 +217,7 @@ func TestNoPubackWhenNotStored(t *testing.T) {
 // store fills up gets PUBACKs for a prefix of them, each of which is
 // stored, and none after the first refused one.
 func TestPipelinedRefusal(t *testing.T) {
-	e := newEnv(t, envOpts{
-		externals: []string{"a", "b"},
-		routes:    []string{`FROM /messages/modules/a/* INTO BrokeredEndpoint("/modules/b/inputs/x")`},
-		store:     &store.Options{MaxSizeBytes: 2 << 20, OnFull: store.Refuse},
-	})
-	lost := make(chan error, 1)
-	c := e.mustDial(t, "gw1/a", clientOpts{onLost: func(err error) { lost <- err }})
+	e, c, lost := smallStoreSender(t)
 	const n = 4 * (2 << 20) / (50 * 1024)
 	var toks []paho.Token
 	for i := range n {
