@@ -343,7 +343,8 @@ func (h *Hub) StartSendBatch(ctx context.Context, from Identity, msgs []*message
 		p.taken, p.failed = 0, fmt.Errorf("send from device %q: not a leaf device id", from.DeviceID)
 		return p
 	}
-	var entries []store.Entry
+	p.batch = make([]pendingMessage, 0, len(msgs))
+	entries := make([]store.Entry, 0, len(msgs))
 	for i, m := range msgs {
 		output := ""
 		if from.ModuleID != "" {

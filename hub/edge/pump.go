@@ -160,8 +160,9 @@ func (p *pump) run() {
 	s, in := p.s, p.r.in
 	dev, mod := s.id.DeviceID, s.id.ModuleID
 	var (
-		pks []packets.Packet
-		buf bytes.Buffer
+		pks   []packets.Packet
+		buf   bytes.Buffer
+		topic []byte
 	)
 	for {
 		// Wait for room in the window, then take all there is.
@@ -220,10 +221,11 @@ func (p *pump) run() {
 		pks = pks[:0]
 		for _, it := range items {
 			m := it.Message
-			bag := iothub.BagFromMessage(m, iothub.BagOptions{Identity: true})
+			topic = iothub.AppendInputTopic(topic[:0], dev, mod, m.System.InputName)
+			topic = iothub.AppendBag(topic, m, iothub.BagOptions{Identity: true})
 			pk := packets.Packet{
 				FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
-				TopicName:   iothub.InputTopic(dev, mod, m.System.InputName, bag.Encode()),
+				TopicName:   string(topic),
 				Payload:     m.Body,
 			}
 			if qos > 0 {

@@ -48,10 +48,11 @@ type session struct {
 	// goes on to the next batch; another goroutine (acker) waits for the
 	// commits in order and writes the PUBACKs.
 	sendq      chan outgoing
-	started    chan started  // batches handed to the hub, for the acker
-	slots      chan struct{} // one token per batch in started or being waited for
-	ackFailed  chan struct{} // closed when the hub refused a message
-	budget     budget        // bytes of telemetry read and not acknowledged
+	started    chan started    // batches handed to the hub, for the acker
+	slots      chan struct{}   // one token per batch in started or being waited for
+	spare      chan []outgoing // batches the acker is done with, for the sender to reuse
+	ackFailed  chan struct{}   // closed when the hub refused a message
+	budget     budget          // bytes of telemetry read and not acknowledged
 	senderDone chan struct{}
 
 	mu          sync.Mutex
@@ -122,6 +123,7 @@ func newSession(e *Endpoint, cl *mqtt.Client, id hub.Identity, expiry time.Time)
 		sendq:      make(chan outgoing, sendBatch),
 		started:    make(chan started, sendDepth),
 		slots:      make(chan struct{}, sendDepth),
+		spare:      make(chan []outgoing, sendDepth),
 		ackFailed:  make(chan struct{}),
 		budget:     budget{limit: sendBudget, room: make(chan struct{}, 1)},
 		senderDone: make(chan struct{}),
@@ -349,7 +351,12 @@ func (s *session) sender() {
 		var batch []outgoing
 		select {
 		case o := <-s.sendq:
-			batch = append(make([]outgoing, 0, sendBatch), o)
+			select {
+			case batch = <-s.spare:
+			default:
+				batch = make([]outgoing, 0, sendBatch)
+			}
+			batch = append(batch, o)
 		case <-s.ctx.Done():
 			return
 		case <-s.ackFailed:
@@ -383,7 +390,7 @@ func (s *session) sender() {
 			}
 		}
 		st := started{batch: batch}
-		var msgs []*message.Message
+		msgs := make([]*message.Message, 0, len(batch))
 		for _, o := range batch {
 			if o.m != nil {
 				msgs = append(msgs, o.m)
@@ -414,34 +421,45 @@ func (s *session) acker() {
 		}
 		s.budget.give(st.bytes)
 		<-s.slots
-		if failed {
-			continue
+		if !failed {
+			failed = s.acknowledge(st, taken, err, acks[:0], &buf)
 		}
-		acks = acks[:0]
-		n := 0
-		for _, o := range st.batch {
-			if o.m != nil {
-				if n == taken {
-					break
-				}
-				n++
-			}
-			if o.qos > 0 {
-				acks = append(acks, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: o.pid})
-			}
-		}
-		if err := s.writeAll(&buf, acks); err != nil {
-			s.log.Debug("write PUBACKs", "err", err)
-		}
-		if err != nil {
-			if s.ctx.Err() == nil {
-				s.log.Warn("message not taken; closing the connection so the client sends it again", "err", err)
-			}
-			failed = true
-			close(s.ackFailed)
-			s.cl.Stop(err)
+		clear(st.batch)
+		select {
+		case s.spare <- st.batch[:0]:
+		default:
 		}
 	}
+}
+
+// acknowledge writes the PUBACKs of the messages the hub took from a
+// started batch, and if it refused one closes the connection and returns
+// true.
+func (s *session) acknowledge(st started, taken int, err error, acks []packets.Packet, buf *bytes.Buffer) bool {
+	n := 0
+	for _, o := range st.batch {
+		if o.m != nil {
+			if n == taken {
+				break
+			}
+			n++
+		}
+		if o.qos > 0 {
+			acks = append(acks, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: o.pid})
+		}
+	}
+	if werr := s.writeAll(buf, acks); werr != nil {
+		s.log.Debug("write PUBACKs", "err", werr)
+	}
+	if err == nil {
+		return false
+	}
+	if s.ctx.Err() == nil {
+		s.log.Warn("message not taken; closing the connection so the client sends it again", "err", err)
+	}
+	close(s.ackFailed)
+	s.cl.Stop(err)
+	return true
 }
 
 // budget bounds the bytes a connection has read and not acknowledged.

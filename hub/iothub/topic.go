@@ -186,7 +186,20 @@ func EventsTopic(device, module, bag string) string {
 
 // InputTopic is the topic a module receives a message for input on.
 func InputTopic(device, module, input, bag string) string {
-	return "devices/" + device + "/modules/" + module + "/inputs/" + input + "/" + bag
+	return string(AppendInputTopic(nil, device, module, input)) + bag
+}
+
+// AppendInputTopic appends InputTopic without its bag to b; AppendBag
+// appends the bag. A sender of many inputs makes each topic in one
+// buffer that way.
+func AppendInputTopic(b []byte, device, module, input string) []byte {
+	b = append(b, "devices/"...)
+	b = append(b, device...)
+	b = append(b, "/modules/"...)
+	b = append(b, module...)
+	b = append(b, "/inputs/"...)
+	b = append(b, input...)
+	return append(b, '/')
 }
 
 // C2DTopic is the topic a device receives a cloud-to-device message on.

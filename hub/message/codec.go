@@ -90,12 +90,23 @@ func Marshal(m *Message) ([]byte, error) {
 	})
 }
 
+// decodeSlow decodes a record the fast decoder does not take (an older
+// or unusual encoding). Its record, not Unmarshal's, goes to the heap:
+// inlined, it would take Unmarshal's there with it.
+//
+//go:noinline
+func decodeSlow(b []byte) (record, error) {
+	var r record
+	err := decMode.Unmarshal(b, &r)
+	return r, err
+}
+
 // Unmarshal decodes what Marshal wrote.
 func Unmarshal(b []byte) (*Message, error) {
 	var r record
 	if !decodeFast(b, &r) {
-		r = record{}
-		if err := decMode.Unmarshal(b, &r); err != nil {
+		var err error
+		if r, err = decodeSlow(b); err != nil {
 			return nil, fmt.Errorf("decode message record: %w", err)
 		}
 	}
