@@ -69,10 +69,9 @@ type session struct {
 // outgoing is a PUBLISH on its way to the hub, or (m nil) one that only
 // waits for its turn to be acknowledged.
 type outgoing struct {
-	m    *message.Message
-	pid  uint16
-	qos  byte
-	size int // of m's body, taken from the budget
+	m   *message.Message
+	pid uint16
+	qos byte
 }
 
 // started is a batch the sender handed to the hub: the PUBACKs to write
@@ -319,8 +318,7 @@ func (s *session) publish(pk packets.Packet) {
 		return
 	}
 	if out.m != nil {
-		out.size = len(out.m.Body)
-		if !s.budget.take(s.ctx, out.size) {
+		if !s.budget.take(s.ctx, len(out.m.Body)) {
 			return
 		}
 	}
@@ -394,7 +392,7 @@ func (s *session) sender() {
 		for _, o := range batch {
 			if o.m != nil {
 				msgs = append(msgs, o.m)
-				st.bytes += o.size
+				st.bytes += len(o.m.Body)
 			}
 		}
 		if len(msgs) > 0 {
