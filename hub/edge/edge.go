@@ -16,6 +16,7 @@ import (
 
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/certs"
+	"github.com/tinyedge/tinyedge/hub/internal/broker"
 )
 
 // Defaults of Options.
@@ -80,9 +81,9 @@ type Endpoint struct {
 	opts  Options
 	log   *slog.Logger
 	srv   *mqtt.Server
-	slots *slots
+	slots *broker.Slots
 
-	mqttLns []*listener
+	mqttLns []*broker.Listener
 	httpLn  net.Listener
 	httpSrv *http.Server
 
@@ -154,7 +155,7 @@ func New(opts Options) (*Endpoint, error) {
 	e := &Endpoint{
 		opts:     opts,
 		log:      opts.Logger,
-		slots:    newSlots(opts.MaxConnections),
+		slots:    broker.NewSlots(opts.MaxConnections),
 		sessions: map[*mqtt.Client]*session{},
 		pending:  map[*mqtt.Client]pendingAuth{},
 		readers:  map[string]*reader{},
@@ -206,10 +207,10 @@ func (e *Endpoint) Start() error {
 		return fmt.Errorf("edge endpoint: %w", err)
 	}
 	if e.opts.Listen != Off {
-		e.mqttLns = append(e.mqttLns, &listener{id: "tls", addr: e.opts.Listen, tls: e.tlsConfig(), slots: e.slots, log: e.log})
+		e.mqttLns = append(e.mqttLns, broker.NewListener("tls", e.opts.Listen, e.tlsConfig(), e.slots, e.log))
 	}
 	if e.opts.PlainListen != "" && e.opts.PlainListen != Off {
-		e.mqttLns = append(e.mqttLns, &listener{id: "plain", addr: e.opts.PlainListen, slots: e.slots, log: e.log})
+		e.mqttLns = append(e.mqttLns, broker.NewListener("plain", e.opts.PlainListen, nil, e.slots, e.log))
 	}
 	for _, l := range e.mqttLns {
 		if err := e.srv.AddListener(l); err != nil {
@@ -264,7 +265,7 @@ func (e *Endpoint) Start() error {
 		return fmt.Errorf("edge endpoint: %w", err)
 	}
 	for _, l := range e.mqttLns {
-		e.log.Info("local MQTT endpoint listening", "address", l.Address(), "tls", l.tls != nil)
+		e.log.Info("local MQTT endpoint listening", "address", l.Address(), "tls", l.TLS())
 	}
 	return nil
 }
@@ -272,9 +273,7 @@ func (e *Endpoint) Start() error {
 // closeListeners closes listeners opened by a Start that failed.
 func (e *Endpoint) closeListeners() {
 	for _, l := range e.mqttLns {
-		if l.ln != nil {
-			_ = l.ln.Close()
-		}
+		l.Close(nil)
 	}
 	if e.httpLn != nil {
 		_ = e.httpLn.Close()
@@ -297,8 +296,8 @@ func (e *Endpoint) MethodsAddr() string {
 
 func (e *Endpoint) listenerAddr(id string) string {
 	for _, l := range e.mqttLns {
-		if l.id == id && l.ln != nil {
-			return l.ln.Addr().String()
+		if l.ID() == id && l.Bound() {
+			return l.Address()
 		}
 	}
 	return ""
@@ -314,7 +313,7 @@ type Stats struct {
 func (e *Endpoint) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Stats{Connected: len(e.sessions), Refused: e.slots.refused.Load()}
+	return Stats{Connected: len(e.sessions), Refused: e.slots.Refused()}
 }
 
 // Subscriptions returns the topic filters the identity's connection

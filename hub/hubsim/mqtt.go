@@ -26,9 +26,9 @@ import (
 type hook struct {
 	mqtt.HookBase
 	sim *Sim
-	// stopped is set before the server closes: mochi's Close can return
-	// while a connection accepted at that moment is still being set up,
-	// and that straggler must not authenticate or record anything.
+	// stopped is set before the server closes: a connection accepted at
+	// that moment is still set up while the listener closes it, and that
+	// straggler must not authenticate or record anything.
 	stopped atomic.Bool
 }
 

@@ -23,9 +23,9 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/tinyedge/tinyedge/hub/certs"
+	"github.com/tinyedge/tinyedge/hub/internal/broker"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/hub/twin"
 )
@@ -260,11 +260,6 @@ func (s *Sim) StartMQTT() error {
 		// device certificates.
 		ClientAuth: tls.RequestClientCert,
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("hubsim: listen MQTT on %s: %w", addr, err)
-	}
-	s.mqttAddr = ln.Addr().String()
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumQos = 1                              // SUBACK grants 1 for 2; a QoS 2 PUBLISH closes the connection (hook)
 	caps.RetainAvailable = 0                         // IoT Hub does not keep retained messages
@@ -272,21 +267,22 @@ func (s *Sim) StartMQTT() error {
 	caps.Compatibilities.ObscureNotAuthorized = true // refused subscriptions get 0x80 in MQTT 3.1.1
 	// mochi's own log is warnings only: its debug lines dump whole packets.
 	mlog := slog.New(minLevel{slog.LevelWarn, s.log.Handler()}).With("component", "mqtt")
-	broker := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: mlog})
+	srv := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: mlog})
 	h := &hook{sim: s}
-	if err := broker.AddHook(h, nil); err != nil {
-		ln.Close()
+	if err := srv.AddHook(h, nil); err != nil {
 		return err
 	}
-	if err := broker.AddListener(listeners.NewNet("iothub", tls.NewListener(ln, cfg))); err != nil {
-		ln.Close()
-		return err
+	// broker.Listener, not mochi's: closing it cannot deadlock StopMQTT.
+	ln := broker.NewListener("iothub", addr, cfg, nil, mlog)
+	if err := srv.AddListener(ln); err != nil {
+		return fmt.Errorf("hubsim: MQTT: %w", err)
 	}
-	if err := broker.Serve(); err != nil {
-		broker.Close()
+	s.mqttAddr = ln.Address()
+	if err := srv.Serve(); err != nil {
+		_ = srv.Close()
 		return fmt.Errorf("hubsim: serve MQTT: %w", err)
 	}
-	s.broker.Store(broker)
+	s.broker.Store(srv)
 	s.hook = h
 	return nil
 }

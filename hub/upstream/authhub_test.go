@@ -20,9 +20,9 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	localbroker "github.com/tinyedge/tinyedge/hub/internal/broker"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 )
 
@@ -118,10 +118,13 @@ func startAuthHub(t testing.TB, host string, keys map[string][]byte, cfg *tls.Co
 	if err := a.srv.AddHook(&authHook{a: a}, nil); err != nil {
 		t.Fatal(err)
 	}
-	a.addr = "127.0.0.1:" + itoa(freePort(t))
-	if err := a.srv.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: a.addr, TLSConfig: cfg})); err != nil {
+	// localbroker.Listener, not mochi's TCP listener: closing that one can
+	// deadlock (mochi-mqtt/server issue 488) and hung this package once.
+	ln := localbroker.NewListener("t", "127.0.0.1:0", cfg, nil, nil)
+	if err := a.srv.AddListener(ln); err != nil {
 		t.Fatal(err)
 	}
+	a.addr = ln.Address()
 	if err := a.srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +137,6 @@ func (a *authHub) counts(id string) (accepted, refused int) {
 	defer a.mu.Unlock()
 	return a.accepted[id], a.refused[id]
 }
-
-func itoa(n int) string { return big.NewInt(int64(n)).String() }
 
 // testPKI is a CA and a server certificate it signed.
 type testPKI struct {
