@@ -585,21 +585,46 @@ func (w *wtx) purge(ep string, id uint32) (int64, error) {
 	}
 	c := w.queues.Cursor()
 	for p, upTo := range a.acked {
-		prefix := queuePrefix(id, uint32(p))
-		// Seek again after each Delete: bbolt's cursor may skip the key
-		// after a deleted one.
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-			if _, _, seq, _ := parseQueueKey(k); seq > upTo {
-				break
-			}
-			if err := c.Delete(); err != nil {
-				return 0, fmt.Errorf("endpoint %q: delete acknowledged: %w", ep, err)
-			}
+		if err := purgeQueue(c, id, uint32(p), upTo); err != nil {
+			return 0, fmt.Errorf("endpoint %q: delete acknowledged: %w", ep, err)
 		}
 	}
 	freed := a.garbage
 	a.garbage = 0
 	return freed, nil
+}
+
+// purgeQueue deletes the keys of one endpoint's queue of one priority up
+// to sequence number upTo. It walks back from the last of them: a bbolt cursor stays valid
+// across a Delete for the keys before it, while walking forward may skip
+// the key after a deleted one. A leaf emptied earlier in the transaction
+// looks like the start of the bucket to Prev, so when the walk stops
+// early, what is left is deleted with a Seek per key.
+func purgeQueue(c *bolt.Cursor, id, prio uint32, upTo uint64) error {
+	if upTo == 0 {
+		return nil
+	}
+	prefix := queuePrefix(id, prio)
+	k, _ := c.Seek(queueKey(id, prio, upTo+1))
+	if k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Prev() {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
+		if _, _, seq, _ := parseQueueKey(k); seq > upTo {
+			break
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // purgeFull purges the endpoints of this transaction whose acknowledged
