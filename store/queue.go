@@ -247,10 +247,7 @@ func (s *Store) prepareAppend(targets []Target, payload []byte, meta Meta) (*app
 		// endpoint and the priority: only the TTL is left to say.
 		rec.Targets = []targetRecord{{TTL: trs[0].TTL}}
 	}
-	data, err := encodeRecord(rec)
-	if err != nil {
-		return nil, err
-	}
+	data := encodeMessage(&rec)
 	a := &appendReq{targets: trs, rec: data, trusted: rec.Trusted}
 	a.est = estimate(len(data), len(targets))
 	return a, nil

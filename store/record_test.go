@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -69,6 +70,51 @@ func FuzzDecodeRecord(f *testing.F) {
 		if !bytes.Equal(b, b2) {
 			t.Fatalf("not stable:\n%x\n%x", b, b2)
 		}
+		checkEncodeMessage(t, r)
+	})
+}
+
+// checkEncodeMessage fails t when encodeMessage's bytes for r are not
+// the general encoder's.
+func checkEncodeMessage(t *testing.T, r *messageRecord) {
+	t.Helper()
+	want, err := encodeRecord(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := encodeMessage(r); !bytes.Equal(got, want) {
+		t.Fatalf("encodeMessage(%+v)\n got % x\nwant % x", r, got, want)
+	}
+}
+
+func TestEncodeMessage(t *testing.T) {
+	for _, r := range recordTests {
+		checkEncodeMessage(t, &r)
+	}
+	big := messageRecord{V: 1 << 40, Enqueued: -1 << 62, Props: bytes.Repeat([]byte("h"), 70000), Payload: bytes.Repeat([]byte("p"), 256),
+		Targets: []targetRecord{{Endpoint: string(bytes.Repeat([]byte("e"), 300)), Priority: 1 << 20, TTL: 1 << 50}, {Endpoint: "b", Priority: 24, TTL: -1 << 40}}}
+	checkEncodeMessage(t, &big)
+}
+
+// FuzzEncodeMessage builds records from the fuzzer's values: names is
+// split at NUL into the targets' endpoints.
+func FuzzEncodeMessage(f *testing.F) {
+	for _, r := range recordTests {
+		names := ""
+		for i, t := range r.Targets {
+			if i > 0 {
+				names += "\x00"
+			}
+			names += t.Endpoint
+		}
+		f.Add(r.V, r.Enqueued, r.Trusted, r.Props, r.Payload, names, r.Targets[0].Priority, r.Targets[0].TTL)
+	}
+	f.Fuzz(func(t *testing.T, v uint64, enq int64, trusted bool, props, payload []byte, names string, prio uint32, ttl int64) {
+		r := messageRecord{V: v, Enqueued: enq, Trusted: trusted, Props: props, Payload: payload}
+		for i, n := range strings.Split(names, "\x00") {
+			r.Targets = append(r.Targets, targetRecord{Endpoint: n, Priority: prio * uint32(i%2), TTL: ttl - int64(i)})
+		}
+		checkEncodeMessage(t, &r)
 	})
 }
 
