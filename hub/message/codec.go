@@ -105,7 +105,9 @@ func decodeSlow(b []byte) (record, error) {
 	return r, err
 }
 
-// Unmarshal decodes what Marshal wrote.
+// Unmarshal decodes what Marshal wrote. The message's Body may share b's
+// storage (b is a store item's payload, copied out of the file and not
+// used again): the caller must not change b afterwards.
 func Unmarshal(b []byte) (*Message, error) {
 	var r record
 	if !decodeFast(b, &r) {

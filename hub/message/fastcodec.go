@@ -40,7 +40,7 @@ func decodeFast(b []byte, r *record) bool {
 			var v []byte
 			v, ok = d.Raw(2)
 			ok = ok && len(v) > 0 // an empty one is the general decoder's
-			r.Body = append([]byte(nil), v...)
+			r.Body = v[:len(v):len(v)] // an append to it copies
 		case 2:
 			r.Props, ok = d.props()
 		case 3:
