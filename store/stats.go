@@ -46,8 +46,12 @@ type Stats struct {
 	// Messages is the number of stored message bodies (each once,
 	// however many endpoints it is queued for).
 	Messages int64
-	// Commits counts write transactions since Open.
-	Commits uint64
+	// Commits counts write transactions since Open, and CommitTime is
+	// the wall time they took, from the start of the transaction to the
+	// end of its fsyncs: CommitTime/Commits is what a producer waits per
+	// commit once its message is in one.
+	Commits    uint64
+	CommitTime time.Duration
 	// Endpoints are sorted by name.
 	Endpoints []EndpointStats
 	// SweepError is the error of the last background sweep, if it failed.
@@ -60,7 +64,7 @@ func (s *Store) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	defer s.closeMu.RUnlock()
-	st := Stats{Path: s.path, LimitBytes: s.limit, Commits: s.commits.Load()}
+	st := Stats{Path: s.path, LimitBytes: s.limit, Commits: s.commits.Load(), CommitTime: time.Duration(s.commitNanos.Load())}
 	fi, err := os.Stat(s.path)
 	if err != nil {
 		return st, fmt.Errorf("store: stat %s: %w", s.path, err)

@@ -73,7 +73,8 @@ type Store struct {
 	trust     []trustMark
 	sweepErr  error
 
-	commits atomic.Uint64
+	commits     atomic.Uint64
+	commitNanos atomic.Int64 // wall time of the commits counted
 }
 
 // trustMark records that the store first saw a trusted clock at time at,

@@ -858,3 +858,26 @@ func TestBackgroundSweeper(t *testing.T) {
 	}
 	goleak.VerifyNone(t, goleak.IgnoreCurrent())
 }
+
+// TestCommitTime: Stats counts the commits and the time they took, so an
+// operator (and the endpoint's benchmark) can see what a producer waits.
+func TestCommitTime(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "s.db"), nil)
+	before, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		appendT(t, s, fmt.Sprint("m", i), Target{Endpoint: "q"})
+	}
+	after, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after.Commits - before.Commits; got != 3 {
+		t.Errorf("3 appends one after the other made %d commits, want 3", got)
+	}
+	if after.CommitTime <= before.CommitTime {
+		t.Errorf("CommitTime %v after 3 commits, %v before: want it to grow", after.CommitTime, before.CommitTime)
+	}
+}

@@ -218,6 +218,7 @@ func (s *Store) commit(batch []*op) {
 	for {
 		var w *wtx
 		failed := -1
+		start := time.Now()
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			w = s.newWtx(tx, now)
 			for _, o := range batch {
@@ -262,6 +263,7 @@ func (s *Store) commit(batch []*op) {
 		}
 		if err == nil {
 			s.commits.Add(1)
+			s.commitNanos.Add(int64(time.Since(start)))
 			s.apply(w)
 		} else {
 			err = s.commitError(err)

@@ -89,7 +89,11 @@ func BenchmarkExternalRoute(b *testing.B) {
 			c0, cpu0 := srv.commits(b), cpuTime(b, srv.pid)
 			rate := runFlows(b, flows, window)
 			b.ReportMetric(float64((cpuTime(b, srv.pid)-cpu0).Microseconds())/float64(b.N), "srv_us/msg")
-			b.ReportMetric(float64(b.N)/float64(srv.commits(b)-c0), "msg/commit")
+			c1 := srv.commits(b)
+			b.ReportMetric(float64(b.N)/float64(c1.n-c0.n), "msg/commit")
+			// What a publisher waits per commit once its message is in
+			// one: with a small window, the bound on its rate.
+			b.ReportMetric(float64((c1.took-c0.took).Microseconds())/float64(c1.n-c0.n), "us/commit")
 			if mosquittoRate > 0 {
 				b.ReportMetric(rate/mosquittoRate, "x_mosquitto")
 			}
@@ -105,8 +109,8 @@ const benchServerVar = "TINYEDGE_BENCH_SERVER"
 // of its own as mosquitto is (startBenchServer): a hub with a store and
 // the endpoint, external modules a0…, b0… and routes aN → bN. It prints
 // the plain listener's address, answers "commits" with the store's
-// commit count, and stops when its standard input ends. In a test run
-// it is skipped.
+// commit count and their time in nanoseconds, and stops when its
+// standard input ends. In a test run it is skipped.
 func TestBenchServer(t *testing.T) {
 	v := os.Getenv(benchServerVar)
 	if v == "" {
@@ -130,7 +134,7 @@ func TestBenchServer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fmt.Printf("commits %d\n", st.Commits)
+			fmt.Printf("commits %d %d\n", st.Commits, st.CommitTime)
 		}
 	}
 }
@@ -218,15 +222,21 @@ func (s *benchServer) line(b *testing.B) string {
 	return s.out.Text()
 }
 
-func (s *benchServer) commits(b *testing.B) uint64 {
+// commitCount is the store's commits so far and the time they took.
+type commitCount struct {
+	n    uint64
+	took time.Duration
+}
+
+func (s *benchServer) commits(b *testing.B) commitCount {
 	if _, err := io.WriteString(s.in, "commits\n"); err != nil {
 		b.Fatal(err)
 	}
-	n, err := strconv.ParseUint(strings.TrimPrefix(s.line(b), "commits "), 10, 64)
-	if err != nil {
+	var c commitCount
+	if _, err := fmt.Sscanf(s.line(b), "commits %d %d", &c.n, &c.took); err != nil {
 		b.Fatal(err)
 	}
-	return n
+	return c
 }
 
 func (s *benchServer) dial(b *testing.B, id string) paho.Client {

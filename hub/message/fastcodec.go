@@ -39,7 +39,7 @@ func decodeFast(b []byte, r *record) bool {
 		case 1:
 			var v []byte
 			v, ok = d.Raw(2)
-			ok = ok && len(v) > 0 // an empty one is the general decoder's
+			ok = ok && len(v) > 0      // an empty one is the general decoder's
 			r.Body = v[:len(v):len(v)] // an append to it copies
 		case 2:
 			r.Props, ok = d.props()
