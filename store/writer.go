@@ -597,11 +597,12 @@ func (w *wtx) purge(ep string, id uint32) (int64, error) {
 }
 
 // purgeQueue deletes the keys of one endpoint's queue of one priority up
-// to sequence number upTo. It walks back from the last of them: a bbolt cursor stays valid
-// across a Delete for the keys before it, while walking forward may skip
-// the key after a deleted one. A leaf emptied earlier in the transaction
-// looks like the start of the bucket to Prev, so when the walk stops
-// early, what is left is deleted with a Seek per key.
+// to sequence number upTo. It walks back from the last of them: a bbolt
+// cursor stays valid across a Delete for the keys before it, while
+// walking forward may skip the key after a deleted one. A leaf emptied
+// earlier in the transaction looks like the start of the bucket to Prev,
+// so when the walk stops early, what is left is deleted with a Seek per
+// key.
 func purgeQueue(c *bolt.Cursor, id, prio uint32, upTo uint64) error {
 	if upTo == 0 {
 		return nil
