@@ -132,9 +132,10 @@ func (d *cborReader) target(t *targetRecord) bool {
 // encodeMessage is encodeRecord for a message record, written field by
 // field into one buffer of the exact size: the bytes fxamacker/cbor
 // writes for it in the core deterministic mode (TestEncodeMessage and
-// FuzzEncodeMessage hold them equal). Every append encodes one. The keys
-// are one-letter text strings, so their order is the letters':
-// c, e, h, p, t, v; a target's are l, n, p.
+// FuzzEncodeMessage hold them equal) for a record with targets, which
+// every append has (fxamacker writes nil targets as null). Every append
+// encodes one. The keys are one-letter text strings, so their order is
+// the letters': c, e, h, p, t, v; a target's are l, n, p.
 func encodeMessage(r *messageRecord) []byte {
 	pairs, size := 3, 3*2 // e, t and v
 	if r.Trusted {
