@@ -141,6 +141,7 @@ func (l *Listener) Serve(establish listeners.EstablishFn) {
 				continue
 			}
 		}
+		conn = &coarseDeadline{Conn: conn}
 		l.mu.Lock()
 		if l.closed {
 			l.mu.Unlock()
@@ -204,4 +205,46 @@ func (c *slotConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.slots.free <- struct{}{} })
 	return err
+}
+
+// coarseDeadline passes on a deadline only when it moves by a second or
+// more, or comes near. mochi sets the connection's deadline to 1.5 times
+// the keep-alive after every packet it reads; a pipelining module sends
+// tens of thousands a second, and each new deadline resets a runtime
+// timer. Skipping an update shortens the idle time a client is allowed
+// by under a second, and only while at least deadlineNear remains.
+type coarseDeadline struct {
+	net.Conn
+	mu   sync.Mutex
+	last time.Time // the deadline passed on; zero: none
+}
+
+// deadlineNear is how far off the deadline in force must be for an
+// update to be skipped: keep-alives of a few seconds get every one.
+const deadlineNear = 10 * time.Second
+
+func (c *coarseDeadline) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !t.IsZero() && !c.last.IsZero() && !t.Before(c.last) && t.Sub(c.last) < time.Second && time.Until(c.last) >= deadlineNear {
+		return nil
+	}
+	c.last = t
+	return c.Conn.SetDeadline(t)
+}
+
+// SetReadDeadline and SetWriteDeadline set one side only: the deadline
+// passed on for both is no longer known.
+func (c *coarseDeadline) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = time.Time{}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *coarseDeadline) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = time.Time{}
+	return c.Conn.SetWriteDeadline(t)
 }

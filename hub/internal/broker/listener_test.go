@@ -232,3 +232,51 @@ func waitBlocked(t *testing.T, fn string, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// deadlineConn records the deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.set = append(c.set, t)
+	return nil
+}
+
+func (c *deadlineConn) SetReadDeadline(time.Time) error { return nil }
+
+func TestCoarseDeadline(t *testing.T) {
+	now := time.Now()
+	far := now.Add(90 * time.Second)
+	tests := []struct {
+		name   string
+		before func(c *coarseDeadline)
+		t      time.Time
+		passed bool
+	}{
+		{"first", nil, far, true},
+		{"later by under a second, far off", func(c *coarseDeadline) { c.SetDeadline(far) }, far.Add(500 * time.Millisecond), false},
+		{"later by a second", func(c *coarseDeadline) { c.SetDeadline(far) }, far.Add(time.Second), true},
+		{"earlier", func(c *coarseDeadline) { c.SetDeadline(far) }, far.Add(-time.Millisecond), true},
+		{"none", func(c *coarseDeadline) { c.SetDeadline(far) }, time.Time{}, true},
+		{"in force one is near", func(c *coarseDeadline) { c.SetDeadline(now.Add(5 * time.Second)) }, now.Add(5*time.Second + 100*time.Millisecond), true},
+		{"after a read deadline", func(c *coarseDeadline) { c.SetDeadline(far); c.SetReadDeadline(now) }, far.Add(100 * time.Millisecond), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := &deadlineConn{}
+			c := &coarseDeadline{Conn: raw}
+			if tt.before != nil {
+				tt.before(c)
+			}
+			n := len(raw.set)
+			if err := c.SetDeadline(tt.t); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(raw.set) > n; got != tt.passed {
+				t.Errorf("deadline %v passed on: %v, want %v", tt.t.Sub(now), got, tt.passed)
+			}
+		})
+	}
+}
