@@ -45,9 +45,11 @@ func (s *Slots) logRefusal(log *slog.Logger, remote string) {
 }
 
 // Listener is a mochi listener over TCP, with TLS when it has a config.
-// mochi's own listeners fall short in three ways it does not:
+// It does what mochi's own listeners do not:
 //   - it refuses connections beyond its Slots before any TLS work;
 //   - it gives every connection ConnectWait to connect;
+//   - it passes mochi's per-packet keep-alive deadlines on coarsely
+//     (coarseDeadline);
 //   - its Close ends its own connections and waits for them, instead of
 //     going through mochi's GetByListener (see the package comment), and
 //     starts no connection once Close has begun, so that mochi's client
