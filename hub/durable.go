@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/tinyedge/tinyedge/hub/message"
@@ -30,11 +29,7 @@ func (h *Hub) durable() bool { return h.opts.Store != nil }
 
 // appendDurable commits m for the durable targets.
 func (h *Hub) appendDurable(ctx context.Context, m *message.Message, targets []store.Target) error {
-	payload, err := message.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("encode message for the store: %w", err)
-	}
-	if _, err := h.opts.Store.Append(ctx, targets, payload, store.Meta{Enqueued: m.System.EnqueuedTime}); err != nil {
+	if _, err := h.opts.Store.Append(ctx, targets, message.Marshal(m), store.Meta{Enqueued: m.System.EnqueuedTime}); err != nil {
 		if errors.Is(err, store.ErrFull) {
 			h.drop("store_full")
 		}

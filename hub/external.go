@@ -354,13 +354,8 @@ func (h *Hub) StartSendBatch(ctx context.Context, from Identity, msgs []*message
 		if err == nil {
 			var targets []store.Target
 			if targets, err = h.routeMemory(ctx, m, keys); err == nil && len(targets) > 0 {
-				var payload []byte
-				if payload, err = message.Marshal(m); err != nil {
-					err = fmt.Errorf("encode message for the store: %w", err)
-				} else {
-					p.batch = append(p.batch, pendingMessage{m, targets})
-					entries = append(entries, store.Entry{Targets: targets, Payload: payload, Meta: store.Meta{Enqueued: m.System.EnqueuedTime}})
-				}
+				p.batch = append(p.batch, pendingMessage{m, targets})
+				entries = append(entries, store.Entry{Targets: targets, Payload: message.Marshal(m), Meta: store.Meta{Enqueued: m.System.EnqueuedTime}})
 			}
 		}
 		if err != nil {

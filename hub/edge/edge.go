@@ -64,8 +64,9 @@ type Options struct {
 	// MaxConnections bounds open MQTT connections, default 100.
 	MaxConnections int
 	// Window is how many messages to an external module's inputs may
-	// await its PUBACK, default 1024. Whatever the window, no more than
-	// deliverBudget bytes of message bodies (plus one read) are.
+	// await its PUBACK, default 1024. Whatever the window, the messages
+	// awaiting it hold at most deliverBudget bytes of bodies, plus one
+	// read's worth.
 	Window int
 
 	Logger *slog.Logger

@@ -78,10 +78,7 @@ func fromNanos(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// Marshal encodes m for the store.
-func Marshal(m *Message) ([]byte, error) { return encodeFast(m), nil }
-
-// marshalGeneral is Marshal through fxamacker/cbor, which encodeFast must
+// marshalGeneral is Marshal through fxamacker/cbor, which Marshal must
 // match byte for byte.
 func marshalGeneral(m *Message) ([]byte, error) {
 	s := &m.System

@@ -30,10 +30,7 @@ func codecSamples() []*Message {
 
 func TestCodecRoundTrip(t *testing.T) {
 	for i, m := range codecSamples() {
-		b, err := Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := Marshal(m)
 		got, err := Unmarshal(b)
 		if err != nil {
 			t.Fatal(err)
@@ -65,11 +62,7 @@ func TestCodecRefusesNewerAndGarbage(t *testing.T) {
 func fastCases(t testing.TB) [][]byte {
 	var out [][]byte
 	for _, m := range codecSamples() {
-		b, err := Marshal(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
+		out = append(out, Marshal(m))
 	}
 	enc := func(v any) []byte {
 		b, err := cbor.Marshal(v)
@@ -144,10 +137,7 @@ func FuzzUnmarshal(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := Marshal(m)
-		if err != nil {
-			t.Fatalf("re-encode: %v", err)
-		}
+		again := Marshal(m)
 		checkMarshal(t, m)
 		m2, err := Unmarshal(again)
 		if err != nil || !reflect.DeepEqual(m, m2) {
@@ -160,10 +150,7 @@ func FuzzUnmarshal(f *testing.F) {
 // encoder's.
 func checkMarshal(t *testing.T, m *Message) {
 	t.Helper()
-	got, err := Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := Marshal(m)
 	want, err := marshalGeneral(m)
 	if err != nil {
 		t.Fatal(err)
@@ -218,9 +205,7 @@ func BenchmarkMarshal(b *testing.B) {
 	m := codecSamples()[2]
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Marshal(m); err != nil {
-			b.Fatal(err)
-		}
+		Marshal(m)
 	}
 }
 
@@ -238,10 +223,7 @@ func BenchmarkMarshalGeneral(b *testing.B) {
 
 func BenchmarkUnmarshal(b *testing.B) {
 	m := codecSamples()[2]
-	rec, err := Marshal(m)
-	if err != nil {
-		b.Fatal(err)
-	}
+	rec := Marshal(m)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Unmarshal(rec); err != nil {
@@ -254,10 +236,7 @@ func BenchmarkUnmarshal(b *testing.B) {
 // the same record.
 func BenchmarkUnmarshalGeneral(b *testing.B) {
 	m := codecSamples()[2]
-	rec, err := Marshal(m)
-	if err != nil {
-		b.Fatal(err)
-	}
+	rec := Marshal(m)
 	b.ReportAllocs()
 	for b.Loop() {
 		var r record

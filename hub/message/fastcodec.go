@@ -122,12 +122,13 @@ func (d *fastDecoder) props() (map[string]string, bool) {
 	return m, len(m) == int(n)
 }
 
-// encodeFast is Marshal: the record's items appended field by field into
-// one buffer of the exact size, the bytes fxamacker/cbor writes for the
-// record in its core deterministic mode (FuzzMarshalMatchesGeneral holds
-// them equal). Keys are integers 0–20, one byte each, in increasing
-// order; zero values are left out, as the record's omitempty says.
-func encodeFast(m *Message) []byte {
+// Marshal encodes m for the store: the record's items appended field by
+// field into one buffer of the exact size, the bytes fxamacker/cbor
+// writes for the record in its core deterministic mode
+// (FuzzMarshalMatchesGeneral holds them equal). Keys are integers 0–20,
+// one byte each, in increasing order; zero values are left out, as the
+// record's omitempty says.
+func Marshal(m *Message) []byte {
 	s := &m.System
 	texts := [...]struct {
 		key byte
