@@ -115,7 +115,7 @@ func BenchmarkDurableAppendRounds(b *testing.B) {
 	// run appends perProducer messages from each producer and returns the
 	// rate, the time per commit and the messages per commit.
 	run := func(s *Store) (float64, float64, float64) {
-		c0 := s.commits.Load()
+		c0 := durableCommits(s)
 		start := time.Now()
 		var wg sync.WaitGroup
 		for range producers {
@@ -132,7 +132,7 @@ func BenchmarkDurableAppendRounds(b *testing.B) {
 		}
 		wg.Wait()
 		el := time.Since(start)
-		commits := float64(s.commits.Load() - c0)
+		commits := float64(durableCommits(s) - c0)
 		return producers * perProducer / el.Seconds(), float64(el.Microseconds()) / commits, producers * perProducer / commits
 	}
 	var base, baseUs, rate, us, nosyncUs, ratio, perCommit []float64
@@ -174,10 +174,19 @@ func median(v []float64) float64 {
 	return v[len(v)/2]
 }
 
+// durableCommits counts the commits producers wait for: the journal's
+// writes, or without a journal bbolt's transactions.
+func durableCommits(s *Store) uint64 {
+	if s.jnl != nil {
+		return s.journalCommits.Load()
+	}
+	return s.commits.Load()
+}
+
 // appendParallel appends b.N messages from producers goroutines and
 // returns the rate and the number of commits.
 func appendParallel(b *testing.B, s *Store, producers int, p []byte) (float64, uint64) {
-	before := s.commits.Load()
+	before := durableCommits(s)
 	var wg sync.WaitGroup
 	b.ResetTimer()
 	start := time.Now()
@@ -200,7 +209,7 @@ func appendParallel(b *testing.B, s *Store, producers int, p []byte) (float64, u
 	wg.Wait()
 	el := time.Since(start)
 	b.StopTimer()
-	return float64(b.N) / el.Seconds(), s.commits.Load() - before
+	return float64(b.N) / el.Seconds(), durableCommits(s) - before
 }
 
 // writeBytes returns this process's write_bytes from /proc/self/io: bytes
@@ -258,14 +267,14 @@ func BenchmarkBytesWrittenPerMessage(b *testing.B) {
 			}()
 			w0, _ := writeBytes()
 			st0 := s.db.Stats()
-			c0 := s.commits.Load()
+			c0 := durableCommits(s)
 			rate, _ := appendParallel(b, s, 64, p)
 			close(stop)
 			<-done
 			drain(s)
 			w1, _ := writeBytes()
 			st1 := s.db.Stats()
-			commits := s.commits.Load() - c0
+			commits := durableCommits(s) - c0
 			b.ReportMetric(float64(b.N)/float64(commits), "msg/commit")
 			b.ReportMetric(float64(st1.TxStats.GetWrite()-st0.TxStats.GetWrite())/float64(commits), "pages/commit")
 			per := float64(w1-w0) / float64(b.N)

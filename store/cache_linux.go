@@ -40,3 +40,6 @@ func dropCache(db *bolt.DB, path string, size int64) {
 func dropRange(f *os.File, off, n int64) {
 	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
 }
+
+// fdatasync flushes f's data, and only the metadata needed to read it.
+func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // tinyFS mounts a tmpfs of size bytes under t.TempDir and returns its
@@ -72,12 +73,20 @@ func TestDiskFull(t *testing.T) {
 	dir := tinyFS(t, 1<<20)
 	path := filepath.Join(dir, "s.db")
 	// The size limit is far above the file system: the disk fills first.
+	// The default journal does not fit it either: the store runs without
+	// one, every append waiting for its bbolt commit.
 	o := &Options{SweepInterval: -1, MaxSizeBytes: 64 << 20}
 	s, err := Open(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { s.Close() }()
+	if st, err := s.Stats(); err != nil || !errors.Is(st.JournalError, syscall.ENOSPC) {
+		t.Fatalf("Stats: journal error %v, %v; want ENOSPC for a 4 MiB journal on a 1 MiB file system", st.JournalError, err)
+	}
+	if _, err := os.Stat(path + journalSuffix); err != nil {
+		t.Fatal(err)
+	}
 
 	want := map[uint64][]byte{}
 	appendMsg := func(i int) error {
@@ -165,5 +174,134 @@ func TestDiskFull(t *testing.T) {
 	check(s, "reopened after space was freed")
 	if st, err := s.Stats(); err != nil || st.Messages != int64(len(want)) {
 		t.Errorf("Stats() = %d messages, %v; want %d", st.Messages, err, len(want))
+	}
+}
+
+// readAll rewinds $upstream and reads all of it.
+func readAll(t *testing.T, s *Store) map[uint64][]byte {
+	t.Helper()
+	if err := s.Rewind("$upstream"); err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64][]byte{}
+	for {
+		items, err := s.Read("$upstream", 256)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if len(items) == 0 {
+			return got
+		}
+		for _, it := range items {
+			got[it.Seq] = it.Payload
+		}
+	}
+}
+
+// TestDiskFullJournal: appends the journal took while bbolt cannot commit
+// them (the disk is full) wait for the space and are committed then,
+// across a restart; readers are not held up by them meanwhile, and once
+// the journal is full appends fail with the OS error.
+func TestDiskFullJournal(t *testing.T) {
+	dir := tinyFS(t, 1<<20)
+	path := filepath.Join(dir, "s.db")
+	o := &Options{SweepInterval: -1, MaxSizeBytes: 64 << 20, JournalBytes: MinJournalBytes}
+	s, err := Open(path, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	if st, err := s.Stats(); err != nil || st.JournalError != nil {
+		t.Fatalf("Stats: journal error %v, %v", st.JournalError, err)
+	}
+	want := map[uint64][]byte{}
+	appendMsg := func(i int) error {
+		p := bytes.Repeat([]byte{byte(i)}, 700)
+		seq, err := s.Append(context.Background(), []Target{up(0)}, p, Meta{})
+		if err == nil {
+			want[seq] = p
+		}
+		return err
+	}
+	for i := range 50 {
+		if err := appendMsg(i); err != nil {
+			t.Fatalf("append %d before the disk is full: %v", i, err)
+		}
+	}
+	filler := fill(t, dir, 16<<10)
+	var full error
+	for i := 50; i < 5000 && full == nil; i++ {
+		full = appendMsg(i)
+	}
+	if !errors.Is(full, syscall.ENOSPC) || !strings.Contains(full.Error(), "append") || !strings.Contains(full.Error(), path) {
+		t.Fatalf("append on a full disk: %v; want an error naming the append and %s, matching ENOSPC", full, path)
+	}
+	// The journaled appends bbolt cannot take are read from memory.
+	check := func(when string) {
+		t.Helper()
+		read := make(chan map[uint64][]byte, 1)
+		go func() { read <- readAll(t, s) }()
+		var got map[uint64][]byte
+		select {
+		case got = <-read:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Read waits for appends a full disk keeps from being committed", when)
+		}
+		for seq, p := range want {
+			if !bytes.Equal(got[seq], p) {
+				t.Fatalf("%s: message %d = %d bytes, want %d: %d of %d read", when, seq, len(got[seq]), len(p), len(got), len(want))
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: read %d messages, want the %d stored: failed appends must not be delivered", when, len(got), len(want))
+		}
+	}
+	check("full")
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := len(want) - int(st.Messages)
+	t.Logf("full after %d appends, %d of them journaled and waiting for the disk: %v", len(want), held, full)
+	if held <= 0 {
+		t.Fatalf("bbolt has %d of the %d messages appended: none is waiting, so the journal took none after the disk filled", st.Messages, len(want))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("close on a full disk: %v", err)
+	}
+	if s, err = Open(path, o); err != nil {
+		t.Fatalf("reopen on a full disk: %v", err)
+	}
+	check("reopened on a full disk")
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	// The applier tries again with backoff: at most (10 * checkpointEvery).
+	deadline := time.Now().Add(3 * (10 * checkpointEvery))
+	for {
+		st, err := s.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Messages == int64(len(want)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("space freed %v ago: bbolt has %d of %d messages", 3*(10*checkpointEvery), st.Messages, len(want))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	check("after space was freed")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, o); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, s); len(got) != len(want) {
+		t.Fatalf("reopened: %d messages, want %d", len(got), len(want))
+	}
+	if st, err := s.Stats(); err != nil || st.Messages != int64(len(want)) || st.ApplyError != nil {
+		t.Errorf("Stats() = %d messages, apply error %v, %v; want %d", st.Messages, st.ApplyError, err, len(want))
 	}
 }

@@ -7,10 +7,11 @@
 //
 // Append stores a message once and queues a reference to it for each
 // target endpoint, at the target's priority (0–9, or LowestPriority) and
-// with its TTL. Append returns after the transaction is on disk; appends
-// made concurrently share one transaction and one fsync (group commit),
-// run by a writer goroutine the Store owns. The queue in front of the
-// writer is bounded (Options.MaxPending); when it is full, Append waits.
+// with its TTL. Append returns once the message is on disk, in the
+// journal or in bbolt (see Journal); appends made concurrently share one
+// journal frame or one transaction, and one fsync (group commit), run by
+// a writer goroutine the Store owns. The queue in front of the writer is
+// bounded (Options.MaxPending); when it is full, Append waits.
 //
 // Read returns an endpoint's messages priority 0 first, oldest first
 // within a priority, and moves an in-memory read position so the next
@@ -29,6 +30,46 @@
 // the queue (and often its neighbour, when bbolt merged the emptied leaf)
 // at every commit. A message acknowledged out of order is deleted at
 // once.
+//
+// # Journal
+//
+// A bbolt commit takes two fdatasyncs (its pages, then its meta page) and
+// page writes scattered over the file. The journal, <path>.journal, a
+// file of fixed size (Options.JournalBytes, 4 MiB by default) written in
+// full when it is created, makes a batch durable with one sequential
+// write and one fdatasync instead: the writer gives the batch's messages
+// their sequence numbers, writes its appends and acknowledgements as one
+// frame (journal.go has the format), syncs it and answers the callers.
+//
+// A second goroutine, the applier, keeps journaled messages in memory
+// ("hot"): Read returns them, in sequence order with what bbolt holds,
+// and an acknowledgement of a hot message costs no bbolt write at all. A
+// checkpoint commits the hot messages not yet acknowledged to bbolt,
+// with the highest sequence number journaled so far ("journaled" in
+// meta): every 500 ms when anything was journaled, when the journal is
+// full, before Stats, EndpointStats and Sweep (which count and sweep what
+// bbolt has) and at Close. Acknowledgements of messages in bbolt are
+// committed together, within 2 ms. So a message consumed within a
+// checkpoint interval, as a connected module or the cloud link consume
+// them, is written once, sequentially, and never to bbolt.
+//
+// Only batches whose appends surely fit the size limit (their estimate
+// doubled, with what is hot) and take at most 1 MiB are journaled: a
+// larger batch already shares bbolt's fdatasyncs among many messages,
+// and appends the size policy may drop or refuse need bbolt's answer.
+// Those, and every other write, are committed to bbolt as they come, and
+// answered then; before appends that were not journaled, the applier
+// checkpoints, so that the policy finds the oldest messages in bbolt.
+//
+// The writer goes back to the start of the file when the next frame does
+// not fit, once no frame is needed: nothing hot, no acknowledgement
+// waiting for a commit, and a checkpoint since the last journaled append.
+// Open reads the frames from the start, stopping at the first that does
+// not follow its predecessor or fails its CRC (a torn write, or an older
+// frame a wrap left behind); the appends after the last checkpoint are
+// hot again and the acknowledgements are applied again (they are
+// idempotent), before Open returns. A torn frame loses only writes that
+// were never answered.
 //
 // # Time
 //
@@ -168,6 +209,19 @@
 //     cannot map the grown file into memory (32-bit address space), it
 //     refuses every later transaction: each Append then fails with an
 //     error that says so, until the store is closed and reopened.
+//   - If the journal cannot be created (a full disk: it is written whole
+//     first), the store runs without it, as with JournalBytes < 0, and
+//     Stats.JournalError says why.
+//   - When bbolt cannot take a checkpoint (a full disk), the hot messages
+//     stay in memory and in the journal, readable, and acknowledgements
+//     of them work; the checkpoint is tried again every 500 ms. Once the
+//     journal is full, appends go to bbolt and fail with the OS error.
+//     Close leaves the hot messages in the journal for the next Open.
+//   - A tinyedge from before the journal ignores it: if it opens a store
+//     that was not closed cleanly, it loses the appends that were only in
+//     the journal.
+//   - Memory: hot messages are bounded by the journal's size (4 MiB),
+//     and by what arrives in 500 ms.
 //   - A process kill keeps the page cache, so it tests crash safety but
 //     not power loss; the crash test's writer (internal/crashtest) can be
 //     run inside a full-system VM for that.

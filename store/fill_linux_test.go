@@ -38,6 +38,7 @@ func TestFillAhead(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	s.checkpointNow()
 	var hwm int64
 	s.db.View(func(tx *bolt.Tx) error { hwm = tx.Size(); return nil })
 	f, err := os.Open(path)

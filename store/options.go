@@ -49,6 +49,12 @@ const (
 	// bucket tree and one batch of messages must fit.
 	MinSize int64 = 256 << 10
 
+	// DefaultJournalBytes is the default size of the journal: about a
+	// second of appends at the rate a Pi's SD card commits them.
+	DefaultJournalBytes int64 = 4 << 20
+	// MinJournalBytes is the smallest journal accepted.
+	MinJournalBytes int64 = 64 << 10
+
 	defaultSweepInterval = time.Minute
 	defaultMaxBatch      = 1024
 	defaultMaxPending    = 4096
@@ -92,6 +98,12 @@ type Options struct {
 	// Trusted reports whether a clock reading can be trusted. nil means
 	// "after TrustedAfter".
 	Trusted func(time.Time) bool
+	// JournalBytes is the size of the journal (<path>.journal), which
+	// makes a batch of appends durable with one write and one fdatasync
+	// before bbolt commits it (see the package documentation). 0 means
+	// DefaultJournalBytes; a negative value runs without a journal, every
+	// Append waiting for its bbolt commit. At least MinJournalBytes.
+	JournalBytes int64
 	// NoSync skips fsync. For tests only: a power cut loses committed
 	// messages.
 	NoSync bool
@@ -115,6 +127,12 @@ func (o *Options) resolve(goarch string) (Options, error) {
 	}
 	if r.OnFull != DropOldest && r.OnFull != Refuse {
 		return r, fmt.Errorf("%w: unknown OnFull policy %d", ErrInvalid, int(r.OnFull))
+	}
+	switch {
+	case r.JournalBytes == 0:
+		r.JournalBytes = DefaultJournalBytes
+	case r.JournalBytes > 0 && r.JournalBytes < MinJournalBytes:
+		return r, fmt.Errorf("%w: JournalBytes %d is below the minimum of %d bytes", ErrInvalid, r.JournalBytes, MinJournalBytes)
 	}
 	if r.DefaultTTL == 0 {
 		r.DefaultTTL = DefaultTTL

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -77,9 +78,11 @@ func checkEndpoint(op, name string) error {
 }
 
 // Append stores payload once, with a reference in the queue of each
-// target, and returns the message's sequence number. It returns only after
-// the transaction holding the message is committed and synced; concurrent
-// appends share that transaction and its fsync (group commit).
+// target, and returns the message's sequence number. It returns only once
+// the message is on disk: in a journal frame, or in a bbolt transaction,
+// committed and synced (see the package documentation); concurrent
+// appends share the frame or the transaction, and its fsync (group
+// commit). Read returns it from then on.
 //
 // ctx bounds only the wait for room in the writer's queue (MaxPending):
 // once the writer has the message, Append waits for the commit, so a nil
@@ -286,13 +289,30 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 	if err := s.noteClock(); err != nil {
 		return nil, err
 	}
+	// What is answered and not yet in bbolt is read from memory. Taken
+	// before the transaction below begins, so that nothing the applier
+	// commits in between is missed; what both have is read once.
+	fresh, wait := s.pendingFor(endpoint)
+	if wait {
+		// An append not journaled, not yet committed: what follows it
+		// may be read only once it is.
+		s.waitCommitted()
+		fresh, _ = s.pendingFor(endpoint)
+	}
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
 	s.mu.Lock()
 	st := s.eps[endpoint]
 	if st == nil {
-		s.mu.Unlock()
-		return nil, nil
+		if !slices.ContainsFunc(fresh[:], func(f []freshEntry) bool { return len(f) > 0 }) {
+			s.mu.Unlock()
+			return nil, nil
+		}
+		// Messages for a new endpoint, not yet in bbolt: its state (the
+		// read positions) comes before its id, which bbolt gives when it
+		// commits the first of them (apply).
+		st = &endpointState{}
+		s.eps[endpoint] = st
 	}
 	// Read continues after what it returned and after what was
 	// acknowledged: after Rewind or a restart the acknowledged prefix may
@@ -309,36 +329,68 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketQueues).Cursor()
 		msgs := tx.Bucket(bucketMessages)
+		// bbolt's entries of a priority and those not in bbolt yet, merged
+		// in sequence order (a message committed since pendingFor is in
+		// both: it is read once).
+		stored := func(seq uint64, v []byte, p int) error {
+			if len(v) == 0 {
+				if v = msgs.Get(u64(seq)); v == nil {
+					return nil // released by a concurrent drop; nothing to deliver
+				}
+			}
+			rec, err := decodeMessage(v)
+			if err != nil {
+				return fmt.Errorf("store: read %q seq %d: %w", endpoint, seq, err)
+			}
+			ttl, _ := ttlFor(rec.Targets, endpoint)
+			if !ex.expired(seq, rec.Enqueued, rec.Trusted, ttl) {
+				items = append(items, newItem(seq, uint32(p), rec, ttl, len(v)))
+			}
+			return nil
+		}
+		hot := func(f freshEntry, p int) error {
+			rec, err := decodeMessage(f.rec)
+			if err != nil {
+				return fmt.Errorf("store: read %q seq %d: %w", endpoint, f.seq, err)
+			}
+			ttl := time.Duration(f.ttl)
+			if !ex.expired(f.seq, rec.Enqueued, rec.Trusted, ttl) {
+				items = append(items, newItem(f.seq, uint32(p), rec, ttl, len(f.rec)))
+			}
+			return nil
+		}
 		for p := 0; p < NumPriorities && len(items) < max; p++ {
 			prefix := queuePrefix(id, uint32(p))
-			for k, v := c.Seek(queueKey(id, uint32(p), pos[p]+1)); k != nil && bytes.HasPrefix(k, prefix) && len(items) < max; k, v = c.Next() {
-				_, _, seq, _ := parseQueueKey(k)
-				pos[p] = seq
-				if len(v) == 0 {
-					if v = msgs.Get(u64(seq)); v == nil {
-						continue // released by a concurrent drop; nothing to deliver
+			fr := fresh[p]
+			for len(fr) > 0 && fr[0].seq <= pos[p] {
+				fr = fr[1:]
+			}
+			k, v := c.Seek(queueKey(id, uint32(p), pos[p]+1))
+			for len(items) < max {
+				inBolt := k != nil && bytes.HasPrefix(k, prefix)
+				if !inBolt && len(fr) == 0 {
+					break
+				}
+				var seq uint64
+				if inBolt {
+					_, _, seq, _ = parseQueueKey(k)
+				}
+				var err error
+				if inBolt && (len(fr) == 0 || seq <= fr[0].seq) {
+					if len(fr) > 0 && seq == fr[0].seq {
+						fr = fr[1:]
 					}
+					pos[p] = seq
+					err = stored(seq, v, p)
+					k, v = c.Next()
+				} else {
+					pos[p] = fr[0].seq
+					err = hot(fr[0], p)
+					fr = fr[1:]
 				}
-				rec, err := decodeMessage(v)
 				if err != nil {
-					return fmt.Errorf("store: read %q seq %d: %w", endpoint, seq, err)
+					return err
 				}
-				ttl, _ := ttlFor(rec.Targets, endpoint)
-				if ex.expired(seq, rec.Enqueued, rec.Trusted, ttl) {
-					continue
-				}
-				items = append(items, Item{
-					Seq:      seq,
-					Payload:  rec.Payload,
-					Priority: uint32(p),
-					Meta: Meta{
-						Properties: rec.Props,
-						Enqueued:   time.Unix(0, rec.Enqueued),
-						Trusted:    rec.Trusted,
-						TTL:        ttl,
-						Size:       len(v),
-					},
-				})
 			}
 		}
 		return nil
@@ -352,6 +404,21 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 	return items, nil
 }
 
+func newItem(seq uint64, prio uint32, rec *messageRecord, ttl time.Duration, size int) Item {
+	return Item{
+		Seq:      seq,
+		Payload:  rec.Payload,
+		Priority: prio,
+		Meta: Meta{
+			Properties: rec.Props,
+			Enqueued:   time.Unix(0, rec.Enqueued),
+			Trusted:    rec.Trusted,
+			TTL:        ttl,
+			Size:       size,
+		},
+	}
+}
+
 // Rewind makes every unacknowledged message of endpoint eligible for Read
 // again, as after a restart. A consumer calls it when it lost what it had
 // in flight (for example on reconnect).
@@ -360,6 +427,9 @@ func (s *Store) Rewind(endpoint string) error {
 		return err
 	}
 	defer s.closeMu.RUnlock()
+	// Read positions start again from what is acknowledged: every
+	// acknowledgement answered must be applied first.
+	s.waitAcks()
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
 	s.mu.Lock()
@@ -386,13 +456,7 @@ func (s *Store) Ack(endpoint string, seqs ...uint64) error {
 		return err
 	}
 	defer s.closeMu.RUnlock()
-	return s.submit(context.Background(), &op{name: "ack", fn: func(w *wtx) error {
-		id, err := w.endpointID(endpoint, false)
-		if id == 0 || err != nil {
-			return err
-		}
-		return w.ack(endpoint, id, seqs)
-	}})
+	return s.submit(context.Background(), &op{name: "ack", ack: &ackReq{endpoint: endpoint, seqs: slices.Clone(seqs)}})
 }
 
 // expiry is a snapshot of what deciding expiry needs.
@@ -465,6 +529,7 @@ func (s *Store) Sweep() (int, error) {
 }
 
 func (s *Store) sweep() (int, error) {
+	s.checkpointNow() // it sweeps what bbolt has
 	if err := s.noteClock(); err != nil {
 		return 0, err
 	}

@@ -46,12 +46,24 @@ type Stats struct {
 	// Messages is the number of stored message bodies (each once,
 	// however many endpoints it is queued for).
 	Messages int64
-	// Commits counts write transactions since Open, and CommitTime is
-	// the wall time they took, from the start of the transaction to the
-	// end of its fsyncs: CommitTime/Commits is what a producer waits per
-	// commit once its message is in one.
+	// Commits counts bbolt write transactions since Open, and
+	// CommitTime is the wall time they took, from the start of the
+	// transaction to the end of its fsyncs: without the journal,
+	// CommitTime/Commits is what a producer waits per commit once its
+	// message is in one.
 	Commits    uint64
 	CommitTime time.Duration
+	// JournalCommits counts the batches of appends made durable by the
+	// journal since Open, and JournalTime is the wall time of their
+	// writes and fdatasyncs: what a producer waits per commit when the
+	// journal takes its message. JournalError says why the store runs
+	// without its journal, if it does.
+	JournalCommits uint64
+	JournalTime    time.Duration
+	JournalError   error
+	// ApplyError is the last error of an append answered from the
+	// journal that bbolt then refused to commit.
+	ApplyError error
 	// Endpoints are sorted by name.
 	Endpoints []EndpointStats
 	// SweepError is the error of the last background sweep, if it failed.
@@ -64,7 +76,13 @@ func (s *Store) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	defer s.closeMu.RUnlock()
-	st := Stats{Path: s.path, LimitBytes: s.limit, Commits: s.commits.Load(), CommitTime: time.Duration(s.commitNanos.Load())}
+	s.checkpointNow()
+	st := Stats{
+		Path: s.path, LimitBytes: s.limit,
+		Commits: s.commits.Load(), CommitTime: time.Duration(s.commitNanos.Load()),
+		JournalCommits: s.journalCommits.Load(), JournalTime: time.Duration(s.journalNanos.Load()),
+		JournalError: s.journalErr,
+	}
 	fi, err := os.Stat(s.path)
 	if err != nil {
 		return st, fmt.Errorf("store: stat %s: %w", s.path, err)
@@ -73,6 +91,7 @@ func (s *Store) Stats() (Stats, error) {
 	s.mu.Lock()
 	st.Messages = s.messages
 	st.SweepError = s.sweepErr
+	st.ApplyError = s.applyErr
 	names := make([]string, 0, len(s.eps))
 	for n := range s.eps {
 		names = append(names, n)
@@ -101,6 +120,7 @@ func (s *Store) EndpointStats(endpoint string) (EndpointStats, error) {
 		return EndpointStats{}, err
 	}
 	defer s.closeMu.RUnlock()
+	s.checkpointNow()
 	ex := s.expiry()
 	var es EndpointStats
 	err := s.db.View(func(tx *bolt.Tx) error {

@@ -28,6 +28,7 @@ var (
 	keyFormat    = []byte("format")
 	keyUntrusted = []byte("untrusted") // highest seq enqueued on an untrusted clock
 	keyClean     = []byte("clean")     // cleanRecord, present only while closed cleanly
+	keyJournaled = []byte("journaled") // highest seq journaled that the last checkpoint covers
 )
 
 // lockTimeout bounds the wait for bbolt's file lock, so that a second
@@ -38,13 +39,18 @@ const lockTimeout = 2 * time.Second
 // as the previous one (see gather).
 const regatherWait = 1 * time.Millisecond
 
+// applyDepth is how many batches the writer may hand over ahead of the
+// applier.
+const applyDepth = 64
+
 // regatherSkip is how many batches the writer gathers without that wait
 // after a wait that did not fill the batch.
 const regatherSkip = 64
 
 // Store is a durable message queue store in one bbolt file. Its methods
-// are safe for concurrent use. A Store owns two goroutines, the writer
-// (group commit) and the sweeper; Close stops both.
+// are safe for concurrent use. A Store owns three goroutines, the writer
+// (group commit, the journal), the applier (bbolt commits) and the
+// sweeper; Close stops them.
 type Store struct {
 	path    string
 	db      *bolt.DB
@@ -53,7 +59,10 @@ type Store struct {
 	reserve int64 // part of limit kept free for copy-on-write (see cowReserve)
 
 	ops          chan *op
-	fill         *os.File // the writer's: see fillFile
+	jnl          *journal // the writer's; nil without a journal
+	nextSeq      uint64   // the writer's: the last sequence number given
+	applyCh      chan applyItem
+	fill         *os.File // the applier's: see fillFile
 	filled       int64    // the file is written up to here
 	zeros        []byte
 	lastBatch    int // size of the previous batch; the writer's own
@@ -72,6 +81,32 @@ type Store struct {
 	untrusted uint64 // highest seq enqueued on an untrusted clock
 	trust     []trustMark
 	sweepErr  error
+
+	applyErr   error // the last journaled append bbolt refused (noteApplyError)
+	journalErr error // why the store runs without its journal
+
+	// The journal and the applier (see hand and applier).
+	lastJournaled  uint64            // the writer's: highest sequence number journaled
+	acksJournaled  uint64            // the writer's: acknowledgements journaled
+	acksAnswered   atomic.Uint64     // acksJournaled, for waitAcks
+	hotCount       atomic.Int64      // journaled appends and acknowledgements not yet settled
+	ckptThrough    atomic.Uint64     // what the last checkpoint covers
+	ckptWant       chan struct{}     // the writer found the journal full
+	hotThrough     uint64            // the applier's: highest journaled sequence number it has
+	lazyAcks       []*op             // the applier's: acknowledgements waiting for a commit
+	hotCkpt        map[string]uint64 // the applier's: endpoint checkpoints moved in memory
+	ackSeen        uint64            // the applier's: highest acknowledgement number it applied
+	pendingEst     atomic.Int64      // estimated bytes of appends not in bbolt
+	usedBytes      atomic.Int64      // pages in use after the last commit
+	pendMu         sync.Mutex        // guards pend, hot and the ops' settled and ackedT
+	pend           []applyItem       // batches handed to the applier that Read may need, in order
+	hot            map[uint64]*op
+	applyMu        sync.Mutex // guards the two fields below; applyCond's lock
+	applyCond      *sync.Cond
+	acksApplied    uint64
+	applyStopped   bool
+	journalCommits atomic.Uint64
+	journalNanos   atomic.Int64
 
 	commits     atomic.Uint64
 	commitNanos atomic.Int64 // wall time of the commits counted
@@ -151,8 +186,69 @@ func Open(path string, opts *Options) (*Store, error) {
 	}
 	dropCache(db, path, size)
 	s.fill = openFill(path, o.NoSync)
-	s.wg.Add(1)
+	s.applyCond = sync.NewCond(&s.applyMu)
+	s.applyCh = make(chan applyItem, applyDepth)
+	s.ckptWant = make(chan struct{}, 1)
+	s.hot = make(map[uint64]*op)
+	s.hotCkpt = make(map[string]uint64)
+	var through uint64
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		s.nextSeq = tx.Bucket(bucketMessages).Sequence()
+		through = getU64(tx.Bucket(bucketMeta).Get(keyJournaled))
+		return nil
+	}); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.nextSeq = max(s.nextSeq, through)
+	s.lastJournaled, s.hotThrough = through, through
+	s.ckptThrough.Store(through)
+	var replay applyItem
+	if o.JournalBytes > 0 {
+		if recovered != nil {
+			// Its frames belong to the file moved aside.
+			if err := os.Rename(path+journalSuffix, recovered.MovedTo+journalSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				db.Close()
+				return nil, fmt.Errorf("store: move the journal aside: %w", err)
+			}
+		}
+		j, entries, acks, err := openJournal(path, o.JournalBytes, o.NoSync)
+		// Without a journal (it cannot be created: a full disk) the store
+		// commits every batch to bbolt, as it would with JournalBytes < 0;
+		// Stats says why.
+		s.jnl, s.journalErr = j, err
+		// What the last checkpoint did not cover is hot again; the
+		// acknowledgements are applied again (they are idempotent).
+		for _, e := range entries {
+			if e.seq > through {
+				replay.batch = append(replay.batch, &op{name: "append", app: e.app, journaled: true})
+				replay.est += e.app.est
+				s.nextSeq = max(s.nextSeq, e.seq)
+				if !e.app.trusted {
+					s.untrusted = max(s.untrusted, e.seq)
+				}
+			}
+		}
+		for i := range acks {
+			s.acksJournaled++
+			replay.batch = append(replay.batch, &op{name: "ack", ack: &acks[i], journaled: true, ackNo: s.acksJournaled})
+		}
+		s.acksAnswered.Store(s.acksJournaled)
+		s.lastJournaled = s.nextSeq
+	}
+	s.noteUsed()
+	if len(replay.batch) > 0 {
+		// Appends answered from the journal before a crash and not in
+		// bbolt, and the acknowledgements, applied before anything is
+		// read.
+		s.hotCount.Add(int64(len(replay.batch)))
+		s.pendingEst.Add(replay.est)
+		s.pend = append(s.pend, replay)
+		s.applyItems([]applyItem{replay})
+	}
+	s.wg.Add(2)
 	go s.writer()
+	go s.applier()
 	if o.SweepInterval > 0 {
 		s.wg.Add(1)
 		go s.sweeper(o.SweepInterval)
@@ -435,6 +531,9 @@ func (s *Store) Close() error {
 		s.fill.Close()
 	}
 	s.markClean()
+	if s.jnl != nil {
+		s.jnl.close()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close %s: %w", s.path, err)
 	}

@@ -194,6 +194,7 @@ func TestSharedMessageStoredOnce(t *testing.T) {
 	appendT(t, s, "one", up(0))
 	// Bodies: shared ones in messages, the others as queue values.
 	count := func() (msgs, refs int) {
+		s.checkpointNow()
 		s.db.View(func(tx *bolt.Tx) error {
 			msgs = tx.Bucket(bucketMessages).Stats().KeyN
 			tx.Bucket(bucketQueues).ForEach(func(_, v []byte) error {
@@ -523,6 +524,7 @@ func TestVersionRefusal(t *testing.T) {
 	t.Run("record", func(t *testing.T) {
 		s := openT(t, filepath.Join(t.TempDir(), "s.db"), testOptions(nil))
 		seq := appendT(t, s, "ok", up(0))
+		s.checkpointNow() // the record is rewritten in bbolt below
 		future, err := encMode.Marshal(map[string]any{"v": 3, "t": 1, "e": []map[string]any{{"n": "$upstream", "l": -1}}, "new": "field"})
 		if err != nil {
 			t.Fatal(err)
@@ -545,6 +547,7 @@ func TestVersionRefusal(t *testing.T) {
 			t.Fatal(err)
 		}
 		appendT(t, s, "kept", up(0))
+		s.checkpointNow()
 		future, _ := encMode.Marshal(formatRecord{V: formatVersion + 1})
 		if err := s.db.Update(func(tx *bolt.Tx) error {
 			return tx.Bucket(bucketMeta).Put(keyFormat, future)
@@ -794,6 +797,7 @@ func TestCompact(t *testing.T) {
 			keep = seq
 		}
 	}
+	s.checkpointNow() // in bbolt, so that the acknowledgements free pages
 	s.Ack("$upstream", seqs(readT(t, s, "$upstream", 2999))...)
 	s.PutTwin("m", []byte("d"), nil, 1, 0)
 	s.Close()
@@ -860,24 +864,46 @@ func TestBackgroundSweeper(t *testing.T) {
 }
 
 // TestCommitTime: Stats counts the commits and the time they took, so an
-// operator (and the endpoint's benchmark) can see what a producer waits.
+// operator (and the endpoint's benchmark) can see what a producer waits:
+// with the journal, its writes; without, bbolt's commits.
 func TestCommitTime(t *testing.T) {
-	s := openT(t, filepath.Join(t.TempDir(), "s.db"), nil)
-	before, err := s.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 3 {
-		appendT(t, s, fmt.Sprint("m", i), Target{Endpoint: "q"})
-	}
-	after, err := s.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := after.Commits - before.Commits; got != 3 {
-		t.Errorf("3 appends one after the other made %d commits, want 3", got)
-	}
-	if after.CommitTime <= before.CommitTime {
-		t.Errorf("CommitTime %v after 3 commits, %v before: want it to grow", after.CommitTime, before.CommitTime)
+	for _, journal := range []bool{true, false} {
+		t.Run(fmt.Sprint("journal=", journal), func(t *testing.T) {
+			o := &Options{}
+			if !journal {
+				o.JournalBytes = -1
+			}
+			s := openT(t, filepath.Join(t.TempDir(), "s.db"), o)
+			before, err := s.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				appendT(t, s, fmt.Sprint("m", i), Target{Endpoint: "q"})
+			}
+			after, err := s.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			commits, took := after.Commits-before.Commits, after.CommitTime-before.CommitTime
+			jcommits, jtook := after.JournalCommits-before.JournalCommits, after.JournalTime-before.JournalTime
+			if journal {
+				if jcommits != 3 || jtook <= 0 {
+					t.Errorf("3 appends one after the other made %d journal commits in %v, want 3", jcommits, jtook)
+				}
+				// The applier commits what the journal took, in one
+				// transaction or more.
+				if commits < 1 || commits > 3 || took <= 0 {
+					t.Errorf("%d bbolt commits in %v after 3 journaled appends, want 1 to 3", commits, took)
+				}
+				return
+			}
+			if commits != 3 || took <= 0 {
+				t.Errorf("3 appends one after the other made %d commits in %v, want 3", commits, took)
+			}
+			if jcommits != 0 || after.JournalError != nil {
+				t.Errorf("without a journal: %d journal commits, journal error %v", jcommits, after.JournalError)
+			}
+		})
 	}
 }

@@ -2,12 +2,14 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -15,8 +17,9 @@ import (
 )
 
 // op is one unit of work for the writer goroutine: an append, or any other
-// write (ack, sweep, twin). A batch of ops runs in one bbolt transaction
-// and is made durable by one fsync.
+// write (ack, sweep, twin). The appends of a batch are made durable by one
+// journal write and fdatasync, or with the rest of the batch by one bbolt
+// transaction (see hand).
 type op struct {
 	name string // the operation, for errors: "append", "ack", …
 	app  *appendReq
@@ -25,6 +28,22 @@ type op struct {
 
 	err  error // set when the op is refused before it runs (ErrFull)
 	skip bool
+
+	ack  *ackReq // an acknowledgement (Ack)
+	ckpt bool    // a checkpoint (checkpointNow)
+
+	// journaled says the append or acknowledgement was answered when its
+	// journal frame was synced: the applier must not answer it again.
+	journaled bool
+	ackNo     uint64 // a journaled acknowledgement's number (waitAcks)
+	// failed says an append that was not journaled was answered with an
+	// error (see pendingFor).
+	failed atomic.Bool
+	// settled says an append is in bbolt or acknowledged by all its
+	// targets, and ackedT which targets acknowledged it while it was hot
+	// (see applier). Guarded by pendMu.
+	settled bool
+	ackedT  []bool
 
 	// rest are ops handed over with this one (AppendBatch): the writer
 	// takes them into the same batch, in order.
@@ -41,7 +60,7 @@ type appendReq struct {
 	rec     []byte
 	est     int64 // estimated bytes the message takes in the file
 	trusted bool
-	seq     uint64 // result, valid once the op committed
+	seq     uint64 // given by the writer before the op is written
 }
 
 // wtx is a write transaction with the in-memory effects that are applied
@@ -64,6 +83,7 @@ type wtx struct {
 	messages  int64
 	untrusted uint64
 	mark      *trustMark
+	maxSeq    uint64 // highest sequence number appended
 }
 
 // ackState is a transaction's copy of an endpoint's acknowledged
@@ -111,17 +131,16 @@ func (s *Store) send(ctx context.Context, o *op) error {
 	return nil
 }
 
-// writer gathers pending ops into batches and commits them.
+// writer gathers pending ops into batches, gives their appends sequence
+// numbers, writes batches of appends to the journal and hands every batch
+// to the applier, in order.
 func (s *Store) writer() {
 	defer s.wg.Done()
-	batch := make([]*op, 0, s.opts.MaxBatch)
+	defer close(s.applyCh)
 	for {
 		select {
 		case o := <-s.ops:
-			batch = s.gather(withRest(batch[:0], o))
-			s.commit(batch)
-			clear(batch)
-			s.fillFile()
+			s.hand(s.gather(withRest(make([]*op, 0, s.lastBatch+8), o)))
 		case <-s.quit:
 			// Close sets closed before quit is closed and waits for every
 			// caller holding closeMu, so nothing is pending here; draining
@@ -129,13 +148,589 @@ func (s *Store) writer() {
 			for {
 				select {
 				case o := <-s.ops:
-					s.commit(withRest(nil, o))
+					s.hand(withRest(nil, o))
 				default:
 					return
 				}
 			}
 		}
 	}
+}
+
+// applyItem is a batch on its way from the writer to the applier.
+type applyItem struct {
+	batch []*op
+	est   int64 // estimated bytes of its appends
+}
+
+// hand gives the appends of batch their sequence numbers and hands the
+// batch to the applier. The appends and acknowledgements of the batch are
+// first written to the journal, as one frame, and answered once it is
+// synced, when the appends surely fit the size limit and take at most
+// journalMaxBatch bytes; otherwise, and for the other writes (twin
+// writes, sweeps), the applier answers once bbolt committed them. No
+// write of a batch depends on another of the same batch, so they may be
+// answered in any order.
+func (s *Store) hand(batch []*op) {
+	var est int64
+	var apps, acks []*op
+	for _, o := range batch {
+		switch {
+		case o.app != nil:
+			s.nextSeq++
+			o.app.seq = s.nextSeq
+			est += o.app.est
+			apps = append(apps, o)
+		case o.ack != nil:
+			acks = append(acks, o)
+		}
+	}
+	journaled := false
+	if s.jnl != nil && len(apps)+len(acks) > 0 && est <= journalMaxBatch && s.fits(est) {
+		// The start of the file may be written over once no frame is
+		// needed: nothing journaled waits for bbolt, and the last
+		// checkpoint covers every sequence number journaled.
+		wrap := s.hotCount.Load() == 0 && s.ckptThrough.Load() >= s.lastJournaled
+		start := time.Now()
+		err := s.jnl.write(apps, acks, wrap)
+		if err == nil {
+			journaled = true
+			s.journalCommits.Add(1)
+			s.journalNanos.Add(int64(time.Since(start)))
+			s.hotCount.Add(int64(len(apps) + len(acks)))
+			var untrusted uint64
+			for _, o := range apps {
+				o.journaled = true
+				if !o.app.trusted {
+					untrusted = o.app.seq
+				}
+			}
+			if len(apps) > 0 {
+				s.lastJournaled = s.nextSeq
+			}
+			for _, o := range acks {
+				o.journaled = true
+				s.acksJournaled++
+				o.ackNo = s.acksJournaled
+			}
+			s.acksAnswered.Store(s.acksJournaled)
+			if untrusted > 0 {
+				// noteClock's: a trust mark covers it from now on.
+				s.mu.Lock()
+				s.untrusted = max(s.untrusted, untrusted)
+				s.mu.Unlock()
+			}
+		} else {
+			// The journal is full (or failing): the batch goes to bbolt,
+			// and a checkpoint makes its start free again.
+			select {
+			case s.ckptWant <- struct{}{}:
+			default:
+			}
+		}
+	}
+	it := applyItem{batch: batch, est: est}
+	// Readable (pendingFor) before it is answered, and until it is in
+	// bbolt or acknowledged.
+	s.pendMu.Lock()
+	s.pend = append(s.pend, it)
+	s.pendMu.Unlock()
+	if journaled {
+		s.pendingEst.Add(est) // until a checkpoint or the acknowledgements
+		for _, o := range apps {
+			o.done <- nil
+		}
+		for _, o := range acks {
+			o.done <- nil
+		}
+	}
+	s.applyCh <- it
+}
+
+// journalMaxBatch bounds the (estimated) bytes of the appends of a batch
+// the writer journals, so that a frame never takes more than a part of
+// the journal; a larger batch goes to bbolt straight away.
+const journalMaxBatch = 1 << 20
+
+// fits says whether appends of est bytes surely fit the size limit, with
+// what is not yet in bbolt, so that no size policy need apply to them.
+// Estimates are doubled: committed in small transactions, bbolt's pages
+// may end up half full.
+func (s *Store) fits(est int64) bool {
+	return s.usedBytes.Load()+2*(s.pendingEst.Load()+est) <= s.limit-s.reserve
+}
+
+// checkpointEvery is how often the applier commits the journaled appends
+// not yet acknowledged to bbolt (a checkpoint), when anything was
+// journaled since the last one. It bounds the memory they hold, and what a
+// crash makes Open read back from the journal.
+const checkpointEvery = 500 * time.Millisecond
+
+// applyDelay is how long the applier waits for more batches when all it
+// has are journaled appends and acknowledgements: the acknowledgements of
+// messages still in memory cost no commit, and those of messages in bbolt
+// are committed together. Any other write, whose caller waits for its
+// commit, ends the wait.
+const applyDelay = 2 * time.Millisecond
+
+// applier applies the batches the writer hands it. Journaled appends stay
+// in memory (hot: readable through pendingFor) until a checkpoint commits
+// those not yet acknowledged; an acknowledgement of a hot message costs
+// no write. Everything else is committed to bbolt as it comes, the
+// batches queued together in one transaction.
+func (s *Store) applier() {
+	defer s.wg.Done()
+	defer s.setApplyState(func() { s.applyStopped = true })
+	tick := time.NewTicker(checkpointEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case it, ok := <-s.applyCh:
+			if !ok {
+				// Closing: what the last checkpoint cannot commit stays in
+				// the journal for the next Open.
+				s.checkpoint()
+				return
+			}
+			s.applyItems(s.gatherApply(s.drainApply([]applyItem{it})))
+		case <-s.ckptWant:
+			s.checkpoint()
+		case <-tick.C:
+			if len(s.hot) > 0 || s.hotThrough > s.ckptThrough.Load() || len(s.lazyAcks) > 0 {
+				s.checkpoint()
+			}
+		}
+	}
+}
+
+// applyItems applies a run of handed-over batches, in order.
+func (s *Store) applyItems(items []applyItem) {
+	var now, ckpts []*op
+	ckptFirst := false
+	for _, it := range items {
+		for _, o := range it.batch {
+			switch {
+			case o.app != nil && o.journaled:
+				s.addHot(o)
+			case o.ack != nil:
+				rest := s.ackHot(o.ack)
+				switch {
+				case !o.journaled:
+					// Not in the journal (it was full): what it
+					// acknowledged in memory is durable only once a
+					// checkpoint has moved past it.
+					ckptFirst = ckptFirst || len(rest) < len(o.ack.seqs)
+					o.ack.seqs = rest
+					now = append(now, o)
+				case len(rest) > 0:
+					// Answered from the journal: committed with the next
+					// transaction, not answered again.
+					s.lazyAcks = append(s.lazyAcks, &op{name: "ack", ack: &ackReq{endpoint: o.ack.endpoint, seqs: rest}, journaled: true, ackNo: o.ackNo})
+				default:
+					s.hotCount.Add(-1)
+					s.noteAck(o.ackNo)
+				}
+			case o.ckpt:
+				ckpts = append(ckpts, o)
+			default:
+				now = append(now, o)
+			}
+		}
+	}
+	if len(s.hot) > 0 && slices.ContainsFunc(now, func(o *op) bool { return o.app != nil }) {
+		// Appends that were not journaled are near the size limit: the
+		// policy must see the older, hot messages in bbolt to drop the
+		// oldest first.
+		ckptFirst = true
+	}
+	if ckptFirst {
+		if err := s.checkpoint(); err != nil {
+			// What the acknowledgements did in memory is not durable:
+			// they fail, and their callers deliver again, as after any
+			// failed Ack.
+			now = slices.DeleteFunc(now, func(o *op) bool {
+				if o.ack == nil {
+					return false
+				}
+				o.done <- fmt.Errorf("store: %s: %w", o.name, err)
+				return true
+			})
+		}
+	}
+	if len(now) > 0 || (len(s.lazyAcks) > 0 && len(ckpts) == 0) {
+		s.commitNow(now)
+	}
+	if len(ckpts) > 0 {
+		err := s.checkpoint()
+		for _, o := range ckpts {
+			o.done <- err
+		}
+	}
+	s.popPend()
+}
+
+// commitNow commits ops, which are not journaled, with the acknowledgements
+// waiting for a commit (lazyAcks), and answers them.
+func (s *Store) commitNow(ops []*op) {
+	lazy := s.lazyAcks
+	s.lazyAcks = nil
+	if len(lazy) > 0 && slices.ContainsFunc(ops, func(o *op) bool { return o.app != nil }) {
+		// First, so that the size limit sees the room they free: their
+		// callers were answered, and expect it.
+		if err := s.commit(lazy, nil); err != nil {
+			s.lazyAcks = lazy
+			lazy = nil
+		} else {
+			s.hotCount.Add(-int64(len(lazy)))
+			var n uint64
+			for _, o := range lazy {
+				n = max(n, o.ackNo)
+			}
+			lazy = nil
+			s.noteAck(n)
+		}
+	}
+	batch := append(ops, lazy...)
+	var ackNo uint64
+	for _, o := range lazy {
+		ackNo = max(ackNo, o.ackNo)
+	}
+	err := s.commit(batch, func() {
+		s.pendMu.Lock()
+		for _, o := range ops {
+			if o.app != nil {
+				o.settled = true
+			}
+		}
+		s.pendMu.Unlock()
+	})
+	if err != nil {
+		// Kept for the next commit; a lost acknowledgement would only
+		// mean a message delivered again.
+		s.lazyAcks = append(lazy, s.lazyAcks...)
+		s.setApplyState(func() {}) // pendingFor: failed appends
+		return
+	}
+	s.noteUsed()
+	s.fillFile()
+	s.hotCount.Add(-int64(len(lazy)))
+	s.noteAck(ackNo)
+}
+
+// addHot keeps a journaled append in memory until a checkpoint or its
+// acknowledgement.
+func (s *Store) addHot(o *op) {
+	s.pendMu.Lock()
+	s.hot[o.app.seq] = o
+	s.pendMu.Unlock()
+	s.hotThrough = max(s.hotThrough, o.app.seq)
+}
+
+// ackHot acknowledges what a is for hot messages, in memory, and returns
+// the sequence numbers left for bbolt. A message acknowledged by every
+// target is gone: it never reaches bbolt.
+func (s *Store) ackHot(a *ackReq) []uint64 {
+	var rest []uint64
+	var gone int
+	var est int64
+	var top uint64
+	s.pendMu.Lock()
+	for _, seq := range a.seqs {
+		o := s.hot[seq]
+		if o == nil {
+			rest = append(rest, seq)
+			continue
+		}
+		i := slices.IndexFunc(o.app.targets, func(t targetRecord) bool { return t.Endpoint == a.endpoint })
+		if i < 0 {
+			continue // not queued for this endpoint: nothing to acknowledge
+		}
+		if o.ackedT == nil {
+			o.ackedT = make([]bool, len(o.app.targets))
+		}
+		if o.ackedT[i] {
+			continue
+		}
+		o.ackedT[i] = true
+		top = max(top, seq)
+		s.hotCkpt[a.endpoint] = max(s.hotCkpt[a.endpoint], seq)
+		if !slices.Contains(o.ackedT, false) {
+			o.settled = true
+			delete(s.hot, seq)
+			gone++
+			est += o.app.est
+		}
+	}
+	s.pendMu.Unlock()
+	if top > 0 {
+		s.mu.Lock()
+		if st := s.eps[a.endpoint]; st != nil && top > st.checkpoint {
+			st.checkpoint = top
+		}
+		s.mu.Unlock()
+	}
+	s.hotCount.Add(-int64(gone))
+	s.pendingEst.Add(-est)
+	return rest
+}
+
+// checkpoint commits the hot messages, for the targets that have not
+// acknowledged them, and the acknowledgements waiting for a commit, with
+// the highest sequence number journaled: Open reads back from the journal
+// only what comes after it.
+func (s *Store) checkpoint() error {
+	if len(s.hot) == 0 && len(s.lazyAcks) == 0 && s.hotThrough == s.ckptThrough.Load() {
+		return nil // nothing since the last one
+	}
+	s.pendMu.Lock()
+	hot := make([]*op, 0, len(s.hot))
+	for _, o := range s.hot {
+		hot = append(hot, o)
+	}
+	s.pendMu.Unlock()
+	slices.SortFunc(hot, func(a, b *op) int { return cmp.Compare(a.app.seq, b.app.seq) })
+	batch := make([]*op, 0, len(hot)+1)
+	var est int64
+	for _, o := range hot {
+		a := o.app
+		if o.ackedT != nil {
+			c := *a
+			c.targets = nil
+			for i, t := range a.targets {
+				if !o.ackedT[i] {
+					c.targets = append(c.targets, t)
+				}
+			}
+			a = &c
+		}
+		est += o.app.est
+		batch = append(batch, &op{name: "append", app: a, journaled: true})
+	}
+	through := s.hotThrough
+	acked := s.hotCkpt
+	batch = append(batch, &op{name: "checkpoint", journaled: true, fn: func(w *wtx) error {
+		// The endpoints' checkpoints moved by acknowledgements in memory.
+		for ep, seq := range acked {
+			id, err := w.endpointID(ep, false)
+			if err != nil || id == 0 {
+				continue
+			}
+			w.ckpt[ep] = max(w.ckpt[ep], seq)
+			w.dirty[ep] = true
+		}
+		return w.tx.Bucket(bucketMeta).Put(keyJournaled, u64(through))
+	}})
+	lazy := s.lazyAcks
+	s.lazyAcks = nil
+	batch = append(batch, lazy...)
+	var ackNo uint64
+	for _, o := range lazy {
+		ackNo = max(ackNo, o.ackNo)
+	}
+	err := s.commit(batch, func() {
+		s.pendMu.Lock()
+		for _, o := range hot {
+			o.settled = true
+			delete(s.hot, o.app.seq)
+		}
+		s.pendMu.Unlock()
+	})
+	if err != nil {
+		s.lazyAcks = append(lazy, s.lazyAcks...)
+		return err
+	}
+	s.hotCount.Add(-int64(len(hot) + len(lazy)))
+	s.pendingEst.Add(-est)
+	s.ckptThrough.Store(through)
+	s.hotCkpt = make(map[string]uint64)
+	s.noteAck(ackNo)
+	s.noteUsed()
+	s.fillFile()
+	s.popPend()
+	return nil
+}
+
+// noteAck records that the journaled acknowledgements are applied up to
+// number n but for those still waiting for a commit (lazyAcks), and wakes
+// waitAcks and waitCommitted.
+func (s *Store) noteAck(n uint64) {
+	s.ackSeen = max(s.ackSeen, n)
+	done := s.ackSeen
+	for _, o := range s.lazyAcks {
+		done = min(done, o.ackNo-1)
+	}
+	s.setApplyState(func() { s.acksApplied = max(s.acksApplied, done) })
+}
+
+// waitAcks waits until the acknowledgements answered so far are applied
+// (see Rewind), or the applier stopped.
+func (s *Store) waitAcks() {
+	target := s.acksAnswered.Load()
+	s.applyMu.Lock()
+	for s.acksApplied < target && !s.applyStopped {
+		s.applyCond.Wait()
+	}
+	s.applyMu.Unlock()
+}
+
+// checkpointNow has the applier checkpoint, after everything handed over
+// before, and waits for it: then bbolt has every message answered so far
+// that is not acknowledged, which Stats, EndpointStats and Sweep count.
+// A failed checkpoint (a full disk) leaves the hot messages in memory.
+func (s *Store) checkpointNow() {
+	_ = s.submit(context.Background(), &op{name: "checkpoint", ckpt: true})
+}
+
+// popPend drops the batches at the front of pend that Read no longer
+// needs: their appends are in bbolt, acknowledged or failed.
+func (s *Store) popPend() {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	n := 0
+	for _, it := range s.pend {
+		if !it.done() {
+			break
+		}
+		n++
+	}
+	clear(s.pend[:n])
+	s.pend = s.pend[n:]
+}
+
+// done says whether Read no longer needs the batch. pendMu is held.
+func (it applyItem) done() bool {
+	for _, o := range it.batch {
+		if o.app != nil && !o.settled && !o.failed.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// gatherApply adds to items the batches handed over within applyDelay,
+// while each of them can wait, up to MaxBatch operations.
+func (s *Store) gatherApply(items []applyItem) []applyItem {
+	n := 0
+	for _, it := range items {
+		if !it.canWait() {
+			return items
+		}
+		n += len(it.batch)
+	}
+	t := time.NewTimer(applyDelay)
+	defer t.Stop()
+	for n < s.opts.MaxBatch {
+		select {
+		case it, ok := <-s.applyCh:
+			if !ok {
+				return items
+			}
+			items = append(items, it)
+			n += len(it.batch)
+			if !it.canWait() {
+				return items
+			}
+		case <-t.C:
+			return items
+		}
+	}
+	return items
+}
+
+// canWait says whether every operation of the batch was journaled.
+func (it applyItem) canWait() bool {
+	for _, o := range it.batch {
+		if !o.journaled {
+			return false
+		}
+	}
+	return true
+}
+
+// drainApply adds the batches queued for the applier to items, up to
+// MaxBatch operations.
+func (s *Store) drainApply(items []applyItem) []applyItem {
+	n := len(items[0].batch)
+	for n < s.opts.MaxBatch {
+		select {
+		case it, ok := <-s.applyCh:
+			if !ok {
+				return items
+			}
+			items = append(items, it)
+			n += len(it.batch)
+		default:
+			return items
+		}
+	}
+	return items
+}
+
+// freshEntry is an append not in bbolt (yet), as Read needs it.
+type freshEntry struct {
+	seq uint64
+	ttl int64
+	rec []byte
+}
+
+// pendingFor returns the appends to endpoint that were answered and are
+// not in bbolt, nor acknowledged by endpoint, by priority, oldest first.
+// An append that is neither answered nor failed (not journaled: it is
+// answered once bbolt has it) ends the list, since nothing after it may
+// be read before it; wait is then true.
+func (s *Store) pendingFor(endpoint string) (fresh [NumPriorities][]freshEntry, wait bool) {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	for _, it := range s.pend {
+		for _, o := range it.batch {
+			if o.app == nil || o.settled {
+				continue
+			}
+			if !o.journaled {
+				if o.failed.Load() {
+					continue
+				}
+				return fresh, true
+			}
+			for i, t := range o.app.targets {
+				if t.Endpoint == endpoint && (o.ackedT == nil || !o.ackedT[i]) {
+					fresh[t.Priority] = append(fresh[t.Priority], freshEntry{seq: o.app.seq, ttl: t.TTL, rec: o.app.rec})
+				}
+			}
+		}
+	}
+	return fresh, false
+}
+
+// waitCommitted waits until the appends handed over so far that were not
+// journaled are committed or failed (pendingFor's wait).
+func (s *Store) waitCommitted() {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	for {
+		if _, wait := s.pendingFor(""); !wait || s.applyStopped {
+			return
+		}
+		s.applyCond.Wait()
+	}
+}
+
+// noteUsed records the bytes of the file's pages in use, for fits. A
+// View fails only on a closed database, which has nothing to record.
+func (s *Store) noteUsed() {
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		s.usedBytes.Store(tx.Size() - int64(s.db.Stats().FreeAlloc))
+		return nil
+	})
+}
+
+// setApplyState changes the applier's state under applyMu and wakes the
+// waiters.
+func (s *Store) setApplyState(f func()) {
+	s.applyMu.Lock()
+	f()
+	s.applyMu.Unlock()
+	s.applyCond.Broadcast()
 }
 
 // gather adds the ops already waiting to batch. With CommitDelay it waits
@@ -209,10 +804,14 @@ func (s *Store) drainReady(batch []*op) []*op {
 	return batch
 }
 
-// commit runs batch in one transaction. An op whose function fails is
-// taken out and answered with its error, and the rest is run again, so one
-// bad op never fails the others.
-func (s *Store) commit(batch []*op) {
+// commit runs batch in one transaction and answers its ops, but for the
+// journaled appends, answered when their frame was synced. An op whose
+// function fails is taken out and answered with its error, and the rest
+// is run again, so one bad op never fails the others. commit returns the
+// error of a transaction that failed as a whole: nothing of batch is in
+// bbolt then. committed, if not nil, runs once the transaction is
+// committed, before the answers.
+func (s *Store) commit(batch []*op, committed func()) error {
 	now := s.opts.Now()
 	trustedNow := s.opts.Trusted(now)
 	for {
@@ -237,13 +836,21 @@ func (s *Store) commit(batch []*op) {
 					continue
 				}
 				var err error
-				if o.app != nil {
+				switch {
+				case o.app != nil:
 					err = w.append(o.app)
-				} else {
+				case o.ack != nil:
+					err = w.ackReq(o.ack)
+				default:
 					err = o.fn(w)
 				}
 				if err != nil {
 					failed = i
+					return err
+				}
+			}
+			if w.maxSeq > w.msgs.Sequence() {
+				if err := w.msgs.SetSequence(w.maxSeq); err != nil {
 					return err
 				}
 			}
@@ -254,9 +861,20 @@ func (s *Store) commit(batch []*op) {
 		})
 		if err != nil && failed >= 0 {
 			o := batch[failed]
-			o.done <- fmt.Errorf("store: %s: %w", o.name, err)
+			err = fmt.Errorf("store: %s: %w", o.name, err)
+			if o.journaled {
+				// Answered already: bbolt refused what the journal
+				// took (it cannot: appends are checked before).
+				s.noteApplyError(o.name, err)
+			} else {
+				o.failed.Store(o.app != nil)
+				o.done <- err
+			}
 			if len(batch) == 1 {
-				return
+				if committed != nil {
+					committed()
+				}
+				return nil
 			}
 			batch = append(batch[:failed:failed], batch[failed+1:]...)
 			continue
@@ -265,21 +883,35 @@ func (s *Store) commit(batch []*op) {
 			s.commits.Add(1)
 			s.commitNanos.Add(int64(time.Since(start)))
 			s.apply(w)
+			if committed != nil {
+				committed()
+			}
 		} else {
 			err = s.commitError(err)
 		}
 		for _, o := range batch {
 			switch {
+			case o.journaled:
 			case o.skip:
+				o.failed.Store(o.app != nil)
 				o.done <- o.err
 			case err != nil:
+				o.failed.Store(o.app != nil)
 				o.done <- fmt.Errorf("store: %s: %w", o.name, err)
 			default:
 				o.done <- nil
 			}
 		}
-		return
+		return err
 	}
+}
+
+// noteApplyError records that a journaled write could not be committed
+// and is lost; Stats reports the last such error.
+func (s *Store) noteApplyError(name string, err error) {
+	s.mu.Lock()
+	s.applyErr = fmt.Errorf("a journaled %s cannot be committed, and is lost: %w", name, err)
+	s.mu.Unlock()
 }
 
 // commitError wraps the error of a failed commit. bbolt rolls the
@@ -326,7 +958,11 @@ func (s *Store) apply(w *wtx) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for ep, id := range w.newEps {
-		s.eps[ep] = &endpointState{id: id}
+		if st := s.eps[ep]; st != nil {
+			st.id = id // Read made its state (see Read)
+		} else {
+			s.eps[ep] = &endpointState{id: id}
+		}
 	}
 	for ep, d := range w.depth {
 		st := s.endpoint(ep)
@@ -404,10 +1040,8 @@ func (w *wtx) addDepth(ep string, prio uint32, n int64) {
 // in messages, with a reference count in refs, and each queue key has an
 // empty value.
 func (w *wtx) append(a *appendReq) error {
-	seq, err := w.msgs.NextSequence()
-	if err != nil {
-		return err
-	}
+	seq := a.seq
+	w.maxSeq = max(w.maxSeq, seq)
 	if len(a.targets) == 1 {
 		t := a.targets[0]
 		id, err := w.endpointID(t.Endpoint, true)
@@ -437,14 +1071,14 @@ func (w *wtx) append(a *appendReq) error {
 			return err
 		}
 	}
-	if !a.trusted {
-		if err := w.tx.Bucket(bucketMeta).Put(keyUntrusted, u64(seq)); err != nil {
+	if meta := w.tx.Bucket(bucketMeta); !a.trusted && seq > getU64(meta.Get(keyUntrusted)) {
+		// A checkpoint commits messages older than some committed before.
+		if err := meta.Put(keyUntrusted, u64(seq)); err != nil {
 			return err
 		}
 		w.untrusted = seq
 	}
 	w.messages++
-	a.seq = seq
 	return nil
 }
 
@@ -576,6 +1210,18 @@ func (w *wtx) ack(ep string, id uint32, seqs []uint64) error {
 		}
 	}
 	return nil
+}
+
+// ackReq acknowledges a in bbolt, as Ack.
+func (w *wtx) ackReq(a *ackReq) error {
+	if len(a.seqs) == 0 {
+		return nil
+	}
+	id, err := w.endpointID(a.endpoint, false)
+	if id == 0 || err != nil {
+		return err
+	}
+	return w.ack(a.endpoint, id, a.seqs)
 }
 
 // purge deletes the acknowledged keys of endpoint ep (id) and returns the
@@ -752,6 +1398,11 @@ func (w *wtx) makeRoom(batch []*op) error {
 		return nil
 	}
 	room := w.s.limit - w.s.reserve - w.used()
+	if !slices.ContainsFunc(batch, func(o *op) bool { return o.journaled && o.app != nil }) {
+		// The journaled appends not in bbolt yet are older, and will be
+		// stored whatever the policy: the room is theirs first.
+		room -= w.s.pendingEst.Load()
+	}
 	if need > room {
 		// Acknowledged keys waiting for purge are free space first.
 		freed, err := w.purgeAll()
@@ -770,8 +1421,15 @@ func (w *wtx) makeRoom(batch []*op) error {
 	if need <= room {
 		return nil
 	}
+	// Journaled appends were answered: they are stored, whatever the
+	// policy (the writer journals only appends that fit).
 	for _, o := range batch {
-		if o.app == nil {
+		if o.app != nil && o.journaled {
+			room -= o.app.est
+		}
+	}
+	for _, o := range batch {
+		if o.app == nil || o.journaled {
 			continue
 		}
 		if o.app.est <= room {

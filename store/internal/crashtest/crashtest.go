@@ -30,9 +30,11 @@ import (
 // Endpoint is the queue the crash test uses.
 const Endpoint = "$upstream"
 
-// Options for a crash-test store: fsync on, a quick sweep interval off.
+// Options for a crash-test store: fsync on, the sweep off, and a small
+// journal, so that a run wraps it many times and kills land at every
+// stage of a frame's life.
 func Options() *store.Options {
-	return &store.Options{SweepInterval: -1, DefaultTTL: -1}
+	return &store.Options{SweepInterval: -1, DefaultTTL: -1, JournalBytes: 4 * store.MinJournalBytes}
 }
 
 // out serialises lines to w; each line is flushed before the call
