@@ -289,11 +289,8 @@ func (d *frameDecoder) acks() ([]ackReq, error) {
 	}
 	var out []ackReq
 	for range n {
-		ep, err := d.bytes()
+		ep, err := d.endpoint()
 		if err != nil {
-			return nil, err
-		}
-		if err := checkEndpoint("journal", string(ep)); err != nil {
 			return nil, err
 		}
 		m, err := d.uvarint()
@@ -303,7 +300,7 @@ func (d *frameDecoder) acks() ([]ackReq, error) {
 		if m > uint64(len(d.b)-d.off) {
 			return nil, fmt.Errorf("%d sequence numbers", m)
 		}
-		a := ackReq{endpoint: string(ep), seqs: make([]uint64, 0, m)}
+		a := ackReq{endpoint: ep, seqs: make([]uint64, 0, m)}
 		for range m {
 			seq, err := d.uvarint()
 			if err != nil {
@@ -343,6 +340,18 @@ func (d *frameDecoder) bytes() ([]byte, error) {
 	return v, nil
 }
 
+// endpoint decodes an endpoint name, which must be one.
+func (d *frameDecoder) endpoint() (string, error) {
+	b, err := d.bytes()
+	if err != nil {
+		return "", err
+	}
+	if err := checkEndpoint("journal", string(b)); err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
 func (d *frameDecoder) entry() (*appendReq, error) {
 	n, err := d.uvarint()
 	if err != nil {
@@ -353,11 +362,8 @@ func (d *frameDecoder) entry() (*appendReq, error) {
 	}
 	a := &appendReq{targets: make([]targetRecord, 0, n)}
 	for range n {
-		ep, err := d.bytes()
+		ep, err := d.endpoint()
 		if err != nil {
-			return nil, err
-		}
-		if err := checkEndpoint("journal", string(ep)); err != nil {
 			return nil, err
 		}
 		prio, err := d.uvarint()
@@ -372,7 +378,7 @@ func (d *frameDecoder) entry() (*appendReq, error) {
 			return nil, errors.New("bad TTL varint")
 		}
 		d.off += m
-		a.targets = append(a.targets, targetRecord{Endpoint: string(ep), Priority: uint32(prio), TTL: ttl})
+		a.targets = append(a.targets, targetRecord{Endpoint: ep, Priority: uint32(prio), TTL: ttl})
 	}
 	if d.off >= len(d.b) || d.b[d.off] > 1 {
 		return nil, errors.New("bad trusted flag")

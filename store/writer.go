@@ -292,7 +292,7 @@ func (s *Store) applier() {
 				s.checkpoint()
 				return
 			}
-			s.applyItems(s.gatherApply(s.drainApply([]applyItem{it})))
+			s.applyItems(s.moreApply([]applyItem{it}, applyDelay))
 		case <-s.ckptWant:
 			s.checkpoint()
 		case <-tick.C:
@@ -382,19 +382,13 @@ func (s *Store) commitNow(ops []*op) {
 			lazy = nil
 		} else {
 			s.hotCount.Add(-int64(len(lazy)))
-			var n uint64
-			for _, o := range lazy {
-				n = max(n, o.ackNo)
-			}
+			n := lastAckNo(lazy)
 			lazy = nil
 			s.noteAck(n)
 		}
 	}
 	batch := append(ops, lazy...)
-	var ackNo uint64
-	for _, o := range lazy {
-		ackNo = max(ackNo, o.ackNo)
-	}
+	ackNo := lastAckNo(lazy)
 	err := s.commit(batch, func() {
 		s.pendMu.Lock()
 		for _, o := range ops {
@@ -523,10 +517,7 @@ func (s *Store) checkpoint() error {
 	lazy := s.lazyAcks
 	s.lazyAcks = nil
 	batch = append(batch, lazy...)
-	var ackNo uint64
-	for _, o := range lazy {
-		ackNo = max(ackNo, o.ackNo)
-	}
+	ackNo := lastAckNo(lazy)
 	err := s.commit(batch, func() {
 		s.pendMu.Lock()
 		for _, o := range hot {
@@ -548,6 +539,15 @@ func (s *Store) checkpoint() error {
 	s.fillFile()
 	s.popPend()
 	return nil
+}
+
+// lastAckNo is the highest acknowledgement number among ops.
+func lastAckNo(ops []*op) uint64 {
+	var n uint64
+	for _, o := range ops {
+		n = max(n, o.ackNo)
+	}
+	return n
 }
 
 // noteAck records that the journaled acknowledgements are applied up to
@@ -607,31 +607,46 @@ func (it applyItem) done() bool {
 	return true
 }
 
-// gatherApply adds to items the batches handed over within applyDelay,
-// while each of them can wait, up to MaxBatch operations.
-func (s *Store) gatherApply(items []applyItem) []applyItem {
+// moreApply adds to items the batches queued for the applier, and with
+// wait > 0 those handed over within wait while each of them can wait (see
+// applyDelay), up to MaxBatch operations.
+func (s *Store) moreApply(items []applyItem, wait time.Duration) []applyItem {
 	n := 0
 	for _, it := range items {
+		n += len(it.batch)
 		if !it.canWait() {
+			wait = 0
+		}
+	}
+	var timeout <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for n < s.opts.MaxBatch {
+		var it applyItem
+		var ok bool
+		if timeout == nil {
+			select {
+			case it, ok = <-s.applyCh:
+			default:
+				return items
+			}
+		} else {
+			select {
+			case it, ok = <-s.applyCh:
+			case <-timeout:
+				return items
+			}
+		}
+		if !ok {
 			return items
 		}
+		items = append(items, it)
 		n += len(it.batch)
-	}
-	t := time.NewTimer(applyDelay)
-	defer t.Stop()
-	for n < s.opts.MaxBatch {
-		select {
-		case it, ok := <-s.applyCh:
-			if !ok {
-				return items
-			}
-			items = append(items, it)
-			n += len(it.batch)
-			if !it.canWait() {
-				return items
-			}
-		case <-t.C:
-			return items
+		if !it.canWait() {
+			timeout = nil // take what is queued, wait no more
 		}
 	}
 	return items
@@ -645,25 +660,6 @@ func (it applyItem) canWait() bool {
 		}
 	}
 	return true
-}
-
-// drainApply adds the batches queued for the applier to items, up to
-// MaxBatch operations.
-func (s *Store) drainApply(items []applyItem) []applyItem {
-	n := len(items[0].batch)
-	for n < s.opts.MaxBatch {
-		select {
-		case it, ok := <-s.applyCh:
-			if !ok {
-				return items
-			}
-			items = append(items, it)
-			n += len(it.batch)
-		default:
-			return items
-		}
-	}
-	return items
 }
 
 // freshEntry is an append not in bbolt (yet), as Read needs it.
