@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // The journal is a file of fixed size next to the store file
@@ -141,6 +142,16 @@ func (j *journal) extend(off int64) error {
 	}
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("store: create journal %s: %w", j.path, err)
+	}
+	// And its name: a file new since the last sync of its directory may
+	// not be found after a power cut, whatever was synced in it.
+	d, err := os.Open(filepath.Dir(j.path))
+	if err != nil {
+		return fmt.Errorf("store: create journal %s: %w", j.path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("store: create journal %s: sync its directory: %w", j.path, err)
 	}
 	return nil
 }
