@@ -381,6 +381,14 @@ func TestHotAckNeverReachesBbolt(t *testing.T) {
 	if got := readT(t, s, "q", 1000); len(got) != 0 {
 		t.Fatalf("reopened, read %d acknowledged messages again", len(got))
 	}
+	// The endpoint is known, with what it acknowledged, as if its
+	// messages had been in bbolt.
+	if es, err := s.EndpointStats("q"); err != nil || es.Checkpoint != items[len(items)-1].Seq || es.Queued != 0 {
+		t.Fatalf("reopened, EndpointStats(q) = %+v, %v; want checkpoint %d and nothing queued", es, err, items[len(items)-1].Seq)
+	}
+	if st, err := s.Stats(); err != nil || len(st.Endpoints) != 1 || st.Endpoints[0].Endpoint != "q" {
+		t.Fatalf("reopened, Stats endpoints %+v, %v; want q", st.Endpoints, err)
+	}
 	if seq := appendT(t, s, "next", Target{Endpoint: "q"}); seq <= items[len(items)-1].Seq {
 		t.Fatalf("reopened, the next append got seq %d, not after %d", seq, items[len(items)-1].Seq)
 	}

@@ -503,9 +503,11 @@ func (s *Store) checkpoint() error {
 	through := s.hotThrough
 	acked := s.hotCkpt
 	batch = append(batch, &op{name: "checkpoint", journaled: true, fn: func(w *wtx) error {
-		// The endpoints' checkpoints moved by acknowledgements in memory.
+		// The endpoints' checkpoints moved by acknowledgements in memory;
+		// an endpoint whose messages were all acknowledged in memory gets
+		// its record (Stats lists it) as it would have with its first.
 		for ep, seq := range acked {
-			id, err := w.endpointID(ep, false)
+			id, err := w.endpointID(ep, true)
 			if err != nil || id == 0 {
 				continue
 			}
