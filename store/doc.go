@@ -100,6 +100,8 @@
 //
 //	meta       "format" -> CBOR {v}: the file's format version (3)
 //	           "untrusted" -> seq: last message enqueued on an untrusted clock
+//	           "journaled" -> seq: the highest sequence number journaled
+//	           that the last checkpoint covers (see Journal)
 //	           "clean" -> CBOR {v, m messages, d [{i id, d depths}]}: only
 //	           while the file is closed (see Close and Open below)
 //	trust      seq -> Unix ns: first trusted time after messages ≤ seq

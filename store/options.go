@@ -49,8 +49,8 @@ const (
 	// bucket tree and one batch of messages must fit.
 	MinSize int64 = 256 << 10
 
-	// DefaultJournalBytes is the default size of the journal: about a
-	// second of appends at the rate a Pi's SD card commits them.
+	// DefaultJournalBytes is the default size of the journal. It also
+	// bounds the messages kept in memory between checkpoints.
 	DefaultJournalBytes int64 = 4 << 20
 	// MinJournalBytes is the smallest journal accepted.
 	MinJournalBytes int64 = 64 << 10
@@ -99,10 +99,12 @@ type Options struct {
 	// "after TrustedAfter".
 	Trusted func(time.Time) bool
 	// JournalBytes is the size of the journal (<path>.journal), which
-	// makes a batch of appends durable with one write and one fdatasync
-	// before bbolt commits it (see the package documentation). 0 means
+	// makes a batch of appends and acknowledgements durable with one
+	// write and one fdatasync; bbolt gets the messages not acknowledged
+	// by the next checkpoint (see the package documentation). 0 means
 	// DefaultJournalBytes; a negative value runs without a journal, every
-	// Append waiting for its bbolt commit. At least MinJournalBytes.
+	// Append and Ack waiting for its bbolt commit. At least
+	// MinJournalBytes.
 	JournalBytes int64
 	// NoSync skips fsync. For tests only: a power cut loses committed
 	// messages.

@@ -53,16 +53,16 @@ type Stats struct {
 	// message is in one.
 	Commits    uint64
 	CommitTime time.Duration
-	// JournalCommits counts the batches of appends made durable by the
-	// journal since Open, and JournalTime is the wall time of their
-	// writes and fdatasyncs: what a producer waits per commit when the
-	// journal takes its message. JournalError says why the store runs
-	// without its journal, if it does.
+	// JournalCommits counts the batches of appends and acknowledgements
+	// made durable by the journal since Open, and JournalTime is the wall
+	// time of their writes and fdatasyncs: what a producer waits per
+	// commit when the journal takes its message. JournalError says why
+	// the store runs without its journal, if it does.
 	JournalCommits uint64
 	JournalTime    time.Duration
 	JournalError   error
-	// ApplyError is the last error of an append answered from the
-	// journal that bbolt then refused to commit.
+	// ApplyError is the last error of a journaled write that bbolt
+	// then refused to commit.
 	ApplyError error
 	// Endpoints are sorted by name.
 	Endpoints []EndpointStats
