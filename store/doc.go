@@ -15,8 +15,8 @@
 //
 // Read returns an endpoint's messages priority 0 first, oldest first
 // within a priority, and moves an in-memory read position so the next
-// Read continues after them. Ack removes references, in one transaction;
-// a message is gone when its last endpoint acknowledged it. Acknowledged
+// Read continues after them. Ack removes references, all together (one
+// journal frame or one transaction); a message is gone when its last endpoint acknowledged it. Acknowledged
 // messages are never returned again; unacknowledged ones are returned
 // again after Rewind or after reopening the store. This is at-least-once
 // delivery: duplicates are bounded by what the consumer had read and not

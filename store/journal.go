@@ -11,12 +11,13 @@ import (
 )
 
 // The journal is a file of fixed size next to the store file
-// (<path>.journal) that makes a batch of appends durable with one write
-// and one fdatasync, where a bbolt commit takes two fdatasyncs and the
-// page writes between them. The writer answers a batch of appends once
-// its frame is synced; the applier then commits it to bbolt, with many
-// frames in one transaction when the disk is the bottleneck. After a
-// crash, Open commits the frames bbolt does not have yet.
+// (<path>.journal) that makes a batch of appends and acknowledgements
+// durable with one write and one fdatasync, where a bbolt commit takes two
+// fdatasyncs and the page writes between them. The writer answers the
+// batch once its frame is synced; the applier keeps its messages in
+// memory until a checkpoint commits those not acknowledged by then (see
+// the package documentation). After a crash, Open takes back what the
+// frames after the last checkpoint hold.
 //
 // A frame is a 32-byte header and the batch's entries:
 //
@@ -39,14 +40,14 @@ import (
 //	uvarint acknowledgements, then per acknowledgement: uvarint len,
 //	endpoint name, uvarint n, n × uvarint sequence number
 //
-// All integers are big-endian. Frames are written one after the other
-// from the start of the file; when the next one does not fit, the writer
-// starts again at offset 0, but only once bbolt has every frame (so the
-// frames it overwrites are no longer needed). Reading stops at the first
-// header that is not one (zeros, a torn write, an older frame left
-// behind a wrap: its number does not follow) or whose CRC fails; entries
-// whose sequence numbers bbolt already has are skipped, so frames older
-// than bbolt's state do no harm.
+// The header's integers are big-endian. Frames are written one after the
+// other from the start of the file; when the next one does not fit, the
+// writer starts again at offset 0, but only once no frame is needed any
+// more (see hand). Reading stops at the first header that is not one
+// (zeros, a torn write, an older frame left behind a wrap: its number
+// does not follow) or whose CRC fails; appends the last checkpoint covers
+// are skipped and acknowledgements are idempotent, so frames older than
+// bbolt's state do no harm.
 //
 // The file is written with zeros to its full size when it is created and
 // synced once, so a frame write changes no file system metadata and its

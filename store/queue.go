@@ -440,8 +440,9 @@ func (s *Store) Rewind(endpoint string) error {
 	return nil
 }
 
-// Ack removes the references of endpoint to seqs, in one transaction, and
-// with them each message no other endpoint still needs. Acknowledged
+// Ack removes the references of endpoint to seqs, all together, and with
+// them each message no other endpoint still needs; it returns once that
+// is on disk (in a journal frame or a bbolt transaction). Acknowledged
 // messages are never returned again. Unknown or already acknowledged
 // sequence numbers are ignored. The keys of the oldest messages of a
 // queue are deleted later, in bulk (see the package documentation).
