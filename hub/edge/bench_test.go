@@ -46,10 +46,11 @@ import (
 // throughput as a multiple of mosquitto's (x_mosquitto).
 //
 // What is compared: tinyedge authenticates, parses the property bag,
-// routes, makes every message durable in its store's journal with an
-// fdatasync (group commit) before the PUBACK, delivers it, commits it to
-// bbolt and commits the receiver's acknowledgement there. mosquitto with persistence off and no
-// in-flight limit does none of that: no routing, no fsync.
+// routes, makes every message and the receiver's acknowledgement durable
+// in its store's journal with an fdatasync (group commit; the PUBACK
+// waits for it), and commits to bbolt, every 500 ms, what was not
+// acknowledged by then. mosquitto with persistence off and no in-flight
+// limit does none of that: no routing, no fsync.
 
 const benchPayload = 256
 
@@ -115,8 +116,7 @@ const benchServerVar = "TINYEDGE_BENCH_SERVER"
 // the endpoint, external modules a0…, b0… and routes aN → bN. It prints
 // the plain listener's address, answers "commits" with the store's
 // commit count and their time in nanoseconds, then its journal's, and
-// stops when its
-// standard input ends. In a test run it is skipped.
+// stops when its standard input ends. In a test run it is skipped.
 func TestBenchServer(t *testing.T) {
 	v := os.Getenv(benchServerVar)
 	if v == "" {
