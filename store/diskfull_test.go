@@ -66,6 +66,31 @@ func fill(t *testing.T, dir string, room int64) string {
 	return name
 }
 
+// appender returns what appends message i (700 bytes of i) to $upstream
+// and records it in want when it is stored.
+func appender(s *Store, want map[uint64][]byte) func(i int) error {
+	return func(i int) error {
+		p := bytes.Repeat([]byte{byte(i)}, 700)
+		seq, err := s.Append(context.Background(), []Target{up(0)}, p, Meta{})
+		if err == nil {
+			want[seq] = p
+		}
+		return err
+	}
+}
+
+// appendThenFill appends 50 messages, then fills the file system in dir
+// up to 16 KiB, and returns the filler file.
+func appendThenFill(t *testing.T, dir string, appendMsg func(int) error) string {
+	t.Helper()
+	for i := range 50 {
+		if err := appendMsg(i); err != nil {
+			t.Fatalf("append %d before the disk is full: %v", i, err)
+		}
+	}
+	return fill(t, dir, 16<<10)
+}
+
 // TestDiskFull runs the store on a file system that fills up: appends fail
 // with the OS error, nothing committed is lost or damaged, and appends
 // work again once there is space.
@@ -89,20 +114,8 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	want := map[uint64][]byte{}
-	appendMsg := func(i int) error {
-		p := bytes.Repeat([]byte{byte(i)}, 700)
-		seq, err := s.Append(context.Background(), []Target{up(0)}, p, Meta{})
-		if err == nil {
-			want[seq] = p
-		}
-		return err
-	}
-	for i := range 50 {
-		if err := appendMsg(i); err != nil {
-			t.Fatalf("append %d before the disk is full: %v", i, err)
-		}
-	}
-	filler := fill(t, dir, 16<<10)
+	appendMsg := appender(s, want)
+	filler := appendThenFill(t, dir, appendMsg)
 
 	var full error
 	for i := 50; i < 5000 && full == nil; i++ {
@@ -123,22 +136,7 @@ func TestDiskFull(t *testing.T) {
 
 	check := func(s *Store, when string) {
 		t.Helper()
-		if err := s.Rewind("$upstream"); err != nil {
-			t.Fatal(err)
-		}
-		got := map[uint64][]byte{}
-		for {
-			items, err := s.Read("$upstream", 256)
-			if err != nil {
-				t.Fatalf("%s: read: %v", when, err)
-			}
-			if len(items) == 0 {
-				break
-			}
-			for _, it := range items {
-				got[it.Seq] = it.Payload
-			}
-		}
+		got := readAll(t, s)
 		if len(got) != len(want) {
 			t.Fatalf("%s: read %d messages, want the %d committed", when, len(got), len(want))
 		}
@@ -156,6 +154,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("reopen on a full disk: %v", err)
 	}
 	check(s, "reopened on a full disk")
+	appendMsg = appender(s, want)
 
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
@@ -215,20 +214,8 @@ func TestDiskFullJournal(t *testing.T) {
 		t.Fatalf("Stats: journal error %v, %v", st.JournalError, err)
 	}
 	want := map[uint64][]byte{}
-	appendMsg := func(i int) error {
-		p := bytes.Repeat([]byte{byte(i)}, 700)
-		seq, err := s.Append(context.Background(), []Target{up(0)}, p, Meta{})
-		if err == nil {
-			want[seq] = p
-		}
-		return err
-	}
-	for i := range 50 {
-		if err := appendMsg(i); err != nil {
-			t.Fatalf("append %d before the disk is full: %v", i, err)
-		}
-	}
-	filler := fill(t, dir, 16<<10)
+	appendMsg := appender(s, want)
+	filler := appendThenFill(t, dir, appendMsg)
 	var full error
 	for i := 50; i < 5000 && full == nil; i++ {
 		full = appendMsg(i)
