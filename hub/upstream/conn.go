@@ -77,9 +77,12 @@ func (id *identity) notifyLocked() {
 	id.changed = make(chan struct{})
 }
 
-// setRefused records that the broker refused the identity's credentials.
-func (id *identity) setRefused() {
+// setRefused records that the broker refused the identity's credentials,
+// and why, together: the refusal diverts messages at once, so a status
+// that says refused must already carry the reason.
+func (id *identity) setRefused(why error) {
 	id.mu.Lock()
+	id.st.LastError = why.Error()
 	was := id.refused
 	if !was {
 		id.refused = true
@@ -235,10 +238,11 @@ func (id *identity) connect(ctx context.Context) (*session, error) {
 	<-tok.Done() // bounded by ConnectTimeout
 	if err := tok.Error(); err != nil {
 		s.cancel()
+		cerr := fmt.Errorf("connect to %s as %s: %s", id.acct.broker, id.acct.identity, explain(err, id.acct.broker))
 		if refusal(err) {
-			id.setRefused()
+			id.setRefused(cerr)
 		}
-		return nil, fmt.Errorf("connect to %s as %s: %s", id.acct.broker, id.acct.identity, explain(err, id.acct.broker))
+		return nil, cerr
 	}
 	s.wg.Add(1)
 	go s.acker()
