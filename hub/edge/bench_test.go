@@ -51,6 +51,12 @@ import (
 // waits for it), and commits to bbolt, every 500 ms, what was not
 // acknowledged by then. mosquitto with persistence off and no in-flight
 // limit does none of that: no routing, no fsync.
+//
+// TINYEDGE_BENCH_CPUPROFILE=file writes a CPU profile of the tinyedge
+// broker process; each sub-benchmark starts its own, so select one:
+//
+//	TINYEDGE_BENCH_CPUPROFILE=/tmp/srv.prof go test -run '^$' \
+//	    -bench 'ExternalRoute/pairs=1/window=16/tinyedge' ./hub/edge/
 
 const benchPayload = 256
 
@@ -157,7 +163,11 @@ type benchServer struct {
 // once it listens. It skips where the test binary cannot be run again
 // (emulated).
 func startBenchServer(b *testing.B, pairs int) *benchServer {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchServer$")
+	args := []string{"-test.run=^TestBenchServer$"}
+	if f := os.Getenv("TINYEDGE_BENCH_CPUPROFILE"); f != "" {
+		args = append(args, "-test.cpuprofile="+f)
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", benchServerVar, pairs))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
