@@ -289,24 +289,51 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 	if err := s.noteClock(); err != nil {
 		return nil, err
 	}
-	// What is answered and not yet in bbolt is read from memory. Taken
-	// before the transaction below begins, so that nothing the applier
-	// commits in between is missed; what both have is read once.
-	fresh, wait := s.pendingFor(endpoint)
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	var items []Item
+	for {
+		more, err := s.readRound(endpoint, max, &items)
+		if err != nil {
+			if len(items) > 0 {
+				// Earlier rounds moved the positions past these; the
+				// failing round did not, and the next Read meets it again.
+				return items, nil
+			}
+			return nil, err
+		}
+		if !more || len(items) >= max {
+			return items, nil
+		}
+	}
+}
+
+// readRound adds to items what Read returns of endpoint, up to max in
+// all, and moves the read positions past it. more says that messages in
+// memory may be left that pendingFor did not return (it returns at most
+// what Read still needs, and expired ones were skipped): another round
+// returns them before anything that follows them. readMu is held.
+func (s *Store) readRound(endpoint string, max int, items *[]Item) (more bool, err error) {
+	// What is answered and not yet in bbolt is read from memory: what
+	// comes after the read positions (which only Read and Rewind move,
+	// under readMu). Taken before the transaction below begins, so that
+	// nothing the applier commits in between is missed; what both have
+	// is read once.
+	want := max - len(*items)
+	after := s.readFrom(endpoint)
+	fresh, wait := s.pendingFor(endpoint, &after, want)
 	if wait {
 		// An append not journaled, not yet committed: what follows it
 		// may be read only once it is.
 		s.waitCommitted()
-		fresh, _ = s.pendingFor(endpoint)
+		fresh, _ = s.pendingFor(endpoint, &after, want)
 	}
-	s.readMu.Lock()
-	defer s.readMu.Unlock()
 	s.mu.Lock()
 	st := s.eps[endpoint]
 	if st == nil {
 		if !slices.ContainsFunc(fresh[:], func(f []freshEntry) bool { return len(f) > 0 }) {
 			s.mu.Unlock()
-			return nil, nil
+			return false, nil
 		}
 		// Messages for a new endpoint, not yet in bbolt: its state (the
 		// read positions) comes before its id, which bbolt gives when it
@@ -314,19 +341,13 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 		st = &endpointState{}
 		s.eps[endpoint] = st
 	}
-	// Read continues after what it returned and after what was
-	// acknowledged: after Rewind or a restart the acknowledged prefix may
-	// still be in the file, waiting to be purged.
-	id, pos := st.id, st.readPos
-	for p, a := range st.acked {
-		if a > pos[p] {
-			pos[p] = a
-		}
-	}
+	// The id is taken after pendingFor: a message bbolt committed since
+	// is then found under it. pos is at least after: states are never
+	// dropped, and acknowledgements only move on.
+	id, pos := st.id, st.from()
 	s.mu.Unlock()
 	ex := s.expiry()
-	var items []Item
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketQueues).Cursor()
 		msgs := tx.Bucket(bucketMessages)
 		// bbolt's entries of a priority and those not in bbolt yet, merged
@@ -344,7 +365,7 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 			}
 			ttl, _ := ttlFor(rec.Targets, endpoint)
 			if !ex.expired(seq, rec.Enqueued, rec.Trusted, ttl) {
-				items = append(items, newItem(seq, uint32(p), rec, ttl, len(v)))
+				*items = append(*items, newItem(seq, uint32(p), rec, ttl, len(v)))
 			}
 			return nil
 		}
@@ -355,21 +376,31 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 			}
 			ttl := time.Duration(f.ttl)
 			if !ex.expired(f.seq, rec.Enqueued, rec.Trusted, ttl) {
-				items = append(items, newItem(f.seq, uint32(p), rec, ttl, len(f.rec)))
+				*items = append(*items, newItem(f.seq, uint32(p), rec, ttl, len(f.rec)))
 			}
 			return nil
 		}
-		for p := 0; p < NumPriorities && len(items) < max; p++ {
+		for p := 0; p < NumPriorities && len(*items) < max; p++ {
 			prefix := queuePrefix(id, uint32(p))
 			fr := fresh[p]
+			// When pendingFor may have left some out, what comes after
+			// them, in bbolt or in a lower priority, waits for the next
+			// round.
+			cut := len(fr) >= want
 			for len(fr) > 0 && fr[0].seq <= pos[p] {
 				fr = fr[1:]
 			}
 			k, v := c.Seek(queueKey(id, uint32(p), pos[p]+1))
-			for len(items) < max {
+			for len(*items) < max {
 				inBolt := k != nil && bytes.HasPrefix(k, prefix)
-				if !inBolt && len(fr) == 0 {
-					break
+				if len(fr) == 0 {
+					if cut {
+						more = true
+						return nil
+					}
+					if !inBolt {
+						break
+					}
 				}
 				var seq uint64
 				if inBolt {
@@ -396,12 +427,35 @@ func (s *Store) Read(endpoint string, max int) ([]Item, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return false, err
 	}
 	s.mu.Lock()
 	st.readPos = pos
 	s.mu.Unlock()
-	return items, nil
+	return more, nil
+}
+
+// readFrom returns where Read of endpoint continues (see from); zero
+// for an endpoint not known yet.
+func (s *Store) readFrom(endpoint string) [NumPriorities]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.eps[endpoint]; st != nil {
+		return st.from()
+	}
+	return [NumPriorities]uint64{}
+}
+
+// from returns where Read continues, by priority: after what it returned
+// and after what was acknowledged (after Rewind or a restart the
+// acknowledged prefix may still be in the file, waiting to be purged).
+// s.mu is held.
+func (st *endpointState) from() [NumPriorities]uint64 {
+	pos := st.readPos
+	for p, a := range st.acked {
+		pos[p] = max(pos[p], a)
+	}
+	return pos
 }
 
 func newItem(seq uint64, prio uint32, rec *messageRecord, ttl time.Duration, size int) Item {

@@ -284,6 +284,41 @@ func TestTTL(t *testing.T) {
 	}
 }
 
+// TestReadSkipsExpiredInMemory: Read takes from memory no more messages
+// than it returns; when those it took had expired, it reads on, in order,
+// and a lower priority still comes after what is left of a higher one.
+func TestReadSkipsExpiredInMemory(t *testing.T) {
+	c := newClock(trustedT)
+	s := openT(t, filepath.Join(t.TempDir(), "s.db"), testOptions(c))
+	for _, p := range []string{"e0", "e1", "e2"} {
+		appendT(t, s, p, Target{Endpoint: "a", TTL: 10 * time.Minute})
+	}
+	appendT(t, s, "f0", Target{Endpoint: "a", TTL: -1})
+	appendT(t, s, "f1", Target{Endpoint: "a", TTL: -1})
+	appendT(t, s, "g0", Target{Endpoint: "a", Priority: 1})
+	c.Add(11 * time.Minute)
+	for _, max := range []int{1, 2, 10} {
+		var got []string
+		for {
+			items := readT(t, s, "a", max)
+			if len(items) == 0 {
+				break
+			}
+			if len(items) > max {
+				t.Fatalf("Read(a, %d) returned %d", max, len(items))
+			}
+			got = append(got, payloads(items))
+		}
+		want := map[int]string{1: "f0 f1 g0", 2: "f0,f1 g0", 10: "f0,f1,g0"}[max]
+		if g := strings.Join(got, " "); g != want {
+			t.Errorf("Read(a, %d) in turn: %s, want %s", max, g, want)
+		}
+		if err := s.Rewind("a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestUntrustedClock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
 	c := newClock(untrustedT)

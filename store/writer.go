@@ -672,11 +672,12 @@ type freshEntry struct {
 }
 
 // pendingFor returns the appends to endpoint that were answered and are
-// not in bbolt, nor acknowledged by endpoint, by priority, oldest first.
-// An append that is neither answered nor failed (not journaled: it is
-// answered once bbolt has it) ends the list, since nothing after it may
-// be read before it; wait is then true.
-func (s *Store) pendingFor(endpoint string) (fresh [NumPriorities][]freshEntry, wait bool) {
+// not in bbolt, nor acknowledged by endpoint, by priority, oldest first:
+// those after the sequence numbers in after, at most max of each
+// priority (Read returns no more). An append that is neither answered
+// nor failed (not journaled: it is answered once bbolt has it) ends the
+// list, since nothing after it may be read before it; wait is then true.
+func (s *Store) pendingFor(endpoint string, after *[NumPriorities]uint64, max int) (fresh [NumPriorities][]freshEntry, wait bool) {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	for _, it := range s.pend {
@@ -691,7 +692,10 @@ func (s *Store) pendingFor(endpoint string) (fresh [NumPriorities][]freshEntry, 
 				return fresh, true
 			}
 			for i, t := range o.app.targets {
-				if t.Endpoint == endpoint && (o.ackedT == nil || !o.ackedT[i]) {
+				if t.Endpoint != endpoint || o.app.seq <= after[t.Priority] || len(fresh[t.Priority]) >= max {
+					continue
+				}
+				if o.ackedT == nil || !o.ackedT[i] {
 					fresh[t.Priority] = append(fresh[t.Priority], freshEntry{seq: o.app.seq, ttl: t.TTL, rec: o.app.rec})
 				}
 			}
@@ -706,7 +710,7 @@ func (s *Store) waitCommitted() {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	for {
-		if _, wait := s.pendingFor(""); !wait || s.applyStopped {
+		if _, wait := s.pendingFor("", &[NumPriorities]uint64{}, 0); !wait || s.applyStopped {
 			return
 		}
 		s.applyCond.Wait()
