@@ -43,11 +43,3 @@ func dropRange(f *os.File, off, n int64) {
 
 // fdatasync flushes f's data, and only the metadata needed to read it.
 func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
-
-// openDsync opens path for writes that are durable when they return
-// (O_DSYNC): what a write and an fdatasync do, in one system call, which
-// costs a quarter less CPU (BenchmarkFdatasync). nil where there is no
-// such flag: the caller syncs.
-func openDsync(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|syscall.O_DSYNC, 0)
-}

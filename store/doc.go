@@ -37,10 +37,9 @@
 // page writes scattered over the file. The journal, <path>.journal, a
 // file of fixed size (Options.JournalBytes, 4 MiB by default) written in
 // full when it is created, makes a batch durable with one sequential
-// synchronous write instead (O_DSYNC on Linux: the write and its
-// fdatasync in one system call): the writer gives the batch's messages
+// write and one fdatasync instead: the writer gives the batch's messages
 // their sequence numbers, writes its appends and acknowledgements as one
-// frame (journal.go has the format) and answers the callers.
+// frame (journal.go has the format), syncs it and answers the callers.
 //
 // A second goroutine, the applier, keeps journaled messages in memory
 // ("hot"): Read returns them, in sequence order with what bbolt holds,

@@ -12,8 +12,7 @@ import (
 
 // The journal is a file of fixed size next to the store file
 // (<path>.journal) that makes a batch of appends and acknowledgements
-// durable with one synchronous write (O_DSYNC, or a write and an
-// fdatasync where there is no such flag), where a bbolt commit takes two
+// durable with one write and one fdatasync, where a bbolt commit takes two
 // fdatasyncs and the page writes between them. The writer answers the
 // batch once its frame is synced; the applier keeps its messages in
 // memory until a checkpoint commits those not acknowledged by then (see
@@ -52,7 +51,7 @@ import (
 //
 // The file is written with zeros to its full size when it is created and
 // synced once, so a frame write changes no file system metadata and its
-// sync writes only the frame's blocks.
+// fdatasync writes only the frame's blocks.
 const (
 	journalMagic     = 0x544a4e31 // "TJN1"
 	frameHeaderLen   = 32
@@ -73,7 +72,6 @@ func crc32cOf(head, body []byte) uint32 {
 // reads them before the writer starts.
 type journal struct {
 	f      *os.File
-	dsync  *os.File // f opened O_DSYNC, which frames are written with; nil with noSync, or where there is none
 	path   string
 	size   int64  // the file's fixed size
 	pos    int64  // where the next frame goes
@@ -129,12 +127,6 @@ func openJournal(path string, size int64, noSync bool) (*journal, []journalEntry
 	} else {
 		j.size = fi.Size()
 	}
-	if !noSync {
-		if j.dsync, err = openDsync(name); err != nil {
-			f.Close()
-			return nil, nil, nil, fmt.Errorf("store: open journal: %w", err)
-		}
-	}
 	dropRange(f, 0, j.size)
 	return j, entries, acks, nil
 }
@@ -165,12 +157,7 @@ func (j *journal) extend(off int64) error {
 	return nil
 }
 
-func (j *journal) close() error {
-	if j.dsync != nil {
-		j.dsync.Close()
-	}
-	return j.f.Close()
-}
+func (j *journal) close() error { return j.f.Close() }
 
 // errJournalFull says a frame does not fit before the end of the journal
 // and bbolt does not yet have every frame before it.
@@ -194,14 +181,10 @@ func (j *journal) write(apps, acks []*op, wrap bool) error {
 		}
 		j.pos = 0
 	}
-	w := j.f
-	if j.dsync != nil {
-		w = j.dsync // durable when WriteAt returns
-	}
-	if _, err := w.WriteAt(b, j.pos); err != nil {
+	if _, err := j.f.WriteAt(b, j.pos); err != nil {
 		return fmt.Errorf("write journal %s: %w", j.path, err)
 	}
-	if !j.noSync && j.dsync == nil {
+	if !j.noSync {
 		if err := fdatasync(j.f); err != nil {
 			return fmt.Errorf("sync journal %s: %w", j.path, err)
 		}

@@ -18,7 +18,7 @@ import (
 
 // op is one unit of work for the writer goroutine: an append, or any other
 // write (ack, sweep, twin). The appends of a batch are made durable by one
-// synchronous journal write, or with the rest of the batch by one bbolt
+// journal write and fdatasync, or with the rest of the batch by one bbolt
 // transaction (see hand).
 type op struct {
 	name string // the operation, for errors: "append", "ack", …
