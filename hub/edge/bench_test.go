@@ -57,6 +57,9 @@ import (
 //
 //	TINYEDGE_BENCH_CPUPROFILE=/tmp/srv.prof go test -run '^$' \
 //	    -bench 'ExternalRoute/pairs=1/window=16/tinyedge' ./hub/edge/
+//
+// TINYEDGE_BENCH_GOMAXPROCS=n runs the tinyedge broker process with
+// GOMAXPROCS=n (the clients keep theirs).
 
 const benchPayload = 256
 
@@ -169,6 +172,9 @@ func startBenchServer(b *testing.B, pairs int) *benchServer {
 	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", benchServerVar, pairs))
+	if g := os.Getenv("TINYEDGE_BENCH_GOMAXPROCS"); g != "" {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS="+g)
+	}
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
