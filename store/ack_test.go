@@ -312,3 +312,40 @@ func TestConvertV2(t *testing.T) {
 		t.Errorf("after acknowledging and a crash, read %s", got)
 	}
 }
+
+// TestAckHidesAtOnce: once Ack returns, Read passes the messages over,
+// though the applier may not have applied the acknowledgement yet: one
+// of a message never read, in memory or in bbolt, and one that comes
+// after a Rewind (a late acknowledgement of a connection that was lost).
+func TestAckHidesAtOnce(t *testing.T) {
+	s := openT(t, filepath.Join(t.TempDir(), "s.db"), testOptions(nil))
+	var seq []uint64
+	for i := range 6 {
+		seq = append(seq, appendT(t, s, fmt.Sprint("m", i), up(0)))
+	}
+	for round, where := range []string{"in memory", "in bbolt"} {
+		if round == 1 {
+			s.checkpointNow()
+		}
+		if err := s.Ack("$upstream", seq[3*round+1]); err != nil {
+			t.Fatal(err)
+		}
+		want := map[int]string{0: "m0,m2,m3,m4,m5", 1: "m0,m3,m5"}[round]
+		if got := payloads(readT(t, s, "$upstream", 10)); got != want {
+			t.Errorf("%s, acknowledged before it was read: read %s, want %s", where, got, want)
+		}
+		if err := s.Rewind("$upstream"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Ack("$upstream", seq[3*round+2]); err != nil {
+			t.Fatal(err)
+		}
+		want = map[int]string{0: "m0,m3,m4,m5", 1: "m0,m3"}[round]
+		if got := payloads(readT(t, s, "$upstream", 10)); got != want {
+			t.Errorf("%s, acknowledged after a Rewind: read %s, want %s", where, got, want)
+		}
+		if err := s.Rewind("$upstream"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -321,12 +321,12 @@ func (s *Store) readRound(endpoint string, max int, items *[]Item) (more bool, e
 	// is read once.
 	want := max - len(*items)
 	after := s.readFrom(endpoint)
-	fresh, wait := s.pendingFor(endpoint, &after, want)
+	fresh, acked, wait := s.pendingFor(endpoint, &after, want)
 	if wait {
 		// An append not journaled, not yet committed: what follows it
 		// may be read only once it is.
 		s.waitCommitted()
-		fresh, _ = s.pendingFor(endpoint, &after, want)
+		fresh, acked, _ = s.pendingFor(endpoint, &after, want)
 	}
 	s.mu.Lock()
 	st := s.eps[endpoint]
@@ -350,10 +350,25 @@ func (s *Store) readRound(endpoint string, max int, items *[]Item) (more bool, e
 	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketQueues).Cursor()
 		msgs := tx.Bucket(bucketMessages)
+		// A message whose acknowledgement was answered and is not
+		// applied yet is passed over like one applied.
+		gone := func(uint64) bool { return false }
+		if len(acked) > 32 {
+			set := make(map[uint64]bool, len(acked))
+			for _, seq := range acked {
+				set[seq] = true
+			}
+			gone = func(seq uint64) bool { return set[seq] }
+		} else if len(acked) > 0 {
+			gone = func(seq uint64) bool { return slices.Contains(acked, seq) }
+		}
 		// bbolt's entries of a priority and those not in bbolt yet, merged
 		// in sequence order (a message committed since pendingFor is in
 		// both: it is read once).
 		stored := func(seq uint64, v []byte, p int) error {
+			if gone(seq) {
+				return nil
+			}
 			if len(v) == 0 {
 				if v = msgs.Get(u64(seq)); v == nil {
 					return nil // released by a concurrent drop; nothing to deliver
@@ -370,6 +385,9 @@ func (s *Store) readRound(endpoint string, max int, items *[]Item) (more bool, e
 			return nil
 		}
 		hot := func(f freshEntry, p int) error {
+			if gone(f.seq) {
+				return nil
+			}
 			rec, err := decodeMessage(f.rec)
 			if err != nil {
 				return fmt.Errorf("store: read %q seq %d: %w", endpoint, f.seq, err)

@@ -105,6 +105,7 @@ type Store struct {
 	applyCond      *sync.Cond
 	acksApplied    uint64
 	applyStopped   bool
+	ackedThrough   atomic.Uint64 // acksApplied, for Read, which holds pendMu (taken after applyMu, never before)
 	journalCommits atomic.Uint64
 	journalNanos   atomic.Int64
 

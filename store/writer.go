@@ -561,7 +561,10 @@ func (s *Store) noteAck(n uint64) {
 	for _, o := range s.lazyAcks {
 		done = min(done, o.ackNo-1)
 	}
-	s.setApplyState(func() { s.acksApplied = max(s.acksApplied, done) })
+	s.setApplyState(func() {
+		s.acksApplied = max(s.acksApplied, done)
+		s.ackedThrough.Store(s.acksApplied)
+	})
 }
 
 // waitAcks waits until the acknowledgements answered so far are applied
@@ -584,13 +587,15 @@ func (s *Store) checkpointNow() {
 }
 
 // popPend drops the batches at the front of pend that Read no longer
-// needs: their appends are in bbolt, acknowledged or failed.
+// needs: their appends are in bbolt, acknowledged or failed, and their
+// acknowledgements applied.
 func (s *Store) popPend() {
+	applied := s.ackedThrough.Load()
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	n := 0
 	for _, it := range s.pend {
-		if !it.done() {
+		if !it.done(applied) {
 			break
 		}
 		n++
@@ -599,10 +604,14 @@ func (s *Store) popPend() {
 	s.pend = s.pend[n:]
 }
 
-// done says whether Read no longer needs the batch. pendMu is held.
-func (it applyItem) done() bool {
+// done says whether Read no longer needs the batch, when the journaled
+// acknowledgements are applied through number applied. pendMu is held.
+func (it applyItem) done(applied uint64) bool {
 	for _, o := range it.batch {
 		if o.app != nil && !o.settled && !o.failed.Load() {
+			return false
+		}
+		if o.ack != nil && o.journaled && o.ackNo > applied {
 			return false
 		}
 	}
@@ -677,19 +686,26 @@ type freshEntry struct {
 // priority (Read returns no more). An append that is neither answered
 // nor failed (not journaled: it is answered once bbolt has it) ends the
 // list, since nothing after it may be read before it; wait is then true.
-func (s *Store) pendingFor(endpoint string, after *[NumPriorities]uint64, max int) (fresh [NumPriorities][]freshEntry, wait bool) {
+//
+// acked has the sequence numbers of endpoint's acknowledgements that
+// were answered (from the journal) and are not applied yet, in memory
+// or in bbolt: Read must not return them.
+func (s *Store) pendingFor(endpoint string, after *[NumPriorities]uint64, max int) (fresh [NumPriorities][]freshEntry, acked []uint64, wait bool) {
+	applied := s.ackedThrough.Load()
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	for _, it := range s.pend {
 		for _, o := range it.batch {
-			if o.app == nil || o.settled {
+			if o.ack != nil && o.journaled && o.ackNo > applied && o.ack.endpoint == endpoint {
+				acked = append(acked, o.ack.seqs...)
+			}
+			if wait || o.app == nil || o.settled {
 				continue
 			}
 			if !o.journaled {
-				if o.failed.Load() {
-					continue
-				}
-				return fresh, true
+				// Nothing after it is fresh; acknowledgements still count.
+				wait = !o.failed.Load()
+				continue
 			}
 			for i, t := range o.app.targets {
 				if t.Endpoint != endpoint || o.app.seq <= after[t.Priority] || len(fresh[t.Priority]) >= max {
@@ -701,7 +717,7 @@ func (s *Store) pendingFor(endpoint string, after *[NumPriorities]uint64, max in
 			}
 		}
 	}
-	return fresh, false
+	return fresh, acked, wait
 }
 
 // waitCommitted waits until the appends handed over so far that were not
@@ -710,7 +726,7 @@ func (s *Store) waitCommitted() {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	for {
-		if _, wait := s.pendingFor("", &[NumPriorities]uint64{}, 0); !wait || s.applyStopped {
+		if _, _, wait := s.pendingFor("", &[NumPriorities]uint64{}, 0); !wait || s.applyStopped {
 			return
 		}
 		s.applyCond.Wait()
