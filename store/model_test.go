@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // readModel is what Read must return: per endpoint the messages not
@@ -13,11 +14,13 @@ import (
 type readModel struct {
 	msgs map[string][]modelMsg // in sequence order
 	pos  map[string]*[NumPriorities]uint64
+	now  time.Time
 }
 
 type modelMsg struct {
-	seq  uint64
-	prio uint32
+	seq     uint64
+	prio    uint32
+	expires time.Time // zero: never
 }
 
 func (m *readModel) next(ep string, max int) []uint64 {
@@ -32,7 +35,7 @@ func (m *readModel) next(ep string, max int) []uint64 {
 			if len(out) == max {
 				return out
 			}
-			if msg.prio == p && msg.seq > pos[p] {
+			if msg.prio == p && msg.seq > pos[p] && (msg.expires.IsZero() || m.now.Before(msg.expires)) {
 				out = append(out, msg.seq)
 				pos[p] = msg.seq
 			}
@@ -46,8 +49,9 @@ func (m *readModel) ack(ep string, seqs []uint64) {
 }
 
 // TestReadModel runs random appends (to one or two endpoints, at random
-// priorities), reads of random sizes, acknowledgements of random
-// messages (read or not), rewinds, checkpoints, and clean and crashed
+// priorities, some with a TTL of 90 s), reads of random sizes,
+// acknowledgements of random messages (read or not), rewinds,
+// checkpoints, a clock that moves on by a minute, and clean and crashed
 // reopens against readModel. Messages are in memory or in bbolt, or
 // both while a checkpoint commits them, as the operations fall.
 func TestReadModel(t *testing.T) {
@@ -56,10 +60,18 @@ func TestReadModel(t *testing.T) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 1))
 			path := filepath.Join(t.TempDir(), "s.db")
-			o := testOptions(nil)
+			c := newClock(trustedT)
+			o := testOptions(c)
 			o.JournalBytes = MinJournalBytes // wraps, and fills: some batches go to bbolt
 			s := openT(t, path, o)
-			m := &readModel{msgs: map[string][]modelMsg{}, pos: map[string]*[NumPriorities]uint64{}}
+			m := &readModel{msgs: map[string][]modelMsg{}, pos: map[string]*[NumPriorities]uint64{}, now: c.Now()}
+			target := func(ep string) Target {
+				tg := Target{Endpoint: ep, Priority: uint32(r.IntN(4)), TTL: -1}
+				if r.IntN(4) == 0 {
+					tg.TTL = 90 * time.Second
+				}
+				return tg
+			}
 			for step := range 1500 {
 				k := r.IntN(100)
 				if testing.Verbose() {
@@ -68,10 +80,10 @@ func TestReadModel(t *testing.T) {
 				switch {
 				case k < 45:
 					first := eps[r.IntN(len(eps))]
-					targets := []Target{{Endpoint: first, Priority: uint32(r.IntN(4))}}
+					targets := []Target{target(first)}
 					if r.IntN(3) == 0 {
 						if second := eps[r.IntN(len(eps))]; second != first {
-							targets = append(targets, Target{Endpoint: second, Priority: uint32(r.IntN(4))})
+							targets = append(targets, target(second))
 						}
 					}
 					seq := appendT(t, s, fmt.Sprint(step), targets...)
@@ -79,7 +91,11 @@ func TestReadModel(t *testing.T) {
 						t.Logf("append %d to %+v", seq, targets)
 					}
 					for _, tg := range targets {
-						m.msgs[tg.Endpoint] = append(m.msgs[tg.Endpoint], modelMsg{seq: seq, prio: tg.Priority})
+						msg := modelMsg{seq: seq, prio: tg.Priority}
+						if tg.TTL > 0 {
+							msg.expires = m.now.Add(tg.TTL)
+						}
+						m.msgs[tg.Endpoint] = append(m.msgs[tg.Endpoint], msg)
 					}
 				case k < 75:
 					ep, max := eps[r.IntN(len(eps))], 1+r.IntN(8)
@@ -114,8 +130,11 @@ func TestReadModel(t *testing.T) {
 						t.Fatal(err)
 					}
 					delete(m.pos, ep)
-				case k < 97:
+				case k < 96:
 					s.checkpointNow()
+				case k < 97:
+					c.Add(time.Minute)
+					m.now = c.Now()
 				default:
 					if r.IntN(2) == 0 {
 						crashClose(t, s)
