@@ -91,6 +91,17 @@ func appendThenFill(t *testing.T, dir string, appendMsg func(int) error) string 
 	return fill(t, dir, 16<<10)
 }
 
+// appendUntilFull appends messages 50 on until one fails, at most 5000,
+// and returns that failure (nil if none did).
+func appendUntilFull(appendMsg func(int) error) error {
+	for i := 50; i < 5000; i++ {
+		if err := appendMsg(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // TestDiskFull runs the store on a file system that fills up: appends fail
 // with the OS error, nothing committed is lost or damaged, and appends
 // work again once there is space.
@@ -117,10 +128,7 @@ func TestDiskFull(t *testing.T) {
 	appendMsg := appender(s, want)
 	filler := appendThenFill(t, dir, appendMsg)
 
-	var full error
-	for i := 50; i < 5000 && full == nil; i++ {
-		full = appendMsg(i)
-	}
+	full := appendUntilFull(appendMsg)
 	if full == nil {
 		t.Fatal("5000 appends on a full file system succeeded, want ENOSPC")
 	}
@@ -216,10 +224,7 @@ func TestDiskFullJournal(t *testing.T) {
 	want := map[uint64][]byte{}
 	appendMsg := appender(s, want)
 	filler := appendThenFill(t, dir, appendMsg)
-	var full error
-	for i := 50; i < 5000 && full == nil; i++ {
-		full = appendMsg(i)
-	}
+	full := appendUntilFull(appendMsg)
 	if !errors.Is(full, syscall.ENOSPC) || !strings.Contains(full.Error(), "append") || !strings.Contains(full.Error(), path) {
 		t.Fatalf("append on a full disk: %v; want an error naming the append and %s, matching ENOSPC", full, path)
 	}

@@ -103,9 +103,8 @@ type Store struct {
 	hot            map[uint64]*op
 	applyMu        sync.Mutex // guards the two fields below; applyCond's lock
 	applyCond      *sync.Cond
-	acksApplied    uint64
+	acksApplied    atomic.Uint64 // written under applyMu; Read loads it holding pendMu (taken after applyMu, never before)
 	applyStopped   bool
-	ackedThrough   atomic.Uint64 // acksApplied, for Read, which holds pendMu (taken after applyMu, never before)
 	journalCommits atomic.Uint64
 	journalNanos   atomic.Int64
 

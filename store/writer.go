@@ -561,10 +561,7 @@ func (s *Store) noteAck(n uint64) {
 	for _, o := range s.lazyAcks {
 		done = min(done, o.ackNo-1)
 	}
-	s.setApplyState(func() {
-		s.acksApplied = max(s.acksApplied, done)
-		s.ackedThrough.Store(s.acksApplied)
-	})
+	s.setApplyState(func() { s.acksApplied.Store(max(s.acksApplied.Load(), done)) })
 }
 
 // waitAcks waits until the acknowledgements answered so far are applied
@@ -572,7 +569,7 @@ func (s *Store) noteAck(n uint64) {
 func (s *Store) waitAcks() {
 	target := s.acksAnswered.Load()
 	s.applyMu.Lock()
-	for s.acksApplied < target && !s.applyStopped {
+	for s.acksApplied.Load() < target && !s.applyStopped {
 		s.applyCond.Wait()
 	}
 	s.applyMu.Unlock()
@@ -590,7 +587,7 @@ func (s *Store) checkpointNow() {
 // needs: their appends are in bbolt, acknowledged or failed, and their
 // acknowledgements applied.
 func (s *Store) popPend() {
-	applied := s.ackedThrough.Load()
+	applied := s.acksApplied.Load()
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	n := 0
@@ -691,7 +688,7 @@ type freshEntry struct {
 // were answered (from the journal) and are not applied yet, in memory
 // or in bbolt: Read must not return them.
 func (s *Store) pendingFor(endpoint string, after *[NumPriorities]uint64, max int) (fresh [NumPriorities][]freshEntry, acked []uint64, wait bool) {
-	applied := s.ackedThrough.Load()
+	applied := s.acksApplied.Load()
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	for _, it := range s.pend {
