@@ -100,6 +100,7 @@ type Store struct {
 	usedBytes      atomic.Int64      // pages in use after the last commit
 	pendMu         sync.Mutex        // guards pend, hot and the ops' settled and ackedT
 	pend           []applyItem       // batches handed to the applier that Read may need, in order
+	pendIx         pendIndex         // what pendingFor needs of pend
 	hot            map[uint64]*op
 	applyMu        sync.Mutex // guards the two fields below; applyCond's lock
 	applyCond      *sync.Cond
@@ -243,7 +244,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		// read.
 		s.hotCount.Add(int64(len(replay.batch)))
 		s.pendingEst.Add(replay.est)
-		s.pend = append(s.pend, replay)
+		s.pushPend(replay)
 		s.applyItems([]applyItem{replay})
 	}
 	s.wg.Add(2)

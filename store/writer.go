@@ -232,9 +232,7 @@ func (s *Store) hand(batch []*op) {
 	it := applyItem{batch: batch, est: est}
 	// Readable (pendingFor) before it is answered, and until it is in
 	// bbolt or acknowledged.
-	s.pendMu.Lock()
-	s.pend = append(s.pend, it)
-	s.pendMu.Unlock()
+	s.pushPend(it)
 	if journaled {
 		s.pendingEst.Add(est) // until a checkpoint or the acknowledgements
 		for _, o := range apps {
@@ -597,8 +595,21 @@ func (s *Store) popPend() {
 		}
 		n++
 	}
+	if n == 0 {
+		return
+	}
+	s.pendIx.drop(s.pend[:n])
 	clear(s.pend[:n])
 	s.pend = s.pend[n:]
+}
+
+// pushPend makes a batch readable (pendingFor): it joins pend and its
+// index.
+func (s *Store) pushPend(it applyItem) {
+	s.pendMu.Lock()
+	s.pend = append(s.pend, it)
+	s.pendIx.add(it)
+	s.pendMu.Unlock()
 }
 
 // done says whether Read no longer needs the batch, when the journaled
@@ -691,27 +702,37 @@ func (s *Store) pendingFor(endpoint string, after *[NumPriorities]uint64, max in
 	applied := s.acksApplied.Load()
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
-	for _, it := range s.pend {
-		for _, o := range it.batch {
-			if o.ack != nil && o.journaled && o.ackNo > applied && o.ack.endpoint == endpoint {
-				acked = append(acked, o.ack.seqs...)
+	x := &s.pendIx
+	acks := x.acks.items()
+	i, _ := slices.BinarySearchFunc(acks, applied, func(o *op, n uint64) int { return cmp.Compare(o.ackNo, n+1) })
+	for _, o := range acks[i:] {
+		if o.ack.endpoint == endpoint {
+			acked = append(acked, o.ack.seqs...)
+		}
+	}
+	limit := uint64(math.MaxUint64)
+	for _, o := range x.slow.items() {
+		if !o.settled && !o.failed.Load() {
+			limit, wait = o.app.seq, true
+			break
+		}
+	}
+	qs := x.fresh[endpoint]
+	if qs == nil {
+		return fresh, acked, wait
+	}
+	for p := range qs {
+		refs := qs[p].items()
+		i, _ := slices.BinarySearchFunc(refs, after[p], func(r pendRef, seq uint64) int { return cmp.Compare(r.o.app.seq, seq+1) })
+		for _, r := range refs[i:] {
+			o := r.o
+			if o.app.seq >= limit || len(fresh[p]) >= max {
+				break
 			}
-			if wait || o.app == nil || o.settled {
+			if o.settled || (o.ackedT != nil && o.ackedT[r.t]) {
 				continue
 			}
-			if !o.journaled {
-				// Nothing after it is fresh; acknowledgements still count.
-				wait = !o.failed.Load()
-				continue
-			}
-			for i, t := range o.app.targets {
-				if t.Endpoint != endpoint || o.app.seq <= after[t.Priority] || len(fresh[t.Priority]) >= max {
-					continue
-				}
-				if o.ackedT == nil || !o.ackedT[i] {
-					fresh[t.Priority] = append(fresh[t.Priority], freshEntry{seq: o.app.seq, ttl: t.TTL, rec: o.app.rec})
-				}
-			}
+			fresh[p] = append(fresh[p], freshEntry{seq: o.app.seq, ttl: o.app.targets[r.t].TTL, rec: o.app.rec})
 		}
 	}
 	return fresh, acked, wait
