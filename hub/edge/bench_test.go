@@ -23,6 +23,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tinyedge/tinyedge/hub/iothub"
+	"github.com/tinyedge/tinyedge/store"
 )
 
 // Benchmarks: external module → route → external module at QoS 1, paho
@@ -60,6 +61,10 @@ import (
 //
 // TINYEDGE_BENCH_GOMAXPROCS=n runs the tinyedge broker process with
 // GOMAXPROCS=n (the clients keep theirs).
+//
+// TINYEDGE_BENCH_NOSYNC=1 runs the broker's store without fsync (its
+// journal and bbolt): what the rest costs, for comparison only — a
+// gateway never runs so.
 
 const benchPayload = 256
 
@@ -140,7 +145,11 @@ func TestBenchServer(t *testing.T) {
 		names = append(names, fmt.Sprint("a", i), fmt.Sprint("b", i))
 		routes = append(routes, fmt.Sprintf(`FROM /messages/modules/a%d/* INTO BrokeredEndpoint("/modules/b%d/inputs/in")`, i, i))
 	}
-	e := newEnv(t, envOpts{externals: names, routes: routes})
+	o := envOpts{externals: names, routes: routes}
+	if os.Getenv("TINYEDGE_BENCH_NOSYNC") != "" {
+		o.store = &store.Options{NoSync: true}
+	}
+	e := newEnv(t, o)
 	fmt.Printf("addr %s\n", e.ep.PlainAddr())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
