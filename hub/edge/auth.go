@@ -49,47 +49,100 @@ type connectInfo struct {
 	tls      *tls.ConnectionState // nil on the plain listener
 }
 
-// authenticate checks a CONNECT and returns the identity and when its
-// credentials expire (zero for a certificate).
-func (e *Endpoint) authenticate(c connectInfo) (hub.Identity, time.Time, error) {
+// credential is what a connection authenticated with, so that it can
+// be checked again while the connection lasts (credentialHolds): the
+// SHA-256 of the identity's key for a SAS token, or the thumbprint of
+// its client certificate.
+type credential struct {
+	key   [sha256.Size]byte
+	thumb string // lower-case hex, no colons; set for a certificate
+}
+
+// authenticate checks a CONNECT and returns the identity, when its
+// credentials expire (zero for a certificate) and what it authenticated
+// with.
+func (e *Endpoint) authenticate(c connectInfo) (hub.Identity, time.Time, credential, error) {
 	u, err := iothub.ParseUsername(c.username)
 	if err != nil {
-		return hub.Identity{}, time.Time{}, fmt.Errorf("%w: %v", ErrBadCredentials, err)
+		return hub.Identity{}, time.Time{}, credential{}, fmt.Errorf("%w: %v", ErrBadCredentials, err)
 	}
 	id := hub.Identity{DeviceID: u.DeviceID, ModuleID: u.ModuleID}
+	fail := func(err error) (hub.Identity, time.Time, credential, error) {
+		return id, time.Time{}, credential{}, err
+	}
 	if c.clientID != id.String() {
-		return id, time.Time{}, fmt.Errorf("%w: client id %q does not match the user name's identity %q", ErrBadCredentials, c.clientID, id)
+		return fail(fmt.Errorf("%w: client id %q does not match the user name's identity %q", ErrBadCredentials, c.clientID, id))
 	}
 	if !e.hostAllowed(u.Host) {
-		return id, time.Time{}, fmt.Errorf("%w: user name host %q is neither the IoT Hub (%q) nor the gateway (%q)", ErrBadCredentials, u.Host, e.opts.IoTHubHostname, e.opts.GatewayHostname)
+		return fail(fmt.Errorf("%w: user name host %q is neither the IoT Hub (%q) nor the gateway (%q)", ErrBadCredentials, u.Host, e.opts.IoTHubHostname, e.opts.GatewayHostname))
 	}
-	h := e.opts.Hub
-	switch {
-	case id.ModuleID != "" && id.DeviceID != h.DeviceID():
-		return id, time.Time{}, fmt.Errorf("%w: module %s belongs to device %q, not to this edge device %q", ErrUnknownIdentity, id, id.DeviceID, h.DeviceID())
-	case id.ModuleID != "" && !h.IsExternal(id.ModuleID):
-		return id, time.Time{}, fmt.Errorf("%w: %s is not an external module of the deployment", ErrUnknownIdentity, id)
-	case id.ModuleID == "" && id.DeviceID == h.DeviceID():
-		return id, time.Time{}, fmt.Errorf("%w: the edge device itself cannot connect as a leaf device", ErrUnknownIdentity)
+	if err := e.identityAllowed(id); err != nil {
+		return fail(err)
 	}
 	if c.password == "" {
-		return id, time.Time{}, e.checkCertificate(id, c.tls)
+		thumb, err := e.checkCertificate(id, c.tls)
+		if err != nil {
+			return fail(err)
+		}
+		return id, time.Time{}, credential{thumb: thumb}, nil
 	}
 	tok, err := iothub.ParseToken(c.password)
 	if err != nil {
-		return id, time.Time{}, fmt.Errorf("%w: %v", ErrBadCredentials, err)
+		return fail(fmt.Errorf("%w: %v", ErrBadCredentials, err))
 	}
 	if !e.resourceMatches(tok.Resource, id) {
-		return id, time.Time{}, fmt.Errorf("%w: token is for %q, not for %s on %q or %q", ErrBadCredentials, tok.Resource, id, e.opts.IoTHubHostname, e.opts.GatewayHostname)
+		return fail(fmt.Errorf("%w: token is for %q, not for %s on %q or %q", ErrBadCredentials, tok.Resource, id, e.opts.IoTHubHostname, e.opts.GatewayHostname))
 	}
 	key, ok := e.opts.Keys.Key(id.DeviceID, id.ModuleID)
 	if !ok {
-		return id, time.Time{}, fmt.Errorf("%w: no key for %s", ErrUnknownIdentity, id)
+		return fail(fmt.Errorf("%w: no key for %s", ErrUnknownIdentity, id))
 	}
 	if err := tok.Verify(key, e.now()); err != nil {
-		return id, time.Time{}, fmt.Errorf("%w: %v", ErrBadCredentials, err)
+		return fail(fmt.Errorf("%w: %v", ErrBadCredentials, err))
 	}
-	return id, tok.Expiry, nil
+	return id, tok.Expiry, credential{key: sha256.Sum256(key)}, nil
+}
+
+// identityAllowed says whether id may connect at all: an external module
+// of the deployment in force, or a leaf device.
+func (e *Endpoint) identityAllowed(id hub.Identity) error {
+	h := e.opts.Hub
+	switch {
+	case id.ModuleID != "" && id.DeviceID != h.DeviceID():
+		return fmt.Errorf("%w: module %s belongs to device %q, not to this edge device %q", ErrUnknownIdentity, id, id.DeviceID, h.DeviceID())
+	case id.ModuleID != "" && !h.IsExternal(id.ModuleID):
+		return fmt.Errorf("%w: %s is not an external module of the deployment", ErrUnknownIdentity, id)
+	case id.ModuleID == "" && id.DeviceID == h.DeviceID():
+		return fmt.Errorf("%w: the edge device itself cannot connect as a leaf device", ErrUnknownIdentity)
+	}
+	return nil
+}
+
+// credentialHolds says whether a connection that authenticated as id
+// with c may go on: the identity is still allowed, and its key (or
+// registered certificate) is still the one it authenticated with. A
+// deployment that removes a module, or a key rotated or regenerated,
+// ends what the old credentials opened; the expiry of a token is
+// checked apart (checkExpiry).
+func (e *Endpoint) credentialHolds(id hub.Identity, c credential) error {
+	if err := e.identityAllowed(id); err != nil {
+		return err
+	}
+	if c.thumb != "" {
+		want, ok := e.opts.Thumbprints[id.DeviceID]
+		if !ok || normThumbprint(want) != c.thumb {
+			return fmt.Errorf("%w: the client certificate %s authenticated with is no longer the one registered", ErrBadCredentials, id)
+		}
+		return nil
+	}
+	key, ok := e.opts.Keys.Key(id.DeviceID, id.ModuleID)
+	if !ok {
+		return fmt.Errorf("%w: %s no longer has a key", ErrUnknownIdentity, id)
+	}
+	if sha256.Sum256(key) != c.key {
+		return fmt.Errorf("%w: the key of %s changed since it connected (rotated or generated anew)", ErrBadCredentials, id)
+	}
+	return nil
 }
 
 func (e *Endpoint) hostAllowed(host string) bool {
@@ -106,28 +159,32 @@ func (e *Endpoint) resourceMatches(resource string, id hub.Identity) bool {
 	return rest == strings.TrimPrefix(iothub.Resource("", id.DeviceID, id.ModuleID), "/")
 }
 
-// checkCertificate authenticates a leaf device by its client certificate.
-func (e *Endpoint) checkCertificate(id hub.Identity, cs *tls.ConnectionState) error {
+// checkCertificate authenticates a leaf device by its client certificate
+// and returns its thumbprint.
+func (e *Endpoint) checkCertificate(id hub.Identity, cs *tls.ConnectionState) (string, error) {
 	if id.ModuleID != "" {
-		return fmt.Errorf("%w: empty password; modules authenticate with a SAS token", ErrBadCredentials)
+		return "", fmt.Errorf("%w: empty password; modules authenticate with a SAS token", ErrBadCredentials)
 	}
 	want, ok := e.opts.Thumbprints[id.DeviceID]
 	if !ok {
-		return fmt.Errorf("%w: empty password and no certificate thumbprint registered for %s", ErrBadCredentials, id)
+		return "", fmt.Errorf("%w: empty password and no certificate thumbprint registered for %s", ErrBadCredentials, id)
 	}
 	if cs == nil || len(cs.PeerCertificates) == 0 {
-		return fmt.Errorf("%w: empty password and no client certificate", ErrBadCredentials)
+		return "", fmt.Errorf("%w: empty password and no client certificate", ErrBadCredentials)
 	}
 	leaf := cs.PeerCertificates[0]
 	// Only expiry is checked, and only on a trusted clock: a gateway
 	// without an RTC must not lock its devices out before NTP syncs.
 	if now := e.now(); e.opts.Trusted(now) && now.After(leaf.NotAfter) {
-		return fmt.Errorf("%w: client certificate of %s expired at %s", ErrBadCredentials, id, leaf.NotAfter.Format(time.RFC3339))
+		return "", fmt.Errorf("%w: client certificate of %s expired at %s", ErrBadCredentials, id, leaf.NotAfter.Format(time.RFC3339))
 	}
 	sum := sha256.Sum256(leaf.Raw)
 	got := hex.EncodeToString(sum[:])
-	if !strings.EqualFold(strings.ReplaceAll(want, ":", ""), got) {
-		return fmt.Errorf("%w: client certificate thumbprint %s is not the one registered for %s", ErrBadCredentials, got, id)
+	if normThumbprint(want) != got {
+		return "", fmt.Errorf("%w: client certificate thumbprint %s is not the one registered for %s", ErrBadCredentials, got, id)
 	}
-	return nil
+	return got, nil
 }
+
+// normThumbprint is a thumbprint as hex.EncodeToString writes it.
+func normThumbprint(s string) string { return strings.ToLower(strings.ReplaceAll(s, ":", "")) }

@@ -105,6 +105,7 @@ type Endpoint struct {
 type pendingAuth struct {
 	id     hub.Identity
 	expiry time.Time
+	cred   credential
 	at     time.Time // when it authenticated
 }
 
@@ -302,6 +303,28 @@ func (e *Endpoint) listenerAddr(id string) string {
 		}
 	}
 	return ""
+}
+
+// Revalidate closes the connections whose credentials no longer hold:
+// of a module the deployment in force no longer has as external, of an
+// identity whose key was rotated or generated anew, or of a leaf device
+// whose registered certificate changed. Call it after such a change;
+// every connection also checks itself once a minute. It returns how many
+// it closed.
+func (e *Endpoint) Revalidate() int {
+	e.mu.Lock()
+	list := make([]*session, 0, len(e.sessions))
+	for _, s := range e.sessions {
+		list = append(list, s)
+	}
+	e.mu.Unlock()
+	n := 0
+	for _, s := range list {
+		if s.revoked() {
+			n++
+		}
+	}
+	return n
 }
 
 // Stats are the endpoint's counters.

@@ -48,7 +48,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		cs := tc.ConnectionState()
 		info.tls = &cs
 	}
-	id, expiry, err := e.authenticate(info)
+	id, expiry, cred, err := e.authenticate(info)
 	if err != nil {
 		log.Warn("connection refused", "err", err)
 		return false
@@ -62,7 +62,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 			delete(e.pending, c)
 		}
 	}
-	e.pending[cl] = pendingAuth{id: id, expiry: expiry, at: now}
+	e.pending[cl] = pendingAuth{id: id, expiry: expiry, cred: cred, at: now}
 	e.mu.Unlock()
 	return true
 }
@@ -77,7 +77,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		cl.Stop(errors.New("endpoint closing"))
 		return
 	}
-	s := newSession(e, cl, pa.id, pa.expiry)
+	s := newSession(e, cl, pa.id, pa.expiry, pa.cred)
 	e.sessions[cl] = s
 	e.mu.Unlock()
 	// Wills are not routed (mochi would hand them to its own subscribers,
@@ -87,6 +87,9 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		cl.Properties.Will = mqtt.Will{}
 	}
 	s.start()
+	// Revalidate runs over established sessions only: one that passed
+	// CONNECT just before a revocation is checked here.
+	s.revoked()
 }
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {

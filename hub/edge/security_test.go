@@ -3,9 +3,12 @@ package edge_test
 import (
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/tinyedge/tinyedge/hub"
+	"github.com/tinyedge/tinyedge/hub/edge"
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/iothub"
 )
@@ -182,4 +185,85 @@ func connectPacket(clientID, user, pass, willTopic, willMsg string) []byte {
 		}
 	}
 	return append(pkt, body...)
+}
+
+// lockedKeys is Keys that a test may change while the endpoint reads it,
+// as the identity store is when a key is rotated.
+type lockedKeys struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (k *lockedKeys) Key(deviceID, moduleID string) ([]byte, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key, ok := k.m[hub.Identity{DeviceID: deviceID, ModuleID: moduleID}.String()]
+	return key, ok
+}
+
+func (k *lockedKeys) set(id string, key []byte) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.m[id] = key
+}
+
+// TestRevalidateCloses: a connection lasts only as long as what it
+// authenticated with. A rotated key ends the connections made with the
+// old one, and a deployment that removes a module ends its connections,
+// once the endpoint is told (Revalidate); the others go on.
+func TestRevalidateCloses(t *testing.T) {
+	keys := &lockedKeys{m: map[string][]byte{}}
+	e := newEnv(t, envOpts{
+		externals: []string{"mod", "other"},
+		routes:    []string{`FROM /messages/* INTO BrokeredEndpoint("/modules/sink/inputs/in1")`},
+		edge:      func(o *edge.Options) { o.Keys = keys },
+	})
+	for id, k := range e.keys {
+		keys.set(id, k)
+	}
+	lostMod, lostOther := make(chan error, 1), make(chan error, 1)
+	e.mustDial(t, "gw1/mod", clientOpts{onLost: func(err error) { lostMod <- err }})
+	other := e.mustDial(t, "gw1/other", clientOpts{onLost: func(err error) { lostOther <- err }})
+	if n := e.ep.Revalidate(); n != 0 {
+		t.Fatalf("Revalidate with nothing changed closed %d connections", n)
+	}
+
+	newKey := []byte("rotated key of gw1/mod")
+	keys.set("gw1/mod", newKey)
+	if n := e.ep.Revalidate(); n != 1 {
+		t.Fatalf("Revalidate after a rotation closed %d connections, want 1", n)
+	}
+	select {
+	case <-lostMod:
+	case <-time.After(wait):
+		t.Fatal("the connection made with the old key is still open")
+	}
+	if c, err := e.dial(t, "gw1/mod", clientOpts{}); err == nil {
+		c.Disconnect(0)
+		t.Fatal("connected with a token signed with the old key")
+	}
+	e.mustDial(t, "gw1/mod", clientOpts{password: ptr(token("gw1/mod", iotHub, newKey, time.Hour)), onLost: func(err error) { lostMod <- err }})
+	mustPublish(t, other, eventsTopic("gw1/other", iothub.Bag{{Key: "$.on", Value: "o"}}), 1, []byte("still here"))
+	hubtest.WaitFor(t, "the other module's message", func() bool { return len(e.sink.messages()) == 1 })
+
+	// A deployment without "other".
+	if err := e.h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{
+		{Name: "sink", Module: e.sink},
+		{Name: "mod", External: true},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.ep.Revalidate(); n != 1 {
+		t.Fatalf("Revalidate after the module was removed closed %d connections, want 1", n)
+	}
+	select {
+	case <-lostOther:
+	case <-time.After(wait):
+		t.Fatal("a module removed from the deployment is still connected")
+	}
+	select {
+	case err := <-lostMod:
+		t.Fatalf("the module that stays lost its connection: %v", err)
+	default:
+	}
 }

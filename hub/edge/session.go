@@ -25,8 +25,12 @@ import (
 // errTokenExpired closes a connection whose SAS token expired.
 var errTokenExpired = errors.New("SAS token expired; connect again with a new one")
 
-// expiryCheck bounds how long the expiry timer trusts one clock reading:
-// a clock stepped by NTP is noticed within it.
+// errRevoked closes a connection whose credentials no longer hold.
+var errRevoked = errors.New("credentials revoked")
+
+// expiryCheck bounds how long the expiry timer trusts one clock reading
+// (a clock stepped by NTP is noticed within it), and how long revoked
+// credentials go unnoticed when nobody calls Revalidate.
 const expiryCheck = time.Minute
 
 // session is one authenticated connection.
@@ -39,7 +43,8 @@ type session struct {
 	ctx    context.Context // ends when the connection does
 	cancel context.CancelFunc
 
-	expiry time.Time // of the token; zero for a certificate
+	expiry time.Time  // of the token; zero for a certificate
+	cred   credential // what it authenticated with
 	timer  *time.Timer
 
 	// Telemetry goes to the hub from one goroutine (sender), in order
@@ -107,7 +112,7 @@ type subs struct {
 
 func (s subs) anyInputs() bool { return s.allInputs || len(s.inputs) > 0 }
 
-func newSession(e *Endpoint, cl *mqtt.Client, id hub.Identity, expiry time.Time) *session {
+func newSession(e *Endpoint, cl *mqtt.Client, id hub.Identity, expiry time.Time, cred credential) *session {
 	ctx, cancel := context.WithCancel(e.ctx)
 	return &session{
 		e:      e,
@@ -116,8 +121,8 @@ func newSession(e *Endpoint, cl *mqtt.Client, id hub.Identity, expiry time.Time)
 		log:    e.log.With("identity", id.String(), "remote", cl.Net.Remote),
 		ctx:    ctx,
 		cancel: cancel,
-		expiry: expiry,
-		calls:  map[string]chan hub.MethodResponse{},
+		expiry: expiry, cred: cred,
+		calls: map[string]chan hub.MethodResponse{},
 
 		sendq:      make(chan outgoing, sendBatch),
 		started:    make(chan started, sendDepth),
@@ -143,25 +148,29 @@ func (s *session) start() {
 		<-ackerDone
 	}()
 	s.e.opts.Hub.SetConnected(s.id, true)
-	if !s.expiry.IsZero() {
-		s.mu.Lock()
-		s.timer = time.AfterFunc(s.untilExpiryCheck(), s.checkExpiry)
-		s.mu.Unlock()
-	}
+	s.mu.Lock()
+	s.timer = time.AfterFunc(s.untilExpiryCheck(), s.checkExpiry)
+	s.mu.Unlock()
 	// A session taken over with clean session false inherits the
 	// subscriptions of the one before.
 	s.subscriptionsChanged()
 }
 
 func (s *session) untilExpiryCheck() time.Duration {
+	if s.expiry.IsZero() {
+		return expiryCheck // a certificate: only revocation is checked
+	}
 	return max(min(s.expiry.Sub(s.e.now()), expiryCheck), 0)
 }
 
 func (s *session) checkExpiry() {
+	if s.revoked() {
+		return
+	}
 	// Nothing expires on an untrusted clock (see DESIGN.md, Time): a
 	// gateway that booted without an RTC keeps its modules until NTP
 	// has set the clock, and checks again then.
-	if now := s.e.now(); s.e.opts.Trusted(now) && !now.Before(s.expiry) {
+	if now := s.e.now(); !s.expiry.IsZero() && s.e.opts.Trusted(now) && !now.Before(s.expiry) {
 		s.log.Info("closing the connection: its SAS token expired", "expiry", s.expiry)
 		s.cl.Stop(errTokenExpired)
 		return
@@ -171,6 +180,18 @@ func (s *session) checkExpiry() {
 		s.timer.Reset(s.untilExpiryCheck())
 	}
 	s.mu.Unlock()
+}
+
+// revoked closes the connection if its credentials no longer hold
+// (credentialHolds) and says so.
+func (s *session) revoked() bool {
+	err := s.e.credentialHolds(s.id, s.cred)
+	if err == nil {
+		return false
+	}
+	s.log.Warn("closing the connection: its credentials no longer hold", "err", err)
+	s.cl.Stop(fmt.Errorf("%w: %v", errRevoked, err))
+	return true
 }
 
 // close ends what the session started: input delivery (rewinding what
