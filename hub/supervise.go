@@ -265,6 +265,36 @@ func (h *Hub) Deploy(d Deployment) error {
 	return errors.Join(errs...)
 }
 
+// Restart stops a deployed module and starts it again, as a deployment
+// that changed it would: what it runs with is read anew (a process
+// module's environment, with its identity's generation id). A module
+// deployed as stopped, or external with nothing to run, stays as it is.
+func (h *Hub) Restart(name string) error {
+	h.mu.Lock()
+	md, ok := h.modules[name]
+	closed := h.closed
+	h.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case !ok:
+		return fmt.Errorf("restart: no module %q in the deployment", name)
+	}
+	if !h.stopModule(md) {
+		return fmt.Errorf("restart: module %q did not stop within %v", name, h.opts.StopTimeout)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrClosed
+	}
+	// A deployment in between decided for itself.
+	if h.modules[name] == md && md.sup == nil && md.spec.Status == StatusRunning && md.spec.Module != nil {
+		md.sup = h.startSupervisor(md, md.spec)
+	}
+	return nil
+}
+
 // publishModules refreshes the lock-free copy of the module table. h.mu
 // must be held.
 func (h *Hub) publishModules() {

@@ -195,6 +195,37 @@ func TestStoppedStatusIsNotStarted(t *testing.T) {
 	}
 }
 
+func TestRestart(t *testing.T) {
+	h := newHub(t, &hubtest.Recorder{})
+	var runs atomic.Int32
+	mod := hub.ModuleFunc(func(ctx context.Context, c *hub.Client) error {
+		runs.Add(1)
+		<-ctx.Done()
+		return nil
+	})
+	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{
+		{Name: "m", Module: mod},
+		{Name: "off", Module: mod, Status: hub.StatusStopped},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "m to run", func() bool { return runs.Load() == 1 })
+	if err := h.Restart("m"); err != nil {
+		t.Fatal(err)
+	}
+	hubtest.WaitFor(t, "m to run again", func() bool { return runs.Load() == 2 && status(h, "m").State == hub.StateRunning })
+	if err := h.Restart("off"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Restart("ghost"); err == nil || !strings.Contains(err.Error(), `no module "ghost"`) {
+		t.Errorf("Restart of a module not deployed: %v", err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if runs.Load() != 2 || status(h, "off").State != hub.StateStopped {
+		t.Errorf("after restarting a stopped module: %d runs, state %s; want it left stopped", runs.Load(), status(h, "off").State)
+	}
+}
+
 func TestDeployRefusesBadSpecs(t *testing.T) {
 	h := newHub(t, &hubtest.Recorder{})
 	for _, d := range []hub.Deployment{
