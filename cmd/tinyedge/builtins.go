@@ -22,6 +22,9 @@ type runtimeEnv struct {
 	dataDir string
 	restart func(reason string) // ends the run so an update boots
 	local   *localServices      // identities, process modules, control socket; nil in tests without them
+	// revalidate, when set, closes the local endpoint's connections whose
+	// credentials a deployment revoked (edge.Endpoint.Revalidate).
+	revalidate func() int
 }
 
 // builtin is a module compiled into the binary.

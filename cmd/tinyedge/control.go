@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,9 @@ import (
 //	                                           module's output (stream stdout or stderr), a
 //	                                           built-in module's log lines (stream log)
 //	GET /v1/status                           → {"version", "deviceId", "started", <provider>: …}
+//	POST /v1/identities/rotate {"module"} or {"device"}
+//	                                         → rotation: a module's (or a leaf device's
+//	                                           generated) key and generation id made anew
 //
 // Errors are {"message": "…"}.
 
@@ -76,6 +80,7 @@ type control struct {
 
 	mu        sync.Mutex
 	providers map[string]statusFunc
+	rotate    func(deviceID, moduleID string) (rotation, error) // nil: rotation is not offered
 
 	srv  *http.Server
 	base context.Context // ends at shutdown, and with it every follow
@@ -89,6 +94,7 @@ func newControl(h *hub.Hub, procs *process.Host, deviceID string, log *slog.Logg
 	mux.HandleFunc("GET /v1/modules", c.modules)
 	mux.HandleFunc("GET /v1/modules/{name}/logs", c.logs)
 	mux.HandleFunc("GET /v1/status", c.status)
+	mux.HandleFunc("POST /v1/identities/rotate", c.rotateIdentity)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		replyError(w, http.StatusNotFound, fmt.Sprintf("no such control operation %s %s", r.Method, r.URL.Path))
 	})
@@ -265,6 +271,63 @@ func (c *control) status(w http.ResponseWriter, _ *http.Request) {
 	reply(w, out)
 }
 
+// rotation is the outcome of POST /v1/identities/rotate.
+type rotation struct {
+	DeviceID     string `json:"deviceId"`
+	ModuleID     string `json:"moduleId,omitempty"`
+	GenerationID string `json:"generationId"`
+	Restarted    bool   `json:"restarted"` // a process module, started again with its new generation id
+	Closed       int    `json:"closed"`    // connections made with the old key, closed
+}
+
+// rotateRequest names what to rotate: a module of the edge device, or a
+// leaf device.
+type rotateRequest struct {
+	Module string `json:"module"`
+	Device string `json:"device"`
+}
+
+// errNoIdentity is a rotation of an identity tinyedge does not keep.
+var errNoIdentity = errors.New("no such identity")
+
+func (c *control) setRotate(f func(deviceID, moduleID string) (rotation, error)) {
+	c.mu.Lock()
+	c.rotate = f
+	c.mu.Unlock()
+}
+
+func (c *control) rotateIdentity(w http.ResponseWriter, r *http.Request) {
+	var req rotateRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+		replyError(w, http.StatusBadRequest, fmt.Sprintf("rotate: the body is not {\"module\": …} or {\"device\": …}: %v", err))
+		return
+	}
+	if (req.Module == "") == (req.Device == "") {
+		replyError(w, http.StatusBadRequest, `rotate: name either a module ({"module": …}) or a leaf device ({"device": …})`)
+		return
+	}
+	c.mu.Lock()
+	rotate := c.rotate
+	c.mu.Unlock()
+	if rotate == nil {
+		replyError(w, http.StatusServiceUnavailable, "rotate: this tinyedge keeps no identities")
+		return
+	}
+	dev, mod := req.Device, req.Module
+	if mod != "" {
+		dev = c.deviceID
+	}
+	out, err := rotate(dev, mod)
+	switch {
+	case errors.Is(err, errNoIdentity):
+		replyError(w, http.StatusNotFound, err.Error())
+	case err != nil:
+		replyError(w, http.StatusInternalServerError, err.Error())
+	default:
+		reply(w, out)
+	}
+}
+
 func reply(w http.ResponseWriter, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -304,7 +367,13 @@ func (cc *controlClient) close() { cc.tr.CloseIdleConnections() }
 // get sends GET path and returns the response for a 200, or an error with
 // the server's message.
 func (cc *controlClient) get(ctx context.Context, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tinyedge"+path, nil)
+	return cc.do(ctx, http.MethodGet, path, nil)
+}
+
+// do sends a request and returns the response for a 200, or an error
+// with the server's message.
+func (cc *controlClient) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://tinyedge"+path, body)
 	if err != nil {
 		return nil, err
 	}
@@ -338,6 +407,24 @@ func (cc *controlClient) getJSON(ctx context.Context, path string, v any) error 
 	}
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("control socket %s: %s: %w", cc.sock, path, err)
+	}
+	return nil
+}
+
+// postJSON sends in as the body of POST path and decodes the answer
+// into out.
+func (cc *controlClient) postJSON(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	resp, err := cc.do(ctx, http.MethodPost, path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("control socket %s: %s: %w", cc.sock, path, err)
 	}
 	return nil

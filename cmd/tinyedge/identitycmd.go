@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -16,7 +17,10 @@ import (
 // those of leaf devices declared without a key. With --show-keys it
 // prints each key, and for leaf devices the connection string to give the
 // device.
-func cmdIdentities(args []string, stdout, stderr io.Writer) error {
+func cmdIdentities(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "rotate" {
+		return cmdRotate(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("identities", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", defaultDataDir(), "tinyedge's data `DIR`")
@@ -67,6 +71,45 @@ func cmdIdentities(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, c := range conns {
 		fmt.Fprintln(stdout, c)
+	}
+	return nil
+}
+
+// cmdRotate asks the running tinyedge to give a module, or a leaf device
+// whose key it generated, a new key and generation id.
+func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("identities rotate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", defaultDataDir(), "the running tinyedge's data `DIR`")
+	device := fs.String("device", "", "rotate the generated key of leaf device `ID` instead of a module's")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	req := rotateRequest{Device: *device}
+	switch {
+	case *device == "" && fs.NArg() == 1:
+		req.Module = fs.Arg(0)
+	case *device != "" && fs.NArg() == 0:
+	default:
+		return fmt.Errorf("%w: want `tinyedge identities rotate MODULE` or `tinyedge identities rotate --device ID`", errUsage)
+	}
+	cc := newControlClient(*dataDir)
+	defer cc.close()
+	var out rotation
+	if err := cc.postJSON(ctx, "/v1/identities/rotate", req, &out); err != nil {
+		return err
+	}
+	who := out.DeviceID
+	if out.ModuleID != "" {
+		who += "/" + out.ModuleID
+	}
+	fmt.Fprintf(stdout, "%s: new key, generation %s\n", who, out.GenerationID)
+	if out.Restarted {
+		fmt.Fprintln(stdout, "restarted the module with its new generation id")
+	}
+	fmt.Fprintf(stdout, "closed %d connection(s) made with the old key\n", out.Closed)
+	if out.ModuleID == "" {
+		fmt.Fprintln(stdout, "give the device its new connection string: tinyedge identities --show-keys")
 	}
 	return nil
 }

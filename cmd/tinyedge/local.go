@@ -12,6 +12,7 @@ import (
 	"github.com/tinyedge/tinyedge/hub"
 	"github.com/tinyedge/tinyedge/hub/certs"
 	"github.com/tinyedge/tinyedge/hub/deploy"
+	"github.com/tinyedge/tinyedge/hub/edge"
 	"github.com/tinyedge/tinyedge/hub/identity"
 	"github.com/tinyedge/tinyedge/hub/process"
 	"github.com/tinyedge/tinyedge/hub/workload"
@@ -154,6 +155,37 @@ func (ls *localServices) syncIdentities(m *deploy.Manifest, log *slog.Logger) er
 		}
 	}
 	return nil
+}
+
+// rotate gives an identity a new key and generation id, as IoT Edge does
+// when it creates a module anew: for a key that leaked, or by policy. A
+// process module restarts, so that it runs with its new generation id
+// (the workload API signs only for the current one); then every
+// connection made with the old key is closed (Revalidate). A leaf device
+// needs its new connection string (`tinyedge identities --show-keys`).
+func (ls *localServices) rotate(h *hub.Hub, ep *edge.Endpoint, deviceID, moduleID string, log *slog.Logger) (rotation, error) {
+	if _, ok := ls.ids.Lookup(deviceID, moduleID); !ok || (moduleID == "" && deviceID == ls.deviceID) {
+		if moduleID != "" {
+			return rotation{}, fmt.Errorf("%w: module %q has no identity here (`tinyedge identities` lists them)", errNoIdentity, moduleID)
+		}
+		return rotation{}, fmt.Errorf("%w: leaf device %q has no key that tinyedge generated (a key or certificate thumbprint given in the config is changed there; `tinyedge identities` lists the generated ones)", errNoIdentity, deviceID)
+	}
+	id, err := ls.ids.Rotate(deviceID, moduleID)
+	if err != nil {
+		return rotation{}, fmt.Errorf("rotate: %w", err)
+	}
+	out := rotation{DeviceID: deviceID, ModuleID: moduleID, GenerationID: id.GenerationID}
+	if moduleID != "" && (*ls.control.mods.Load())[moduleID].typ == "process" {
+		if err := h.Restart(moduleID); err != nil {
+			return out, fmt.Errorf("rotated, but the module did not restart: %w", err)
+		}
+		out.Restarted = true
+	}
+	if ep != nil {
+		out.Closed = ep.Revalidate()
+	}
+	log.Info("identity rotated", "device", deviceID, "module", moduleID, "generationId", id.GenerationID, "restarted", out.Restarted, "connectionsClosed", out.Closed)
+	return out, nil
 }
 
 // deployed records the deployment now in force.

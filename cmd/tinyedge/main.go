@@ -11,6 +11,7 @@
 //	tinyedge list|status [--data-dir DIR]
 //	tinyedge logs MODULE [--follow] [--tail N] [--data-dir DIR]
 //	tinyedge identities [--show-keys] [--data-dir DIR]
+//	tinyedge identities rotate MODULE | --device ID [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
 //	tinyedge update apply|status|rollback …
 //	tinyedge hubsim serve|identity|twin|method|monitor …
@@ -74,6 +75,10 @@ Usage:
   tinyedge identities [--show-keys] [--data-dir DIR]
       List the module and leaf device identities tinyedge generated; with
       --show-keys, their keys and the leaf devices' connection strings.
+  tinyedge identities rotate MODULE | --device ID [--data-dir DIR]
+      Give a module (or a leaf device whose key tinyedge generated) a new
+      key and generation id in the running tinyedge: a process module
+      restarts with it, and connections made with the old key are closed.
   tinyedge store stat|compact [--data-dir DIR]
       With tinyedge stopped: show each queue's depth by priority, its
       oldest message and what was dropped; or compact the store file.
@@ -169,7 +174,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "status":
 		return cmdStatus(ctx, args[1:], stdout, stderr)
 	case "identities":
-		return cmdIdentities(args[1:], stdout, stderr)
+		return cmdIdentities(ctx, args[1:], stdout, stderr)
 	case "bundle":
 		return cmdBundle(args[1:], stdout, stderr)
 	case "update":

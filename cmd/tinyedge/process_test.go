@@ -226,6 +226,46 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 		}
 	}
 
+	// Rotating its identity restarts the module with a new generation
+	// and key.
+	ro, re, code := runCLI(t, "identities", "rotate", "--data-dir", dir, "ticker")
+	gen3, _, _ := strings.Cut(strings.TrimPrefix(ro, "gw1/ticker: new key, generation "), "\n")
+	if code != 0 || !strings.HasPrefix(ro, "gw1/ticker: new key, generation ") || !strings.Contains(ro, "restarted the module") {
+		t.Fatalf("identities rotate ticker: exit %d\n%s%s", code, ro, re)
+	}
+	if id, ok := mustOpenIdentities(t, dir).Lookup("gw1", "ticker"); !ok || id.GenerationID != gen3 || gen3 == gen2 {
+		t.Errorf("after the rotation the identity store has generation %q (%v); the CLI said %q, the one before was %q", id.GenerationID, ok, gen3, gen2)
+	}
+	hubtest.WaitFor(t, "the ticker to run with its new generation", func() bool {
+		o, _, _ := runCLI(t, "logs", "ticker", "--data-dir", dir)
+		return strings.Contains(o, "gen "+gen3+"\n")
+	})
+	if processAlive(grandchild) {
+		t.Errorf("grandchild %d survived its module's restart", grandchild)
+	}
+	o, _ = logs("ticker")
+	for _, l := range strings.Split(o, "\n") {
+		if v, ok := strings.CutPrefix(l, "grandchild "); ok {
+			grandchild, _ = strconv.Atoi(v)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"nosuch"}, 1, `module "nosuch" has no identity here`},
+		{[]string{"--device", "leaf9"}, 1, `leaf device "leaf9" has no key that tinyedge generated`},
+		{[]string{"--device", "gw1"}, 1, `leaf device "gw1" has no key that tinyedge generated`},
+		{nil, 2, "want `tinyedge identities rotate MODULE`"},
+		{[]string{"--device", "leaf9", "ticker"}, 2, "want `tinyedge identities rotate MODULE`"},
+	} {
+		_, e, code := runCLI(t, append([]string{"identities", "rotate", "--data-dir", dir}, tc.args...)...)
+		if code != tc.code || !strings.Contains(e, tc.want) {
+			t.Errorf("identities rotate %q: exit %d %q, want %d and %q", tc.args, code, e, tc.code, tc.want)
+		}
+	}
+
 	// A follower does not hold tinyedge up: stopping ends the follow.
 	var fout2 hubtest.SyncBuffer
 	followed = make(chan error, 1)

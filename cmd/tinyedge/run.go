@@ -158,6 +158,13 @@ func apply(h *hub.Hub, m *deploy.Manifest, rt *runtimeEnv, log *slog.Logger) err
 	if ls := rt.local; ls != nil {
 		ls.deployed(m)
 	}
+	if rt.revalidate != nil {
+		// A module gone, or back as a new generation with a new key: what
+		// it connected with before no longer holds.
+		if n := rt.revalidate(); n > 0 {
+			log.Info("closed connections of identities the deployment removed or renewed", "connections", n)
+		}
+	}
 	return err
 }
 
@@ -309,6 +316,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		log.Info("restarting", "reason", reason)
 		stop(errRestartForUpdate)
 	}}
+	if ep != nil {
+		rt.revalidate = ep.Revalidate
+	}
+	local.control.setRotate(func(deviceID, moduleID string) (rotation, error) {
+		return local.rotate(h, ep, deviceID, moduleID, log)
+	})
 	if err := apply(h, m, rt, log); err != nil {
 		closeEdge()
 		_ = h.Close()

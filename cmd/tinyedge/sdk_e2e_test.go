@@ -111,8 +111,9 @@ func e2eManifest(node, sdk string, count int, invoke bool) string {
 // twin (get, reported, a desired patch from the cloud) and direct methods
 // (from the cloud to it; from it to a built-in module, over HTTPS on port
 // 443, where the SDK calls) work; a leaf device with GatewayHostName
-// reaches IoT Hub through the gateway, as itself; and the receiver, killed while
-// numbered messages stream to it, is restarted and loses none.
+// reaches IoT Hub through the gateway, as itself; the receiver, killed while
+// numbered messages stream to it, is restarted and loses none; and once its
+// identity is rotated it runs again with the new generation and key.
 func TestSDKEndToEnd(t *testing.T) {
 	node, sdk := needNodeUnderRun(t)
 	t.Setenv("XDG_STATE_HOME", t.TempDir())
@@ -370,6 +371,36 @@ func TestSDKEndToEnd(t *testing.T) {
 		t.Errorf("receiver: %+v, want running and restarted once (the kill)", m)
 	}
 	events("sender") // fails on an SDK error printed since
+
+	// Rotating the receiver's identity restarts it with a new generation
+	// id: fromEnvironment then signs with the new key through the
+	// workload API, and the sensor's messages reach it again.
+	opens := func() (n, fromSimSince int) {
+		for _, ev := range events("receiver") {
+			switch {
+			case ev.Event == "open":
+				n, fromSimSince = n+1, 0
+			case ev.Event == "input" && ev.Input == "fromSim":
+				fromSimSince++
+			}
+		}
+		return n, fromSimSince
+	}
+	opened, _ := opens()
+	restarts := moduleByName(t, dir, "receiver").Restarts
+	if o, e, code := runCLI(t, "identities", "rotate", "--data-dir", dir, "receiver"); code != 0 || !strings.Contains(o, "restarted the module") {
+		t.Fatalf("identities rotate receiver: exit %d\n%s%s", code, o, e)
+	}
+	pollUntil(t, "the rotated receiver to get the sensor's messages again", func() bool {
+		n, since := opens()
+		return n == opened+1 && since >= 3
+	})
+	// Restarted by the rotation, not by a crash: it never asked the
+	// workload API to sign with its old generation id.
+	if m := moduleByName(t, dir, "receiver"); m.Restarts > restarts || strings.Contains(errOut.String(), "workload request refused") {
+		t.Errorf("receiver after the rotation: %+v (restarts before: %d); the workload API refused a request: %v",
+			m, restarts, strings.Contains(errOut.String(), "workload request refused"))
+	}
 	t.Logf("receiver killed after %d of %d alerts; all arrived, %d of them again after the restart; %d sensor messages", killedAt, count, again, fromSim)
 }
 
