@@ -49,8 +49,8 @@ func startEdge(cfg *Config, h *hub.Hub, dataDir string, keys edge.Keys, log *slo
 		switch {
 		case l.ID == "":
 			return nil, nil, fmt.Errorf("%s: id is missing", where)
-		case l.SharedAccessKey == "" && l.Thumbprint == "":
-			return nil, nil, fmt.Errorf("%s (%s): give shared_access_key (base64) or thumbprint (SHA-256 hex of its certificate)", where, l.ID)
+		case l.SharedAccessKey == "" && l.Thumbprint == "" && keys == nil:
+			return nil, nil, fmt.Errorf("%s (%s): give shared_access_key (base64) or thumbprint (SHA-256 hex of its certificate); without an identity store, no key is generated", where, l.ID)
 		}
 		ek.leaves[l.ID] = nil // declared: its key is in the identity store
 		if l.SharedAccessKey != "" {

@@ -5,12 +5,14 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tinyedge/tinyedge/hub/hubtest"
 	"github.com/tinyedge/tinyedge/hub/identity"
@@ -75,7 +79,12 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 		t.Errorf("list without tinyedge: exit %d, %q", code, errOut)
 	}
 
-	cmd := startTinyedge(t, dir, "--manifest", manifest, "--device-id", "gw1")
+	// A leaf device whose key tinyedge generates, for the rotation below.
+	config := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(config, []byte("[edge]\nlisten = \"127.0.0.1:0\"\nmethods_listen = \"off\"\n\n[[edge.leaf_devices]]\nid = \"leaf9\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := startTinyedge(t, dir, "--manifest", manifest, "--device-id", "gw1", "--config", config)
 	var out, errOut hubtest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
@@ -90,6 +99,11 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 		}
 		return o, e
 	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("tinyedge log:\n%.3000s", errOut.String())
+		}
+	}()
 	hubtest.WaitFor(t, "ticks in `tinyedge logs`", func() bool {
 		o, _, _ := runCLI(t, "logs", "--data-dir", dir, "ticker")
 		return strings.Contains(o, "tick 3\n")
@@ -249,13 +263,34 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 			grandchild, _ = strconv.Atoi(v)
 		}
 	}
+	// The leaf device connects with its generated key, as the
+	// connection string `identities --show-keys` prints has it; rotating
+	// the key closes that connection.
+	leafBefore, _ := mustOpenIdentities(t, dir).Lookup("leaf9", "")
+	leafLost := make(chan error, 1)
+	connectLeaf(t, dir, errOut.String, "leaf9", leafBefore.Key, func(err error) { leafLost <- err })
+	ro, re, code = runCLI(t, "identities", "rotate", "--data-dir", dir, "--device", "leaf9")
+	leafAfter, _ := mustOpenIdentities(t, dir).Lookup("leaf9", "")
+	if code != 0 || !strings.HasPrefix(ro, "leaf9: new key, generation "+leafAfter.GenerationID+"\n") || !strings.Contains(ro, "tinyedge identities --show-keys") ||
+		leafBefore.GenerationID == "" || leafAfter.GenerationID == leafBefore.GenerationID || string(leafAfter.Key) == string(leafBefore.Key) {
+		t.Errorf("identities rotate --device leaf9: exit %d\n%s%s\ngeneration %q before, %q after", code, ro, re, leafBefore.GenerationID, leafAfter.GenerationID)
+	}
+	if !strings.Contains(ro, "closed 1 connection(s) made with the old key") {
+		t.Errorf("rotating the leaf's key did not close its connection:\n%s", ro)
+	}
+	select {
+	case <-leafLost:
+	case <-time.After(hubtest.Patience):
+		t.Error("the leaf device is still connected with its old key")
+	}
+	connectLeaf(t, dir, errOut.String, "leaf9", leafAfter.Key, nil)
 	for _, tc := range []struct {
 		args []string
 		code int
 		want string
 	}{
 		{[]string{"nosuch"}, 1, `module "nosuch" has no identity here`},
-		{[]string{"--device", "leaf9"}, 1, `leaf device "leaf9" has no key that tinyedge generated`},
+		{[]string{"--device", "leaf8"}, 1, `leaf device "leaf8" has no key that tinyedge generated`},
 		{[]string{"--device", "gw1"}, 1, `leaf device "gw1" has no key that tinyedge generated`},
 		{nil, 2, "want `tinyedge identities rotate MODULE`"},
 		{[]string{"--device", "leaf9", "ticker"}, 2, "want `tinyedge identities rotate MODULE`"},
@@ -331,6 +366,43 @@ func TestCheckProcessModules(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// connectLeaf connects leaf device id to the local endpoint of the
+// tinyedge whose JSON log log returns, over TLS with its trust bundle, with
+// a token signed with key; onLost, when set, hears of the connection's
+// end.
+func connectLeaf(t *testing.T, dir string, log func() string, id string, key []byte, onLost func(error)) {
+	t.Helper()
+	var addr string
+	hubtest.WaitFor(t, "the local MQTT endpoint", func() bool {
+		for _, l := range strings.Split(log(), "\n") {
+			var r struct{ Msg, Address string }
+			if json.Unmarshal([]byte(l), &r) == nil && r.Msg == "local MQTT endpoint listening" {
+				addr = r.Address
+			}
+		}
+		return addr != ""
+	})
+	bundle, err := os.ReadFile(trustBundlePath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(bundle)
+	host := hostname() // the gateway's name, an audience the endpoint accepts
+	o := paho.NewClientOptions().AddBroker("ssl://" + addr).SetClientID(id).
+		SetUsername(iothub.FormatUsername(host, id, "", url.Values{})).
+		SetPassword(iothub.SignToken(key, iothub.Resource(host, id, ""), time.Now().Add(time.Hour), "")).
+		SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "localhost"}).SetProtocolVersion(4).SetAutoReconnect(false)
+	if onLost != nil {
+		o.SetConnectionLostHandler(func(_ paho.Client, err error) { onLost(err) })
+	}
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(hubtest.Patience) || tok.Error() != nil {
+		t.Fatalf("leaf %s: connect: %v", id, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
 }
 
 func mustOpenIdentities(t *testing.T, dir string) *identity.Store {

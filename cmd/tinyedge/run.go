@@ -296,6 +296,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if up.link != nil {
 		local.control.Register("upstream", func() any { return up.link.Status() })
 	}
+	// Leaf devices declared without a key or thumbprint authenticate
+	// with one tinyedge generates and keeps.
+	generated, err := leafIdentities(local.ids, *deviceID, cfg.Edge.LeafDevices)
+	if err != nil {
+		_ = h.Close()
+		return err
+	}
+	for _, l := range generated {
+		log.Info("leaf device with a generated key: `tinyedge identities --show-keys` prints its connection string", "leaf", l)
+	}
 	ep, err := startEdgeOrWarn(cfg, h, *dataDir, local.ids, log)
 	if err != nil {
 		_ = h.Close()
