@@ -1140,21 +1140,36 @@ func TestSystem(t *testing.T) {
 		if span <= 0 {
 			span = 5 * time.Second
 		}
+		// Each cut falls at a random time in [lo, hi) after the service
+		// starts. Where the apply lies in that span varies from boot to
+		// boot under emulation, so the span follows what the cuts find: a
+		// cut after the install moves hi down to it, one before the
+		// apply began moves lo up to it (keeping a tenth of span
+		// between), and most cuts then fall during the apply, with some
+		// still on either side.
+		lo, hi := time.Duration(0), span
+		minGap := span / 10
 		before, during, after := 0, 0, 0
-		for i := 1; during < 5 && i <= 12; i++ {
+		for i := 1; during < 5 && i <= 16; i++ {
 			data := dataDisk(t, dir, fmt.Sprintf("otacut-%d", i))
 			v := boot(t, fmt.Sprintf("otacut-%d", i), data, media, "-- init update apply /media/update.bundle")
 			v.waitFor(`msg="service started"`, bootTimeout)
-			time.Sleep(time.Duration(rng.Int64N(int64(span))))
+			cut := lo + time.Duration(rng.Int64N(int64(hi-lo)))
+			time.Sleep(cut)
 			v.kill()
 			installed := v.seen(`installed 2\.0\.0 on trial`)
 			switch {
 			case installed:
 				after++
+				hi = cut
+				lo = max(0, min(lo, hi-minGap))
+				hi = max(hi, lo+minGap)
 			case v.seen(`\]\s+[0-9]+%`): // the progress bar had started
 				during++
 			default:
 				before++
+				lo = cut
+				hi = max(hi, lo+minGap)
 			}
 			v = boot(t, fmt.Sprintf("otacut-%d-boot", i), data, "", "")
 			_, m := v.waitFor(bootLine, bootTimeout)
