@@ -13,7 +13,7 @@ package store
 //
 // An entry stays until its batch leaves pend (drop); whether it is still
 // of use (settled, acknowledged, applied) is checked where it is read.
-// Guarded by pendMu.
+// Guarded by pendMu; Open makes fresh.
 type pendIndex struct {
 	fresh map[string]*[NumPriorities]fifo[pendRef]
 	slow  fifo[*op]
@@ -34,9 +34,6 @@ func (x *pendIndex) add(it applyItem) {
 			for i, t := range o.app.targets {
 				qs := x.fresh[t.Endpoint]
 				if qs == nil {
-					if x.fresh == nil {
-						x.fresh = map[string]*[NumPriorities]fifo[pendRef]{}
-					}
 					qs = new([NumPriorities]fifo[pendRef])
 					x.fresh[t.Endpoint] = qs
 				}

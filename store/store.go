@@ -191,6 +191,7 @@ func Open(path string, opts *Options) (*Store, error) {
 	s.applyCh = make(chan applyItem, applyDepth)
 	s.ckptWant = make(chan struct{}, 1)
 	s.hot = make(map[uint64]*op)
+	s.pendIx.fresh = make(map[string]*[NumPriorities]fifo[pendRef])
 	s.hotCkpt = make(map[string]uint64)
 	var through uint64
 	if err := s.db.View(func(tx *bolt.Tx) error {

@@ -401,15 +401,7 @@ func (cc *controlClient) do(ctx context.Context, method, path string, body io.Re
 
 // getJSON decodes the answer to GET path into v.
 func (cc *controlClient) getJSON(ctx context.Context, path string, v any) error {
-	resp, err := cc.get(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return fmt.Errorf("control socket %s: %s: %w", cc.sock, path, err)
-	}
-	return nil
+	return cc.doJSON(ctx, http.MethodGet, path, nil, v)
 }
 
 // postJSON sends in as the body of POST path and decodes the answer
@@ -419,7 +411,12 @@ func (cc *controlClient) postJSON(ctx context.Context, path string, in, out any)
 	if err != nil {
 		return err
 	}
-	resp, err := cc.do(ctx, http.MethodPost, path, bytes.NewReader(b))
+	return cc.doJSON(ctx, http.MethodPost, path, bytes.NewReader(b), out)
+}
+
+// doJSON sends a request and decodes the answer into out.
+func (cc *controlClient) doJSON(ctx context.Context, method, path string, body io.Reader, out any) error {
+	resp, err := cc.do(ctx, method, path, body)
 	if err != nil {
 		return err
 	}
