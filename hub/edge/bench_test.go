@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +23,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/tinyedge/tinyedge/hub/iothub"
 	"github.com/tinyedge/tinyedge/store"
@@ -28,13 +33,15 @@ import (
 
 // Benchmarks: external module → route → external module at QoS 1, paho
 // clients on loopback (plain listener, so TLS does not count), beside
-// the same publish/subscribe flow through mosquitto in the same run.
+// the same publish/subscribe flow through mosquitto, and through mochi
+// alone (the MQTT library the endpoint is built on, with its own
+// forwarding and nothing of the hub's), in the same run.
 //
 //	go test -run '^$' -bench BenchmarkExternalRoute -benchtime 20000x ./hub/edge/
 //
-// Both brokers run as processes of their own (tinyedge as this test
-// binary running TestBenchServer), the clients in this one, so the two
-// compete with the same clients for the same two cores. pairs=1 is one
+// The brokers run as processes of their own (tinyedge and mochi as this
+// test binary running TestBenchServer), the clients in this one, so
+// each competes with the same clients for the same two cores. pairs=1 is one
 // publisher and one receiver, pairs=4 four independent ones at once
 // (the hub routes all four). Each publisher keeps up to window
 // publishes unacknowledged: 16 is IoT Hub's in-flight limit per
@@ -42,8 +49,9 @@ import (
 // mqtt.js set no limit of their own). Each payload carries its send
 // time; the receiver records the latency, which includes any backlog at
 // the receiver. Reported: msg/s, p50 and p99 latency, the broker's CPU
-// time per message (srv_us/msg, from /proc), and for tinyedge messages
-// per journal commit and per bbolt commit, the time of each, and its
+// time per message (srv_us/msg, from /proc) and the clients'
+// (cli_us/msg), for tinyedge messages per journal commit and per bbolt
+// commit and the time of each, and for tinyedge and mochi the
 // throughput as a multiple of mosquitto's (x_mosquitto).
 //
 // What is compared: tinyedge authenticates, parses the property bag,
@@ -51,15 +59,16 @@ import (
 // in its store's journal with an fdatasync (group commit; the PUBACK
 // waits for it), and commits to bbolt, every 500 ms, what was not
 // acknowledged by then. mosquitto with persistence off and no in-flight
-// limit does none of that: no routing, no fsync.
+// limit does none of that: no routing, no fsync; nor does mochi alone.
 //
 // TINYEDGE_BENCH_CPUPROFILE=file writes a CPU profile of the tinyedge
-// broker process; each sub-benchmark starts its own, so select one:
+// or mochi broker process; each sub-benchmark starts its own, so select
+// one:
 //
 //	TINYEDGE_BENCH_CPUPROFILE=/tmp/srv.prof go test -run '^$' \
 //	    -bench 'ExternalRoute/pairs=1/window=16/tinyedge' ./hub/edge/
 //
-// TINYEDGE_BENCH_GOMAXPROCS=n runs the tinyedge broker process with
+// TINYEDGE_BENCH_GOMAXPROCS=n runs the tinyedge and mochi broker processes with
 // GOMAXPROCS=n (the clients keep theirs).
 //
 // TINYEDGE_BENCH_NOSYNC=1 runs the broker's store without fsync (its
@@ -88,6 +97,24 @@ func BenchmarkExternalRoute(b *testing.B) {
 			cpu0 := cpuTime(b, pid)
 			mosquittoRate = runFlows(b, flows, window)
 			b.ReportMetric(float64((cpuTime(b, pid)-cpu0).Microseconds())/float64(b.N), "srv_us/msg")
+		})
+		b.Run(name+"/mochi", func(b *testing.B) {
+			srv := startBenchServer(b, benchMochi)
+			var flows []flow
+			for i := range pairs {
+				flows = append(flows, flow{
+					sub:    dialPlain(b, srv.addr, fmt.Sprint("sub", i)),
+					pub:    dialPlain(b, srv.addr, fmt.Sprint("pub", i)),
+					topic:  fmt.Sprint("bench/flow", i),
+					filter: fmt.Sprint("bench/flow", i),
+				})
+			}
+			cpu0 := cpuTime(b, srv.pid)
+			rate := runFlows(b, flows, window)
+			b.ReportMetric(float64((cpuTime(b, srv.pid)-cpu0).Microseconds())/float64(b.N), "srv_us/msg")
+			if mosquittoRate > 0 {
+				b.ReportMetric(rate/mosquittoRate, "x_mosquitto")
+			}
 		})
 		b.Run(name+"/tinyedge", func(b *testing.B) {
 			srv := startBenchServer(b, pairs)
@@ -140,6 +167,10 @@ func TestBenchServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s=%q: %v", benchServerVar, v, err)
 	}
+	if pairs == benchMochi {
+		serveBareMochi(t)
+		return
+	}
 	var names, routes []string
 	for i := range pairs {
 		names = append(names, fmt.Sprint("a", i), fmt.Sprint("b", i))
@@ -162,6 +193,62 @@ func TestBenchServer(t *testing.T) {
 		}
 	}
 }
+
+// benchMochi, as TestBenchServer's number of pairs, makes it a bare
+// mochi server instead: mochi's own publish/subscribe, every client
+// allowed, no hub, no store. It is the library the endpoint is built
+// on, measured alone, beside mosquitto: what tinyedge could reach if
+// routing and durability cost nothing.
+const benchMochi = -1
+
+// serveBareMochi serves mochi alone on a loopback port until standard
+// input ends.
+func serveBareMochi(t *testing.T) {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumQos = 1
+	// As mosquitto is run: no in-flight limit of its own, which would
+	// hold messages back from a 3.1.1 receiver until it reconnects.
+	caps.ReceiveMaximum = math.MaxUint16
+	caps.MaximumInflight = math.MaxUint16
+	caps.MaximumClientWritesPending = math.MaxUint16
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities:            caps,
+		Logger:                  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SysTopicResendInterval:  3600,
+		ClientNetReadBufferSize: 4096,
+	})
+	if err := srv.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "bench", Address: addr})); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	fmt.Printf("addr %s\n", addr)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// allowAll lets every client connect, publish and subscribe.
+type allowAll struct{ mqtt.HookBase }
+
+func (allowAll) ID() string { return "allow-all" }
+
+func (allowAll) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+func (allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 
 // benchServer is a running TestBenchServer process.
 type benchServer struct {
@@ -308,7 +395,7 @@ func runFlows(b *testing.B, flows []flow, window int) float64 {
 		})
 	}
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(b, os.Getpid())
 	var wg sync.WaitGroup
 	errs := make(chan error, len(flows))
 	for i, f := range flows {
@@ -339,6 +426,9 @@ func runFlows(b *testing.B, flows []flow, window int) float64 {
 	}
 	el := time.Since(start)
 	b.StopTimer()
+	// The clients' CPU: they share the two cores with the broker, so
+	// together the two bound the rate.
+	b.ReportMetric(float64((cpuTime(b, os.Getpid())-cpu0).Microseconds())/float64(b.N), "cli_us/msg")
 	rate := float64(b.N) / el.Seconds()
 	slices.Sort(lat)
 	b.ReportMetric(rate, "msg/s")
