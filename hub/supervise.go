@@ -265,20 +265,34 @@ func (h *Hub) Deploy(d Deployment) error {
 	return errors.Join(errs...)
 }
 
+// ErrNotRestartable is a restart of a deployed module the hub does not
+// run: one deployed stopped, or an external module started elsewhere.
+var ErrNotRestartable = errors.New("not restartable")
+
 // Restart stops a deployed module and starts it again, as a deployment
 // that changed it would: what it runs with is read anew (a process
 // module's environment, with its identity's generation id). A module
-// deployed as stopped, or external with nothing to run, stays as it is.
+// deployed as stopped, or external with nothing to run, stays as it is
+// and the error wraps ErrNotRestartable; one not deployed,
+// ErrUnknownModule.
 func (h *Hub) Restart(name string) error {
 	h.mu.Lock()
 	md, ok := h.modules[name]
 	closed := h.closed
+	var spec ModuleSpec
+	if ok {
+		spec = md.spec
+	}
 	h.mu.Unlock()
 	switch {
 	case closed:
 		return ErrClosed
 	case !ok:
-		return fmt.Errorf("restart: no module %q in the deployment", name)
+		return fmt.Errorf("restart: no module %q in the deployment: %w", name, ErrUnknownModule)
+	case spec.Module == nil:
+		return fmt.Errorf("restart: module %q is external and runs outside tinyedge, which cannot restart it: %w", name, ErrNotRestartable)
+	case spec.Status != StatusRunning:
+		return fmt.Errorf("restart: module %q is deployed with status %q; set it to %q in the deployment to run it: %w", name, spec.Status, StatusRunning, ErrNotRestartable)
 	}
 	if !h.stopModule(md) {
 		return fmt.Errorf("restart: module %q did not stop within %v", name, h.opts.StopTimeout)

@@ -206,6 +206,7 @@ func TestRestart(t *testing.T) {
 	if err := h.Deploy(hub.Deployment{Modules: []hub.ModuleSpec{
 		{Name: "m", Module: mod},
 		{Name: "off", Module: mod, Status: hub.StatusStopped},
+		{Name: "ext", External: true},
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -214,11 +215,17 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	hubtest.WaitFor(t, "m to run again", func() bool { return runs.Load() == 2 && status(h, "m").State == hub.StateRunning })
-	if err := h.Restart("off"); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Restart("ghost"); err == nil || !strings.Contains(err.Error(), `no module "ghost"`) {
-		t.Errorf("Restart of a module not deployed: %v", err)
+	for _, tc := range []struct {
+		name, want string
+		is         error
+	}{
+		{"off", `module "off" is deployed with status "stopped"`, hub.ErrNotRestartable},
+		{"ext", `module "ext" is external and runs outside tinyedge`, hub.ErrNotRestartable},
+		{"ghost", `no module "ghost" in the deployment`, hub.ErrUnknownModule},
+	} {
+		if err := h.Restart(tc.name); !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Restart(%q) = %v, want %q (%v)", tc.name, err, tc.want, tc.is)
+		}
 	}
 	time.Sleep(20 * time.Millisecond)
 	if runs.Load() != 2 || status(h, "off").State != hub.StateStopped {

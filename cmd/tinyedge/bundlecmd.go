@@ -49,9 +49,10 @@ func cmdBundle(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("%w: unknown bundle command %q; want keygen, create or inspect", errUsage, args[0])
 }
 
-// parseInterspersed parses flags that may come before and after
-// positional arguments (`inspect F --pub K`), and returns the positional
-// ones.
+// parseInterspersed parses flags that may come before, between and
+// after positional arguments (`inspect F --pub K`, `logs M --follow`),
+// and returns the positional ones. After "--" every argument is
+// positional.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
@@ -59,6 +60,9 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 			return nil, err
 		}
 		rest := fs.Args()
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
 		if len(rest) == 0 {
 			return pos, nil
 		}

@@ -6,10 +6,13 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
+	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -271,4 +274,71 @@ func TestBundleUsage(t *testing.T) {
 	if stdout, _, code := runBundle(t, "help"); code != 0 || !strings.Contains(stdout, "tinyedge bundle inspect") {
 		t.Errorf("help: exit %d", code)
 	}
+}
+
+var interspersedCases = []struct {
+	args  []string
+	pos   []string
+	dir   string
+	tail  int
+	fails bool
+}{
+	{args: nil},
+	{args: []string{"m"}, pos: []string{"m"}},
+	{args: []string{"m", "--data-dir", "d"}, pos: []string{"m"}, dir: "d"},
+	{args: []string{"--data-dir", "d", "m"}, pos: []string{"m"}, dir: "d"},
+	{args: []string{"a", "--tail", "3", "b", "--data-dir=d"}, pos: []string{"a", "b"}, dir: "d", tail: 3},
+	{args: []string{"--tail", "1", "--", "--data-dir", "-x"}, pos: []string{"--data-dir", "-x"}, tail: 1},
+	{args: []string{"m", "--", "--tail", "2"}, pos: []string{"m", "--tail", "2"}},
+	{args: []string{"m", "--nosuch"}, fails: true},
+	{args: []string{"--tail", "x", "m"}, fails: true},
+}
+
+func interspersedFlags() (*flag.FlagSet, *string, *int) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs, fs.String("data-dir", "", ""), fs.Int("tail", 0, "")
+}
+
+func TestParseInterspersed(t *testing.T) {
+	for _, tc := range interspersedCases {
+		fs, dir, tail := interspersedFlags()
+		pos, err := parseInterspersed(fs, tc.args)
+		if (err != nil) != tc.fails {
+			t.Errorf("%q: error %v, want failure %v", tc.args, err, tc.fails)
+			continue
+		}
+		if !tc.fails && (!slices.Equal(pos, tc.pos) || *dir != tc.dir || *tail != tc.tail) {
+			t.Errorf("%q: positional %q, data-dir %q, tail %d; want %q, %q, %d", tc.args, pos, *dir, *tail, tc.pos, tc.dir, tc.tail)
+		}
+	}
+}
+
+// FuzzParseInterspersed: the arguments, NUL-separated. What comes back
+// as positional is each an argument, in their order.
+func FuzzParseInterspersed(f *testing.F) {
+	for _, tc := range interspersedCases {
+		f.Add(strings.Join(tc.args, "\x00"))
+	}
+	f.Fuzz(func(t *testing.T, joined string) {
+		var args []string
+		if joined != "" {
+			args = strings.Split(joined, "\x00")
+		}
+		fs, _, _ := interspersedFlags()
+		pos, err := parseInterspersed(fs, args)
+		if err != nil {
+			return
+		}
+		i := 0
+		for _, p := range pos {
+			for i < len(args) && args[i] != p {
+				i++
+			}
+			if i == len(args) {
+				t.Fatalf("%q: positional %q are not arguments in order", args, pos)
+			}
+			i++
+		}
+	})
 }

@@ -36,6 +36,7 @@ import (
 //	                                           module's output (stream stdout or stderr), a
 //	                                           built-in module's log lines (stream log)
 //	GET /v1/status                           → {"version", "deviceId", "started", <provider>: …}
+//	POST /v1/modules/{name}/restart          → moduleInfo, after the restart
 //	POST /v1/identities/rotate {"module"} or {"device"}
 //	                                         → rotation: a module's (or a leaf device's
 //	                                           generated) key and generation id made anew
@@ -94,6 +95,7 @@ func newControl(h *hub.Hub, procs *process.Host, deviceID string, log *slog.Logg
 	mux.HandleFunc("GET /v1/modules", c.modules)
 	mux.HandleFunc("GET /v1/modules/{name}/logs", c.logs)
 	mux.HandleFunc("GET /v1/status", c.status)
+	mux.HandleFunc("POST /v1/modules/{name}/restart", c.restart)
 	mux.HandleFunc("POST /v1/identities/rotate", c.rotateIdentity)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		replyError(w, http.StatusNotFound, fmt.Sprintf("no such control operation %s %s", r.Method, r.URL.Path))
@@ -269,6 +271,33 @@ func (c *control) status(w http.ResponseWriter, _ *http.Request) {
 		out[k] = f()
 	}
 	reply(w, out)
+}
+
+// restart stops a module and starts it again, as `iotedge restart` does:
+// a process module's program runs anew, a built-in module's goroutine.
+func (c *control) restart(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	err := c.hub.Restart(name)
+	switch {
+	case errors.Is(err, hub.ErrUnknownModule):
+		replyError(w, http.StatusNotFound, fmt.Sprintf("no module %q in the deployment", name))
+		return
+	case errors.Is(err, hub.ErrNotRestartable):
+		replyError(w, http.StatusConflict, err.Error())
+		return
+	case err != nil:
+		replyError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	c.log.Info("module restarted from the control socket", "module", name)
+	for _, m := range c.moduleList() {
+		if m.Name == name {
+			reply(w, m)
+			return
+		}
+	}
+	// A deployment removed it meanwhile.
+	replyError(w, http.StatusNotFound, fmt.Sprintf("no module %q in the deployment", name))
 }
 
 // rotation is the outcome of POST /v1/identities/rotate.

@@ -82,14 +82,15 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", defaultDataDir(), "the running tinyedge's data `DIR`")
 	device := fs.String("device", "", "rotate the generated key of leaf device `ID` instead of a module's")
-	if err := fs.Parse(args); err != nil {
+	names, err := parseInterspersed(fs, args)
+	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	req := rotateRequest{Device: *device}
 	switch {
-	case *device == "" && fs.NArg() == 1:
-		req.Module = fs.Arg(0)
-	case *device != "" && fs.NArg() == 0:
+	case *device == "" && len(names) == 1:
+		req.Module = names[0]
+	case *device != "" && len(names) == 0:
 	default:
 		return fmt.Errorf("%w: want `tinyedge identities rotate MODULE` or `tinyedge identities rotate --device ID`", errUsage)
 	}

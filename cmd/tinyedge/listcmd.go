@@ -42,6 +42,29 @@ func cmdList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return tw.Flush()
 }
 
+// cmdRestart stops a module of the running tinyedge and starts it again,
+// like `iotedge restart`.
+func cmdRestart(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("restart", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", defaultDataDir(), "the running tinyedge's data `DIR`")
+	names, err := parseInterspersed(fs, args)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if len(names) != 1 {
+		return fmt.Errorf("%w: want `tinyedge restart MODULE`", errUsage)
+	}
+	cc := newControlClient(*dataDir)
+	defer cc.close()
+	var m moduleInfo
+	if err := cc.postJSON(ctx, modulePath(names[0], "/restart"), struct{}{}, &m); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "restarted %s\n", m.Name)
+	return nil
+}
+
 // state is the STATE column: the state, and why a module is not running.
 func state(m moduleInfo, now time.Time) string {
 	s := m.State

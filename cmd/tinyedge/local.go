@@ -176,10 +176,14 @@ func (ls *localServices) rotate(h *hub.Hub, ep *edge.Endpoint, deviceID, moduleI
 	}
 	out := rotation{DeviceID: deviceID, ModuleID: moduleID, GenerationID: id.GenerationID}
 	if moduleID != "" && (*ls.control.mods.Load())[moduleID].typ == "process" {
-		if err := h.Restart(moduleID); err != nil {
+		switch err := h.Restart(moduleID); {
+		case errors.Is(err, hub.ErrNotRestartable):
+			// Deployed stopped: it gets its new generation when it runs.
+		case err != nil:
 			return out, fmt.Errorf("rotated, but the module did not restart: %w", err)
+		default:
+			out.Restarted = true
 		}
-		out.Restarted = true
 	}
 	if ep != nil {
 		out.Closed = ep.Revalidate()

@@ -26,19 +26,14 @@ func cmdLogs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	tail := fs.Int("tail", -1, "print only the last `N` lines kept (default: all)")
 	timestamps := fs.Bool("timestamps", false, "start each line with its time")
 	// The module name may come before or after the flags.
-	var module string
-	if err := fs.Parse(args); err != nil {
+	names, err := parseInterspersed(fs, args)
+	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if fs.NArg() > 0 {
-		module = fs.Arg(0)
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-	}
-	if module == "" || fs.NArg() > 0 {
+	if len(names) != 1 || names[0] == "" {
 		return fmt.Errorf("%w: want `tinyedge logs MODULE [--follow] [--tail N]`", errUsage)
 	}
+	module := names[0]
 	path := modulePath(module, "/logs")
 	q := ""
 	if *tail >= 0 {

@@ -10,6 +10,7 @@
 //	tinyedge store stat|compact [--data-dir DIR]
 //	tinyedge list|status [--data-dir DIR]
 //	tinyedge logs MODULE [--follow] [--tail N] [--data-dir DIR]
+//	tinyedge restart MODULE [--data-dir DIR]
 //	tinyedge identities [--show-keys] [--data-dir DIR]
 //	tinyedge identities rotate MODULE | --device ID [--data-dir DIR]
 //	tinyedge bundle keygen|create|inspect …
@@ -70,6 +71,10 @@ Usage:
       Print a module's recent output: a process module's stdout and
       stderr, a built-in module's log lines; with --follow, keep printing
       new lines until interrupted.
+  tinyedge restart MODULE [--data-dir DIR]
+      Stop a module of the running tinyedge and start it again: a process
+      module's program, a built-in module's goroutine. Its restart count
+      starts again from 0, as after a deployment that changed it.
   tinyedge status [--data-dir DIR]
       Print the running tinyedge's status as JSON.
   tinyedge identities [--show-keys] [--data-dir DIR]
@@ -171,6 +176,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdList(ctx, args[1:], stdout, stderr)
 	case "logs":
 		return cmdLogs(ctx, args[1:], stdout, stderr)
+	case "restart":
+		return cmdRestart(ctx, args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, args[1:], stdout, stderr)
 	case "identities":

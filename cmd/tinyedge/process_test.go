@@ -31,8 +31,8 @@ import (
 )
 
 // processManifest deploys a ticking process module that also starts a
-// grandchild and reports its identity, a module that keeps failing, and a
-// built-in one.
+// grandchild and reports its identity, a module that keeps failing, one
+// deployed stopped, and a built-in one.
 func processManifest(withTicker bool) string {
 	ticker := `"ticker": {"type": "process", "status": "running", "restartPolicy": "always",
 	  "settings": {"path": "/bin/sh", "args": ["-c", "sleep 1000 & echo grandchild $!; echo gen $IOTEDGE_MODULEGENERATIONID; echo to stderr >&2; i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done"]}},`
@@ -43,6 +43,7 @@ func processManifest(withTicker bool) string {
   "$edgeAgent": {"properties.desired": {"schemaVersion": "1.1", "modules": {` + ticker + `
     "crasher": {"type": "process", "status": "running", "restartPolicy": "on-failure",
       "settings": {"path": "sh", "args": ["-c", "echo dying; exit 2"]}},
+    "parked": {"type": "process", "status": "stopped", "settings": {"path": "sh", "args": ["-c", "echo parked"]}},
     "filtermodule": {"type": "builtin", "status": "running", "settings": {"image": "builtin:filter"}}}}},
   "$edgeHub": {"properties.desired": {"schemaVersion": "1.1", "routes": {}}}}}`
 }
@@ -163,7 +164,7 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 	})
 	var mods []moduleInfo
 	lo, _, code := runCLI(t, "list", "--json", "--data-dir", dir)
-	if code != 0 || json.Unmarshal([]byte(lo), &mods) != nil || len(mods) != 3 {
+	if code != 0 || json.Unmarshal([]byte(lo), &mods) != nil || len(mods) != 4 {
 		t.Fatalf("list --json: exit %d\n%s", code, lo)
 	}
 	byName := map[string]moduleInfo{}
@@ -178,6 +179,9 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 	}
 	if m := byName["filtermodule"]; m.Type != "builtin" || m.State != "running" {
 		t.Errorf("filtermodule: %+v", m)
+	}
+	if m := byName["parked"]; m.Type != "process" || m.State != "stopped" || m.PID != 0 {
+		t.Errorf("parked: %+v", m)
 	}
 	table, _, _ := runCLI(t, "list", "--data-dir", dir)
 	if !strings.HasPrefix(table, "NAME ") || !strings.Contains(table, "RESTARTS") || !strings.Contains(table, "filtermodule  builtin  running") {
@@ -263,6 +267,10 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 			grandchild, _ = strconv.Atoi(v)
 		}
 	}
+	// A module deployed stopped gets its new key without being run.
+	if ro, re, code := runCLI(t, "identities", "rotate", "parked", "--data-dir", dir); code != 0 || !strings.HasPrefix(ro, "gw1/parked: new key") || strings.Contains(ro, "restarted") {
+		t.Errorf("identities rotate parked: exit %d\n%s%s", code, ro, re)
+	}
 	// The leaf device connects with its generated key, as the
 	// connection string `identities --show-keys` prints has it; rotating
 	// the key closes that connection.
@@ -299,6 +307,62 @@ func TestProcessModulesFromTheCLI(t *testing.T) {
 		if code != tc.code || !strings.Contains(e, tc.want) {
 			t.Errorf("identities rotate %q: exit %d %q, want %d and %q", tc.args, code, e, tc.code, tc.want)
 		}
+	}
+
+	// restart runs a process module's program anew, and a built-in
+	// module's goroutine; the name may come before the flags.
+	module := func(name string) moduleInfo {
+		var mods []moduleInfo
+		lo, _, code := runCLI(t, "list", "--json", "--data-dir", dir)
+		if code != 0 || json.Unmarshal([]byte(lo), &mods) != nil {
+			t.Fatalf("list --json: exit %d\n%s", code, lo)
+		}
+		for _, m := range mods {
+			if m.Name == name {
+				return m
+			}
+		}
+		t.Fatalf("no module %s in `tinyedge list`:\n%s", name, lo)
+		return moduleInfo{}
+	}
+	var pid int
+	hubtest.WaitFor(t, "the ticker's pid", func() bool { pid = module("ticker").PID; return pid != 0 })
+	if ro, re, code := runCLI(t, "restart", "ticker", "--data-dir", dir); code != 0 || ro != "restarted ticker\n" {
+		t.Fatalf("restart ticker: exit %d\n%s%s", code, ro, re)
+	}
+	hubtest.WaitFor(t, "the ticker to run again", func() bool {
+		m := module("ticker")
+		return m.State == "running" && m.PID != 0 && m.PID != pid
+	})
+	if processAlive(pid) || processAlive(grandchild) {
+		t.Errorf("the ticker's process %d or its grandchild %d survived its restart", pid, grandchild)
+	}
+	starts := func() int {
+		o, _, _ := runCLI(t, "logs", "filtermodule", "--data-dir", dir)
+		return strings.Count(o, "module starting")
+	}
+	n := starts()
+	if ro, re, code := runCLI(t, "restart", "--data-dir", dir, "filtermodule"); code != 0 || ro != "restarted filtermodule\n" {
+		t.Errorf("restart filtermodule: exit %d\n%s%s", code, ro, re)
+	}
+	hubtest.WaitFor(t, "the built-in module to start again", func() bool { return starts() > n })
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"nosuch"}, 1, `no module "nosuch" in the deployment`},
+		{[]string{"parked"}, 1, `module "parked" is deployed with status "stopped"`},
+		{nil, 2, "want `tinyedge restart MODULE`"},
+		{[]string{"ticker", "crasher"}, 2, "want `tinyedge restart MODULE`"},
+	} {
+		_, e, code := runCLI(t, append([]string{"restart", "--data-dir", dir}, tc.args...)...)
+		if code != tc.code || !strings.Contains(e, tc.want) {
+			t.Errorf("restart %q: exit %d %q, want %d and %q", tc.args, code, e, tc.code, tc.want)
+		}
+	}
+	if m := module("parked"); m.State != "stopped" {
+		t.Errorf("restart of a module deployed stopped ran it: %+v", m)
 	}
 
 	// A follower does not hold tinyedge up: stopping ends the follow.
