@@ -89,7 +89,7 @@ var (
 // read back with Read.
 func SimPin(name string) (*gpiotest.Pin, error) {
 	s := name
-	if len(s) <= len(SimName) || !strings.EqualFold(s[:len(SimName)+1], SimName+":") {
+	if !hasSimPrefix(s) {
 		s = SimName + ":" + s
 	}
 	n, err := parsePinName(s)

@@ -74,9 +74,14 @@ type pinName struct {
 func parsePinName(s string) (pinName, error) {
 	var p pinName
 	rest := s
-	if len(s) > len(SimName) && strings.EqualFold(s[:len(SimName)+1], SimName+":") {
+	if hasSimPrefix(s) {
 		p.sim = true
 		rest = s[len(SimName)+1:]
+		if hasSimPrefix(rest) {
+			// Without the first, the second would be the prefix: no
+			// line name can start so.
+			return pinName{}, fmt.Errorf("%w: GPIO pin %q: %s: given twice", ErrBadName, s, SimName)
+		}
 	}
 	p.given = rest
 	p.number = -1
@@ -104,6 +109,11 @@ func parsePinName(s string) (pinName, error) {
 	}
 	p.name = rest
 	return p, nil
+}
+
+// hasSimPrefix says whether s starts with "sim:", in any case.
+func hasSimPrefix(s string) bool {
+	return len(s) > len(SimName) && strings.EqualFold(s[:len(SimName)+1], SimName+":")
 }
 
 func isDigits(s string) bool {

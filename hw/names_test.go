@@ -100,6 +100,8 @@ var pinNameTests = []struct {
 	{in: "sim", want: pinName{number: -1, name: "sim", given: "sim"}},
 	{in: "", wantErr: true},
 	{in: "sim:", wantErr: true},
+	{in: "sim:sim:", wantErr: true},
+	{in: "sim:SIM:GPIO4", wantErr: true},
 	{in: "GPIO17 ", wantErr: true},
 	{in: "GPIO99999999999", wantErr: true},
 	{in: "pin\n", wantErr: true},
