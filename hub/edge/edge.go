@@ -312,15 +312,46 @@ func (e *Endpoint) listenerAddr(id string) string {
 // every connection also checks itself once a minute. It returns how many
 // it closed.
 func (e *Endpoint) Revalidate() int {
+	type authenticated struct {
+		cl *mqtt.Client
+		pa pendingAuth
+	}
 	e.mu.Lock()
 	list := make([]*session, 0, len(e.sessions))
 	for _, s := range e.sessions {
 		list = append(list, s)
 	}
+	var pending []authenticated
+	for cl, pa := range e.pending {
+		pending = append(pending, authenticated{cl, pa})
+	}
 	e.mu.Unlock()
 	n := 0
 	for _, s := range list {
 		if s.revoked() {
+			n++
+		}
+	}
+	// A client is established only after its CONNACK (mochi calls
+	// OnSessionEstablished then), and checks itself at that point; one
+	// that has its CONNACK may be in between, as pending. Close it here
+	// all the same, so that what was closed is counted.
+	for _, p := range pending {
+		err := e.credentialHolds(p.pa.id, p.pa.cred)
+		if err == nil {
+			continue
+		}
+		e.mu.Lock()
+		_, still := e.pending[p.cl]
+		delete(e.pending, p.cl)
+		s := e.sessions[p.cl]
+		e.mu.Unlock()
+		switch {
+		case still:
+			e.log.Warn("closing a connection as it is established: its credentials no longer hold", "client", p.cl.ID, "err", err)
+			p.cl.Stop(fmt.Errorf("%w: %v", errRevoked, err))
+			n++
+		case s != nil && s.revoked():
 			n++
 		}
 	}
