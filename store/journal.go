@@ -406,6 +406,16 @@ func (d *frameDecoder) entry() (*appendReq, error) {
 	return a, nil
 }
 
+// readAt fills b from r at off. A ReaderAt may say io.EOF with all of b
+// read, when b ends where the input does.
+func readAt(r io.ReaderAt, b []byte, off int64) error {
+	n, err := r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	return err
+}
+
 // readJournal reads the frames of a journal of size bytes from its
 // start, as long as each follows the one before, and returns their
 // appends and acknowledgements, the number of the last frame read (0 when
@@ -420,7 +430,7 @@ func readJournal(r io.ReaderAt, size int64) ([]journalEntry, []ackReq, uint64, i
 		buf  []byte
 	)
 	for pos+frameHeaderLen <= size {
-		if _, err := r.ReadAt(hb[:], pos); err != nil {
+		if err := readAt(r, hb[:], pos); err != nil {
 			return nil, nil, 0, 0, fmt.Errorf("store: read journal: %w", err)
 		}
 		h, ok := parseFrameHeader(hb[:])
@@ -431,7 +441,7 @@ func readJournal(r io.ReaderAt, size int64) ([]journalEntry, []ackReq, uint64, i
 			buf = make([]byte, h.length)
 		}
 		b := buf[:h.length]
-		if _, err := r.ReadAt(b, pos+frameHeaderLen); err != nil {
+		if err := readAt(r, b, pos+frameHeaderLen); err != nil {
 			return nil, nil, 0, 0, fmt.Errorf("store: read journal: %w", err)
 		}
 		if crc32cOf(hb[:28], b) != h.crc {
