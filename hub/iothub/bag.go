@@ -259,6 +259,9 @@ func MessageFromBag(bag Bag, m *message.Message) error {
 				if t, err = time.Parse(time.RFC3339Nano, v); err != nil {
 					return fmt.Errorf("property %s: %q is not an ISO 8601 time like 2024-01-02T03:04:05.000Z", p.Key, v)
 				}
+				if err := message.CheckTime(t); err != nil {
+					return fmt.Errorf("property %s: %q: %w", p.Key, v, err)
+				}
 				t = t.UTC()
 			}
 			if p.Key == KeyExpiry {

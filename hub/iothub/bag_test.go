@@ -2,6 +2,7 @@ package iothub
 
 import (
 	"fmt"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -110,10 +111,49 @@ func TestMessageFromBag(t *testing.T) {
 		t.Errorf("Properties\n got %v\nwant %v", m.Properties, wantProps)
 	}
 
-	for _, bad := range []string{"%24.exp=tomorrow", "%24.ctime=2024-13-01T00%3A00%3A00Z"} {
+	for _, bad := range []string{"%24.exp=tomorrow", "%24.ctime=2024-13-01T00%3A00%3A00Z",
+		"%24.ctime=0000-01-01T00%3A30%3A00%2B01%3A00", "%24.exp=9999-12-31T23%3A59%3A59-00%3A01"} {
 		b, _ := ParseBag(bad)
 		if err := MessageFromBag(b, message.New(nil)); err == nil || !strings.Contains(err.Error(), "ISO 8601") {
 			t.Errorf("MessageFromBag(%s) error %v, want a time error", bad, err)
+		}
+	}
+}
+
+// TestBagTimesSurviveTheStore: every time a client may send, in years
+// 0000–9999, comes out of the store's record as it went in, and back
+// into a bag as the same instant; Unix nanoseconds reach only 1678–2262.
+func TestBagTimesSurviveTheStore(t *testing.T) {
+	for _, v := range []string{
+		"0000-01-01T00:00:00.001Z", "0001-01-01T00:00:00Z", "1677-09-21T00:12:43.145224191Z",
+		"1970-01-01T00:00:00Z", "2024-01-02T03:04:05.678Z", "2262-04-11T23:47:16.854775808Z",
+		"9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999999999Z",
+	} {
+		b, err := ParseBag("%24.ctime=" + url.QueryEscape(v) + "&%24.exp=" + url.QueryEscape(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := message.New(nil)
+		if err := MessageFromBag(b, m); err != nil {
+			t.Errorf("%s: %v", v, err)
+			continue
+		}
+		want, _ := time.Parse(time.RFC3339Nano, v)
+		got, err := message.Unmarshal(message.Marshal(m))
+		if err != nil {
+			t.Errorf("%s: %v", v, err)
+			continue
+		}
+		if !got.System.CreationTime.Equal(want) || !got.System.ExpiryTime.Equal(want) {
+			t.Errorf("%s came out of the store as %v and %v", v, got.System.CreationTime, got.System.ExpiryTime)
+		}
+		again, err := ParseBag(string(AppendBag(nil, got, BagOptions{})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2 := message.New(nil)
+		if err := MessageFromBag(again, m2); err != nil || !m2.System.CreationTime.Equal(want.Truncate(time.Millisecond)) {
+			t.Errorf("%s back in a bag: %v, %v", v, m2.System.CreationTime, err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -25,7 +26,12 @@ func codecSamples() []*Message {
 	s.EnqueuedTime = time.Date(1970, 1, 1, 0, 0, 5, 0, time.UTC) // an untrusted clock
 	s.ConnectionDeviceID, s.ConnectionModuleID, s.OutputName, s.InputName = "gw", "mod", "out", "in"
 	s.MessageSchema, s.InterfaceID, s.ComponentName = "schema", "dtmi:x;1", "thermostat1"
-	return []*Message{New(nil), New([]byte{0, 1, 2}), full}
+	// Times Unix nanoseconds cannot hold, and the Unix epoch.
+	wide := New([]byte("w"))
+	wide.System.CreationTime = time.Date(0, 1, 1, 0, 0, 0, 1, time.UTC)
+	wide.System.ExpiryTime = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
+	wide.System.EnqueuedTime = time.Unix(0, 0).UTC()
+	return []*Message{New(nil), New([]byte{0, 1, 2}), full, wide}
 }
 
 func TestCodecRoundTrip(t *testing.T) {
@@ -50,7 +56,12 @@ func TestCodecRefusesNewerAndGarbage(t *testing.T) {
 		t.Errorf("newer record: %v, want ErrNewerFormat", err)
 	}
 	unversioned, _ := cbor.Marshal(map[int]any{1: []byte("x")})
-	for _, b := range [][]byte{nil, {0xff}, unversioned, []byte("not cbor")} {
+	var badTimes [][]byte
+	for _, v := range []string{"1", "1.5", "1.0000000000", "x.000000000", "1.-00000001", "99999999999999999999.000000000"} {
+		b, _ := cbor.Marshal(map[int]any{0: codecVersion, 21: v})
+		badTimes = append(badTimes, b)
+	}
+	for _, b := range append([][]byte{nil, {0xff}, unversioned, []byte("not cbor")}, badTimes...) {
 		if _, err := Unmarshal(b); err == nil {
 			t.Errorf("Unmarshal(%x) accepted", b)
 		}
@@ -181,9 +192,12 @@ func TestMarshalMatchesGeneral(t *testing.T) {
 // and sys are split at NUL into property pairs and the system properties
 // in record order.
 func FuzzMarshalMatchesGeneral(f *testing.F) {
-	f.Add([]byte(`{"t":21.5}`), "alert\x00true\x00$odd\x00", "m1\x00c1\x00u1\x00/devices/d\x00application/json\x00utf-8\x00gw\x00mod\x00out\x00in\x00schema\x00dtmi:x;1\x00thermostat1", uint8(TwinChange), uint64(42), int64(1704164645000000006), int64(-5), int64(5000000000))
-	f.Add([]byte(nil), "", "", uint8(0), uint64(0), int64(0), int64(0), int64(0))
-	f.Fuzz(func(t *testing.T, body []byte, props, sys string, kind uint8, seq uint64, ctime, exp, etime int64) {
+	f.Add([]byte(`{"t":21.5}`), "alert\x00true\x00$odd\x00", "m1\x00c1\x00u1\x00/devices/d\x00application/json\x00utf-8\x00gw\x00mod\x00out\x00in\x00schema\x00dtmi:x;1\x00thermostat1", uint8(TwinChange), uint64(42), int64(1704164645000000006), int64(-5), int64(5000000000), uint8(0))
+	f.Add([]byte(nil), "", "", uint8(0), uint64(0), int64(0), int64(0), int64(0), uint8(0))
+	f.Add([]byte("w"), "", "", uint8(0), uint64(0), int64(-62167219200), int64(253402300799), int64(0), uint8(7))
+	// secs: bit i set, the i-th time is in seconds, not nanoseconds, so
+	// it may lie beyond what nanoseconds hold.
+	f.Fuzz(func(t *testing.T, body []byte, props, sys string, kind uint8, seq uint64, ctime, exp, etime int64, secs uint8) {
 		m := New(body)
 		kv := strings.Split(props, "\x00")
 		for i := 0; i+1 < len(kv); i += 2 {
@@ -196,8 +210,26 @@ func FuzzMarshalMatchesGeneral(f *testing.F) {
 		for i, v := range strings.SplitN(sys, "\x00", len(fields)) {
 			*fields[i] = v
 		}
-		s.CreationTime, s.ExpiryTime, s.EnqueuedTime = time.Unix(0, ctime), time.Unix(0, exp), time.Unix(0, etime)
+		at := func(bit uint8, v int64) time.Time {
+			if secs&bit != 0 {
+				return time.Unix(v, 0)
+			}
+			return time.Unix(0, v)
+		}
+		s.CreationTime, s.ExpiryTime, s.EnqueuedTime = at(1, ctime), at(2, exp), at(4, etime)
 		checkMarshal(t, m)
+		if !utf8.ValidString(props) || !utf8.ValidString(sys) {
+			return // the bag lets only UTF-8 in; the decoder refuses the rest
+		}
+		got, err := Unmarshal(Marshal(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, tt := range [][2]time.Time{{got.System.CreationTime, s.CreationTime}, {got.System.ExpiryTime, s.ExpiryTime}, {got.System.EnqueuedTime, s.EnqueuedTime}} {
+			if !tt[0].Equal(tt[1]) && !(tt[0].IsZero() && tt[1].IsZero()) {
+				t.Fatalf("time %d: %v came back as %v", i, tt[1], tt[0])
+			}
+		}
 	})
 }
 

@@ -26,7 +26,7 @@ func decodeFast(b []byte, r *record) bool {
 	last := -1
 	for range n {
 		k, ok := d.Head(0)
-		if !ok || k > 20 || int(k) <= last {
+		if !ok || k > 23 || int(k) <= last {
 			return false
 		}
 		last = int(k)
@@ -82,6 +82,12 @@ func decodeFast(b []byte, r *record) bool {
 			r.IfID, ok = d.Text()
 		case 20:
 			r.Sub, ok = d.Text()
+		case 21:
+			r.CTimeX, ok = d.Text()
+		case 22:
+			r.ExpX, ok = d.Text()
+		case 23:
+			r.ETimeX, ok = d.Text()
 		}
 		if !ok {
 			return false
@@ -125,7 +131,7 @@ func (d *fastDecoder) props() (map[string]string, bool) {
 // Marshal encodes m for the store: the record's items appended field by
 // field into one buffer of the exact size, the bytes fxamacker/cbor
 // writes for the record in its core deterministic mode
-// (FuzzMarshalMatchesGeneral holds them equal). Keys are integers 0–20,
+// (FuzzMarshalMatchesGeneral holds them equal). Keys are integers 0–23,
 // one byte each, in increasing order; zero values are left out, as the
 // record's omitempty says.
 func Marshal(m *Message) []byte {
@@ -138,10 +144,18 @@ func Marshal(m *Message) []byte {
 		{14, s.ConnectionDeviceID}, {15, s.ConnectionModuleID}, {16, s.OutputName}, {17, s.InputName},
 		{18, s.MessageSchema}, {19, s.InterfaceID}, {20, s.ComponentName},
 	}
+	ctime, ctimeX := storedTime(s.CreationTime)
+	exp, expX := storedTime(s.ExpiryTime)
+	etime, etimeX := storedTime(s.EnqueuedTime)
 	times := [...]struct {
 		key byte
 		v   int64
-	}{{11, nanos(s.CreationTime)}, {12, nanos(s.ExpiryTime)}, {13, nanos(s.EnqueuedTime)}}
+	}{{11, ctime}, {12, exp}, {13, etime}}
+	// The times nanoseconds cannot hold, keys 21–23, last.
+	wide := [...]struct {
+		key byte
+		v   string
+	}{{21, ctimeX}, {22, expX}, {23, etimeX}}
 
 	// Count and measure first: one allocation.
 	pairs, size := 1, 2 // V
@@ -179,6 +193,15 @@ func Marshal(m *Message) []byte {
 		if f.v != "" {
 			pairs++
 			size += 1 + cborwrite.StringLen(len(f.v))
+		}
+	}
+	hasWide := ctimeX != "" || expX != "" || etimeX != "" // rare
+	if hasWide {
+		for _, f := range wide {
+			if f.v != "" {
+				pairs++
+				size += 1 + cborwrite.StringLen(len(f.v))
+			}
 		}
 	}
 	for _, f := range times {
@@ -221,6 +244,13 @@ func Marshal(m *Message) []byte {
 	for _, f := range texts[6:] {
 		if f.v != "" {
 			b = cborwrite.AppendText(append(b, f.key), f.v)
+		}
+	}
+	if hasWide {
+		for _, f := range wide {
+			if f.v != "" {
+				b = cborwrite.AppendText(append(b, f.key), f.v)
+			}
 		}
 	}
 	return b

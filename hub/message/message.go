@@ -242,14 +242,29 @@ func tm(f func(*System) *time.Time) (func(*System) (string, bool), func(*System,
 }
 
 // ParseTime reads a time as IoT Hub and the SDKs write it: RFC 3339 with
-// optional fractional seconds, or without a zone (taken as UTC).
+// optional fractional seconds, or without a zone (taken as UTC). It
+// refuses a time that CheckTime does.
 func ParseTime(v string) (time.Time, error) {
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02T15:04:05.999999999Z0700"} {
 		if t, err := time.Parse(layout, v); err == nil {
-			return t.UTC(), nil
+			t = t.UTC()
+			if err := CheckTime(t); err != nil {
+				return time.Time{}, fmt.Errorf("time %q: %w", v, err)
+			}
+			return t, nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("time %q is not ISO 8601 (want e.g. 2024-01-02T03:04:05.000Z)", v)
+}
+
+// CheckTime refuses a time that falls, in UTC, outside the years 0000 to
+// 9999: the hub writes times in UTC, and ISO 8601 has no other years
+// ("0000-01-01T00:30:00+01:00" is one such).
+func CheckTime(t time.Time) error {
+	if y := t.UTC().Year(); y < 0 || y > 9999 {
+		return fmt.Errorf("year %d in UTC is outside 0000–9999, which ISO 8601 writes", y)
+	}
+	return nil
 }
 
 func mk(name, wire string, get func(*System) (string, bool), set func(*System, string) error) sysName {

@@ -110,6 +110,10 @@ var timeCases = []struct {
 	{"2024-01-02T03:04:05.123Z", time.Date(2024, 1, 2, 3, 4, 5, 123e6, time.UTC), true},
 	{"2024-01-02T05:04:05+02:00", time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC), true},
 	{"2024-01-02T03:04:05.1234567", time.Date(2024, 1, 2, 3, 4, 5, 123456700, time.UTC), true},
+	{"9999-12-31T23:59:59.999999999Z", time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), true},
+	{"0000-01-01T00:00:00Z", time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC), true},
+	{"0000-01-01T00:30:00+01:00", time.Time{}, false}, // year -1 in UTC
+	{"9999-12-31T23:30:00-01:00", time.Time{}, false}, // year 10000 in UTC
 	{"2024-01-02", time.Time{}, false},
 	{"", time.Time{}, false},
 	{"not a time", time.Time{}, false},
