@@ -12,7 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 DIST      := dist
 RUNFLAGS  ?=
 
-.PHONY: all build cross bundle run test test-race test-qemu bench soak lint deps sdk clean image qemu test-system
+.PHONY: all build cross bundle run test test-race test-qemu bench soak fuzz lint deps sdk clean image qemu test-system
 
 all: build
 
@@ -68,6 +68,11 @@ bench:
 # million-message backlog. Not part of `make test`.
 soak:
 	TINYEDGE_SOAK=1 $(GO) test -count=1 -v -run 'TestCrash|TestBacklogSoak' ./store/
+
+# Every fuzz test for FUZZTIME (30s) each; FUZZ=regexp picks some. Not
+# part of `make test`. A failing input stays in testdata/fuzz/.
+fuzz:
+	./scripts/fuzz.sh
 
 lint:
 	@out=$$(gofmt -l cmd hub modules hw store build scripts 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
