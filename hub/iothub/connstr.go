@@ -41,6 +41,9 @@ func ParseConnectionString(s string) (ConnectionString, error) {
 		if !ok {
 			return fail("%q is not Name=value", part)
 		}
+		// Pasted strings come with blanks around the parts; no name or
+		// value has them at its ends.
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if seen[k] {
 			return fail("%s given twice", k)
 		}

@@ -32,6 +32,8 @@ var connTests = []struct {
 	{in: "HostName=h.net;DeviceId=gw;x509=maybe", err: "want true or false"},
 	{in: "HostName=h.net;DeviceId=gw;HostName=x;x509=true", err: "HostName given twice"},
 	{in: "HostName=h.net;DeviceId;x509=true", err: "not Name=value"},
+	{in: " HostName = h.net; DeviceId=gw ;\tx509=true ", want: ConnectionString{HostName: "h.net", DeviceID: "gw", X509: true}},
+	{in: "HostName=h.net;DeviceId=gw;SharedAccessSignature= ;", err: "missing SharedAccessKey"},
 }
 
 func TestParseConnectionString(t *testing.T) {
@@ -98,6 +100,8 @@ var usernameTests = []struct {
 		Params: url.Values{"api-version": {"1"}, "model-id": {"dtmi:x;1"}, "bad": {"%zz"}}}},
 	{in: "h.net/gw/?api-version=1&model-id=dtmi%3Ax%3B1", want: Username{Host: "h.net", DeviceID: "gw", APIVersion: "1",
 		Params: url.Values{"api-version": {"1"}, "model-id": {"dtmi:x;1"}}}},
+	{in: "h.net/gw/?api-version=1&api-version", want: Username{Host: "h.net", DeviceID: "gw", APIVersion: "1",
+		Params: url.Values{"api-version": {"1", ""}}}},
 	{in: "h.net/gw/", err: "no ?api-version"},
 	{in: "h.net/gw/?DeviceClientType=x", err: "no api-version"},
 	{in: "h.net/?api-version=1", err: "want {hostname}"},

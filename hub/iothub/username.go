@@ -95,6 +95,12 @@ func FormatUsername(host, device, module string, extra url.Values) string {
 		v = APIVersion
 	}
 	s += "/?api-version=" + url.QueryEscape(v)
+	if vs := extra["api-version"]; len(vs) > 1 {
+		// As given, though IoT Hub reads only the first.
+		for _, v := range vs[1:] {
+			s += "&api-version=" + url.QueryEscape(v)
+		}
+	}
 	rest := url.Values{}
 	for k, vs := range extra {
 		if k != "api-version" {
