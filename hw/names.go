@@ -80,7 +80,7 @@ func parsePinName(s string) (pinName, error) {
 		if hasSimPrefix(rest) {
 			// Without the first, the second would be the prefix: no
 			// line name can start so.
-			return pinName{}, fmt.Errorf("%w: GPIO pin %q: %s: given twice", ErrBadName, s, SimName)
+			return pinName{}, fmt.Errorf("%w: GPIO pin %q: the %s: prefix is given twice", ErrBadName, s, SimName)
 		}
 	}
 	p.given = rest
