@@ -348,8 +348,7 @@ func (e *Endpoint) Revalidate() int {
 		e.mu.Unlock()
 		switch {
 		case still:
-			e.log.Warn("closing a connection as it is established: its credentials no longer hold", "client", p.cl.ID, "err", err)
-			p.cl.Stop(fmt.Errorf("%w: %v", errRevoked, err))
+			revoke(p.cl, e.log.With("identity", p.pa.id.String(), "remote", p.cl.Net.Remote), err)
 			n++
 		case s != nil && s.revoked():
 			n++

@@ -87,8 +87,8 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		cl.Properties.Will = mqtt.Will{}
 	}
 	s.start()
-	// Revalidate runs over established sessions only: one that passed
-	// CONNECT just before a revocation is checked here.
+	// A client that authenticated just before a revocation may have
+	// joined pending after Revalidate looked: it is checked here.
 	s.revoked()
 }
 

@@ -189,9 +189,14 @@ func (s *session) revoked() bool {
 	if err == nil {
 		return false
 	}
-	s.log.Warn("closing the connection: its credentials no longer hold", "err", err)
-	s.cl.Stop(fmt.Errorf("%w: %v", errRevoked, err))
+	revoke(s.cl, s.log, err)
 	return true
+}
+
+// revoke closes a connection whose credentials no longer hold, for err.
+func revoke(cl *mqtt.Client, log *slog.Logger, err error) {
+	log.Warn("closing the connection: its credentials no longer hold", "err", err)
+	cl.Stop(fmt.Errorf("%w: %v", errRevoked, err))
 }
 
 // close ends what the session started: input delivery (rewinding what
